@@ -1,0 +1,1 @@
+//! Incremental frame decoder: to be written.

@@ -1,0 +1,43 @@
+//! Every length and count the protocol allows, in one place. A frame whose
+//! header claims more than these is refused before anything is allocated.
+
+/// Longest key, in bytes (the table name is not counted).
+pub const KEY_SIZE_MAX: usize = 1024;
+
+/// Longest value, in bytes.
+pub const VALUE_SIZE_MAX: usize = 1024 * 1024;
+
+/// Longest table name, in bytes.
+pub const TABLE_NAME_SIZE_MAX: usize = 255;
+
+/// Longest encoded maps carried in one frame (a reply to `GetMaps` or the
+/// brick's view in a fingerprint-mismatch error).
+pub const MAPS_SIZE_MAX: usize = 1024 * 1024;
+
+/// Most participants named in one prepare (the replication degree).
+pub const PARTICIPANTS_MAX: usize = 16;
+
+/// Longest error message text, in bytes.
+pub const ERROR_MESSAGE_SIZE_MAX: usize = 1024;
+
+/// Most entries in a stats reply.
+pub const STATS_ENTRIES_MAX: usize = 4096;
+
+/// Longest frame body, in bytes: room for the largest value, key, table name
+/// and the fixed fields of a prepare, with headroom for maps in an error.
+pub const FRAME_BODY_SIZE_MAX: usize = VALUE_SIZE_MAX + MAPS_SIZE_MAX + 64 * 1024;
+
+/// Requests one connection may have outstanding at a brick; past this the
+/// brick answers `Busy`.
+pub const OUTSTANDING_REQUESTS_PER_CONNECTION_MAX: usize = 1024;
+
+/// Connections one brick accepts at once; past this new ones are closed.
+pub const CONNECTIONS_PER_BRICK_MAX: usize = 1024;
+
+/// Bytes of replies one connection may have queued for sending; past this
+/// the brick stops reading from that connection until the peer drains it.
+pub const QUEUED_BYTES_PER_CONNECTION_MAX: usize = 8 * 1024 * 1024;
+
+const _: () = assert!(KEY_SIZE_MAX + TABLE_NAME_SIZE_MAX + VALUE_SIZE_MAX < FRAME_BODY_SIZE_MAX);
+const _: () = assert!(MAPS_SIZE_MAX < FRAME_BODY_SIZE_MAX);
+const _: () = assert!(FRAME_BODY_SIZE_MAX <= u32::MAX as usize);
