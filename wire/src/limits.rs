@@ -41,3 +41,25 @@ pub const QUEUED_BYTES_PER_CONNECTION_MAX: usize = 8 * 1024 * 1024;
 const _: () = assert!(KEY_SIZE_MAX + TABLE_NAME_SIZE_MAX + VALUE_SIZE_MAX < FRAME_BODY_SIZE_MAX);
 const _: () = assert!(MAPS_SIZE_MAX < FRAME_BODY_SIZE_MAX);
 const _: () = assert!(FRAME_BODY_SIZE_MAX <= u32::MAX as usize);
+
+/// Longest counter name in a stats reply, in bytes.
+pub const STAT_NAME_SIZE_MAX: usize = 255;
+
+// The largest body each message can have while every field is within its
+// limit still fits a frame, so a message that passes `check_limits` is never
+// refused for its frame size. The fixed-size fields are counted generously.
+const _: () = assert!(
+    64 + 4
+        + TABLE_NAME_SIZE_MAX
+        + 4
+        + KEY_SIZE_MAX
+        + 1
+        + 4
+        + VALUE_SIZE_MAX
+        + 4
+        + 4 * PARTICIPANTS_MAX
+        <= FRAME_BODY_SIZE_MAX
+);
+const _: () =
+    assert!(1 + 4 + ERROR_MESSAGE_SIZE_MAX + 1 + 4 + MAPS_SIZE_MAX <= FRAME_BODY_SIZE_MAX);
+const _: () = assert!(4 + STATS_ENTRIES_MAX * (4 + STAT_NAME_SIZE_MAX + 8) <= FRAME_BODY_SIZE_MAX);

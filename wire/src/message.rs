@@ -1,8 +1,11 @@
-//! The messages of the protocol. Requests flow from a caller (ddslib, or a
-//! brick asking a peer) to a brick; each reply carries the request id of the
-//! request it answers. Body encoding is in this module too: fixed-width
-//! little-endian integers, and byte strings as a u32 length then the bytes,
-//! every length checked against [`crate::limits`] before it is used.
+//! The messages of the protocol and their kind bytes. Requests flow from a
+//! caller (ddslib, or a brick asking a peer) to a brick; each reply carries
+//! the request id of the request it answers.
+//!
+//! The body encoding lives in the `body` module: fixed-width little-endian
+//! integers, and byte strings as a u32 length then the bytes, every length
+//! checked against [`crate::limits`] before it is used. Framing is in
+//! [`crate::header`] and [`crate::codec`].
 
 use maps::{BrickId, PartitionId, RgId};
 
@@ -91,10 +94,13 @@ pub enum Request {
         maps: Vec<u8>,
     },
     /// A replica asks a peer in `rg` at `epoch` to extend its read lease.
+    /// `incarnation` changes every time the asker's process starts, so the
+    /// peer can tell a restarted brick from one that kept its state.
     LeaseRenew {
         rg: RgId,
         epoch: u64,
         from: BrickId,
+        incarnation: u64,
     },
     /// Counters of the brick and of each partition it holds.
     Stats,
@@ -133,6 +139,9 @@ pub enum ErrorCode {
     /// The request named a transaction the brick does not know.
     UnknownTransaction = 11,
     Internal = 12,
+    /// The brick restarted after a crash and lost its transaction table: it
+    /// serves nothing in groups with other members until it has recovered.
+    Restarted = 13,
 }
 
 /// An error reply.
@@ -174,4 +183,125 @@ pub enum Reply {
 pub enum Message {
     Request(Request),
     Reply(Reply),
+}
+
+/// The kind byte of each message in a frame header: requests in 1..=63,
+/// replies in 64..=127, so a reader can tell the direction from the kind
+/// alone. The numbers are part of the protocol; never reuse a retired one.
+pub mod kind {
+    pub const PING: u8 = 1;
+    pub const GET_MAPS: u8 = 2;
+    pub const CREATE_TABLE: u8 = 3;
+    pub const DESTROY_TABLE: u8 = 4;
+    pub const GET: u8 = 5;
+    pub const PREPARE: u8 = 6;
+    pub const COMMIT: u8 = 7;
+    pub const ABORT: u8 = 8;
+    pub const TX_STATUS: u8 = 9;
+    pub const EXCLUDE: u8 = 10;
+    pub const PUSH_MAPS: u8 = 11;
+    pub const LEASE_RENEW: u8 = 12;
+    pub const STATS: u8 = 13;
+    pub const PARTITION_CHECKSUM: u8 = 14;
+
+    pub const OK: u8 = 64;
+    pub const PONG: u8 = 65;
+    pub const VALUE: u8 = 66;
+    pub const NOT_FOUND: u8 = 67;
+    pub const MAPS: u8 = 68;
+    pub const VOTED: u8 = 69;
+    pub const TX_STATE: u8 = 70;
+    pub const LEASE: u8 = 71;
+    pub const STATS_REPLY: u8 = 72;
+    pub const CHECKSUM: u8 = 73;
+    pub const ERROR: u8 = 74;
+
+    /// The first kind number of a reply; below it are requests.
+    pub const REPLY_MIN: u8 = 64;
+}
+
+/// The name of the message a kind byte stands for, or `None` for a kind this
+/// version does not know. Reply names that clash with a request's carry a
+/// `Reply` suffix.
+pub fn kind_name(kind: u8) -> Option<&'static str> {
+    let name = match kind {
+        kind::PING => "Ping",
+        kind::GET_MAPS => "GetMaps",
+        kind::CREATE_TABLE => "CreateTable",
+        kind::DESTROY_TABLE => "DestroyTable",
+        kind::GET => "Get",
+        kind::PREPARE => "Prepare",
+        kind::COMMIT => "Commit",
+        kind::ABORT => "Abort",
+        kind::TX_STATUS => "TxStatus",
+        kind::EXCLUDE => "Exclude",
+        kind::PUSH_MAPS => "PushMaps",
+        kind::LEASE_RENEW => "LeaseRenew",
+        kind::STATS => "Stats",
+        kind::PARTITION_CHECKSUM => "PartitionChecksum",
+        kind::OK => "Ok",
+        kind::PONG => "Pong",
+        kind::VALUE => "Value",
+        kind::NOT_FOUND => "NotFound",
+        kind::MAPS => "Maps",
+        kind::VOTED => "Voted",
+        kind::TX_STATE => "TxState",
+        kind::LEASE => "Lease",
+        kind::STATS_REPLY => "StatsReply",
+        kind::CHECKSUM => "Checksum",
+        kind::ERROR => "Error",
+        _ => return None,
+    };
+    Some(name)
+}
+
+impl Request {
+    /// The kind byte of this request in a frame header.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Request::Ping => kind::PING,
+            Request::GetMaps => kind::GET_MAPS,
+            Request::CreateTable { .. } => kind::CREATE_TABLE,
+            Request::DestroyTable { .. } => kind::DESTROY_TABLE,
+            Request::Get { .. } => kind::GET,
+            Request::Prepare { .. } => kind::PREPARE,
+            Request::Commit { .. } => kind::COMMIT,
+            Request::Abort { .. } => kind::ABORT,
+            Request::TxStatus { .. } => kind::TX_STATUS,
+            Request::Exclude { .. } => kind::EXCLUDE,
+            Request::PushMaps { .. } => kind::PUSH_MAPS,
+            Request::LeaseRenew { .. } => kind::LEASE_RENEW,
+            Request::Stats => kind::STATS,
+            Request::PartitionChecksum { .. } => kind::PARTITION_CHECKSUM,
+        }
+    }
+}
+
+impl Reply {
+    /// The kind byte of this reply in a frame header.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Reply::Ok => kind::OK,
+            Reply::Pong => kind::PONG,
+            Reply::Value(_) => kind::VALUE,
+            Reply::NotFound => kind::NOT_FOUND,
+            Reply::Maps(_) => kind::MAPS,
+            Reply::Voted => kind::VOTED,
+            Reply::TxState(_) => kind::TX_STATE,
+            Reply::Lease { .. } => kind::LEASE,
+            Reply::Stats(_) => kind::STATS_REPLY,
+            Reply::Checksum { .. } => kind::CHECKSUM,
+            Reply::Error(_) => kind::ERROR,
+        }
+    }
+}
+
+impl Message {
+    /// The kind byte of this message in a frame header.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Message::Request(request) => request.kind(),
+            Message::Reply(reply) => reply.kind(),
+        }
+    }
 }

@@ -1,0 +1,432 @@
+//! Every message survives encoding and decoding unchanged: the hand-written
+//! samples of every variant, and generated messages (proptest).
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{sample_messages, sample_replies, sample_requests, ERROR_CODES, TX_STATES};
+use maps::{BrickId, PartitionId, RgId};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use wire::codec::{encode_frame, encode_reply, encode_request, FrameDecoder};
+use wire::header::RawHeader;
+use wire::limits::{
+    ERROR_MESSAGE_SIZE_MAX, KEY_SIZE_MAX, MAPS_SIZE_MAX, PARTICIPANTS_MAX, STAT_NAME_SIZE_MAX,
+    TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
+};
+use wire::{kind_name, ErrorReply, Message, Reply, Request, TxId, Write, HEADER_SIZE};
+
+/// Encodes the body, checks its announced length, decodes it back, and
+/// checks that the encoding is canonical (decoding then encoding gives the
+/// same bytes).
+fn assert_body_round_trip(message: &Message) {
+    let mut body = Vec::new();
+    message.encode_body(&mut body);
+    assert_eq!(
+        body.len(),
+        message.body_len(),
+        "body_len of {}",
+        describe(message)
+    );
+    let decoded = Message::decode(message.kind(), &body)
+        .unwrap_or_else(|e| panic!("{}: {e}", describe(message)));
+    assert!(
+        decoded == *message,
+        "{} decoded to something else",
+        describe(message)
+    );
+    let mut again = Vec::new();
+    decoded.encode_body(&mut again);
+    assert!(
+        again == body,
+        "{}: encoding is not canonical",
+        describe(message)
+    );
+}
+
+/// The message's kind name and body size, short enough for a failure
+/// message even when the message holds a megabyte.
+fn describe(message: &Message) -> String {
+    format!(
+        "{} ({} body bytes)",
+        kind_name(message.kind()).unwrap(),
+        message.body_len()
+    )
+}
+
+fn frame(request_id: u64, message: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(request_id, message, &mut out);
+    out
+}
+
+#[test]
+fn every_sample_round_trips_as_a_body() {
+    let messages = sample_messages();
+    for message in &messages {
+        assert_eq!(message.check_limits(), Ok(()), "{}", describe(message));
+        assert_body_round_trip(message);
+    }
+}
+
+#[test]
+fn samples_cover_every_variant() {
+    let kinds: HashSet<u8> = sample_messages().iter().map(Message::kind).collect();
+    let known: HashSet<u8> = (0..=255u8).filter(|k| kind_name(*k).is_some()).collect();
+    assert_eq!(kinds, known);
+    let replies = sample_replies();
+    for state in TX_STATES {
+        assert!(replies.contains(&Reply::TxState(state)));
+    }
+    for code in ERROR_CODES {
+        assert!(replies
+            .iter()
+            .any(|r| matches!(r, Reply::Error(e) if e.code == code)));
+    }
+}
+
+#[test]
+fn kinds_are_distinct_and_split_by_direction() {
+    let mut seen = HashSet::new();
+    for request in sample_requests() {
+        let kind = request.kind();
+        assert!((1..=63).contains(&kind), "{request:?} has kind {kind}");
+        seen.insert(kind);
+    }
+    assert_eq!(seen.len(), 14, "one kind per request variant");
+    let mut seen = HashSet::new();
+    for reply in sample_replies() {
+        let kind = reply.kind();
+        assert!((64..=127).contains(&kind), "reply kind {kind}");
+        seen.insert(kind);
+    }
+    assert_eq!(seen.len(), 11, "one kind per reply variant");
+}
+
+#[test]
+fn every_sample_round_trips_as_a_frame() {
+    let messages = sample_messages();
+    let mut decoder = FrameDecoder::new();
+    for (i, message) in messages.iter().enumerate() {
+        let request_id = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let bytes = frame(request_id, message);
+        let header = RawHeader::from_bytes(bytes[..HEADER_SIZE].try_into().unwrap());
+        assert_eq!(header.kind, message.kind());
+        assert_eq!(header.body_len as usize, bytes.len() - HEADER_SIZE);
+        assert_eq!(header.request_id, request_id);
+        assert_eq!(header.body_crc, crc32fast::hash(&bytes[HEADER_SIZE..]));
+        let mut fed = 0;
+        let mut decoded = None;
+        for _ in 0..1000 {
+            fed += decoder.feed(&bytes[fed..]);
+            if let Some(frame) = decoder.next_frame().unwrap() {
+                decoded = Some(frame);
+                break;
+            }
+            assert!(
+                fed < bytes.len(),
+                "the whole frame was fed but nothing came out"
+            );
+        }
+        let (id, got) = decoded.expect("the frame decodes within 1000 feeds");
+        assert_eq!(id, request_id);
+        assert!(
+            got == *message,
+            "{} decoded to something else",
+            describe(message)
+        );
+        assert_eq!(decoder.buffered_len(), 0);
+    }
+}
+
+#[test]
+fn request_and_reply_shortcuts_match_encode_frame() {
+    for request in sample_requests() {
+        let mut out = Vec::new();
+        encode_request(5, &request, &mut out);
+        assert!(out == frame(5, &Message::Request(request)));
+    }
+    for reply in sample_replies() {
+        let mut out = Vec::new();
+        encode_reply(6, &reply, &mut out);
+        assert!(out == frame(6, &Message::Reply(reply)));
+    }
+}
+
+#[test]
+fn encode_appends_after_existing_bytes() {
+    let mut out = b"earlier".to_vec();
+    encode_request(1, &Request::Ping, &mut out);
+    encode_reply(1, &Reply::Pong, &mut out);
+    assert_eq!(&out[..7], b"earlier");
+    assert_eq!(out.len(), 7 + 2 * HEADER_SIZE);
+    let mut decoder = FrameDecoder::new();
+    assert_eq!(decoder.feed(&out[7..]), 2 * HEADER_SIZE);
+    assert_eq!(
+        decoder.next_frame().unwrap(),
+        Some((1, Message::Request(Request::Ping)))
+    );
+    assert_eq!(
+        decoder.next_frame().unwrap(),
+        Some((1, Message::Reply(Reply::Pong)))
+    );
+    assert_eq!(decoder.next_frame().unwrap(), None);
+}
+
+/// The exact bytes of one frame, so that an accidental change of the format
+/// (field order, width, endianness) fails here and not between versions.
+#[test]
+fn get_frame_bytes_are_pinned() {
+    let request = Request::Get {
+        partition: PartitionId(0x0102_0304_0506_0708),
+        fingerprint: 0xaabb_ccdd,
+        table: b"tb".to_vec(),
+        key: b"key".to_vec(),
+    };
+    let mut out = Vec::new();
+    encode_request(0x11, &request, &mut out);
+    let body: Vec<u8> = [
+        &[8, 7, 6, 5, 4, 3, 2, 1][..],
+        &[0xdd, 0xcc, 0xbb, 0xaa],
+        &[2, 0, 0, 0],
+        b"tb",
+        &[3, 0, 0, 0],
+        b"key",
+    ]
+    .concat();
+    let mut expected = b"DDS1".to_vec();
+    expected.extend_from_slice(&[1, 5, 0, 0]);
+    expected.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    expected.extend_from_slice(&0x11u64.to_le_bytes());
+    expected.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    expected.extend_from_slice(&body);
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn prepare_and_error_bodies_are_pinned() {
+    let request = Request::Prepare {
+        txid: TxId(1),
+        partition: PartitionId(2),
+        fingerprint: 3,
+        table: b"t".to_vec(),
+        key: b"k".to_vec(),
+        write: Write::Put(b"v".to_vec()),
+        participants: vec![BrickId(4), BrickId(5)],
+    };
+    let mut body = Vec::new();
+    request.encode_body(&mut body);
+    let expected: Vec<u8> = [
+        &1u64.to_le_bytes()[..],
+        &2u64.to_le_bytes(),
+        &3u32.to_le_bytes(),
+        &[1, 0, 0, 0, b't'],
+        &[1, 0, 0, 0, b'k'],
+        &[1], // Put
+        &[1, 0, 0, 0, b'v'],
+        &[2, 0, 0, 0],
+        &4u32.to_le_bytes(),
+        &5u32.to_le_bytes(),
+    ]
+    .concat();
+    assert_eq!(body, expected);
+
+    let reply = Reply::Error(ErrorReply {
+        code: wire::ErrorCode::LockConflict,
+        message: "m".to_string(),
+        maps: Some(vec![9]),
+    });
+    let mut body = Vec::new();
+    reply.encode_body(&mut body);
+    assert_eq!(body, vec![2, 1, 0, 0, 0, b'm', 1, 1, 0, 0, 0, 9]);
+
+    let mut body = Vec::new();
+    Request::Exclude {
+        rg: RgId(1),
+        epoch: 2,
+        brick: BrickId(3),
+    }
+    .encode_body(&mut body);
+    assert_eq!(
+        body,
+        [
+            &1u32.to_le_bytes()[..],
+            &2u64.to_le_bytes(),
+            &3u32.to_le_bytes()
+        ]
+        .concat()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Generated messages.
+
+/// Byte strings up to `max`, mostly short so that a run stays quick, with
+/// the limit itself reachable.
+fn bytes_up_to(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        8 => vec(any::<u8>(), 0..=max.min(40)),
+        1 => vec(any::<u8>(), 0..=max),
+        1 => vec(any::<u8>(), max..=max),
+    ]
+}
+
+fn text_up_to(max: usize) -> impl Strategy<Value = String> {
+    // Multi-byte characters make a cut in the wrong place show up as bad
+    // UTF-8; the filter keeps the byte length within the limit.
+    "[a-z0-9._é€𝄞]{0,40}".prop_filter("within the limit", move |s| s.len() <= max)
+}
+
+fn request_strategy() -> impl Strategy<Value = Request> {
+    let write = prop_oneof![
+        Just(Write::Remove),
+        bytes_up_to(VALUE_SIZE_MAX).prop_map(Write::Put),
+    ];
+    prop_oneof![
+        Just(Request::Ping),
+        Just(Request::GetMaps),
+        Just(Request::Stats),
+        bytes_up_to(TABLE_NAME_SIZE_MAX).prop_map(|name| Request::CreateTable { name }),
+        bytes_up_to(TABLE_NAME_SIZE_MAX).prop_map(|name| Request::DestroyTable { name }),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            bytes_up_to(TABLE_NAME_SIZE_MAX),
+            bytes_up_to(KEY_SIZE_MAX)
+        )
+            .prop_map(|(p, fingerprint, table, key)| Request::Get {
+                partition: PartitionId(p),
+                fingerprint,
+                table,
+                key,
+            }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            bytes_up_to(TABLE_NAME_SIZE_MAX),
+            bytes_up_to(KEY_SIZE_MAX),
+            write,
+            vec(any::<u32>(), 0..=PARTICIPANTS_MAX),
+        )
+            .prop_map(|(t, p, fingerprint, table, key, write, participants)| {
+                Request::Prepare {
+                    txid: TxId(t),
+                    partition: PartitionId(p),
+                    fingerprint,
+                    table,
+                    key,
+                    write,
+                    participants: participants.into_iter().map(BrickId).collect(),
+                }
+            }),
+        (any::<u64>(), any::<u64>(), 0..3u8).prop_map(|(t, p, which)| {
+            let (txid, partition) = (TxId(t), PartitionId(p));
+            match which {
+                0 => Request::Commit { txid, partition },
+                1 => Request::Abort { txid, partition },
+                _ => Request::TxStatus { txid, partition },
+            }
+        }),
+        (any::<u32>(), any::<u64>(), any::<u32>(), any::<bool>()).prop_map(
+            |(rg, epoch, brick, exclude)| {
+                if exclude {
+                    Request::Exclude {
+                        rg: RgId(rg),
+                        epoch,
+                        brick: BrickId(brick),
+                    }
+                } else {
+                    Request::LeaseRenew {
+                        rg: RgId(rg),
+                        epoch,
+                        from: BrickId(brick),
+                        incarnation: epoch ^ 0x5a5a,
+                    }
+                }
+            }
+        ),
+        bytes_up_to(MAPS_SIZE_MAX).prop_map(|maps| Request::PushMaps { maps }),
+        any::<u64>().prop_map(|p| Request::PartitionChecksum {
+            partition: PartitionId(p)
+        }),
+    ]
+}
+
+fn reply_strategy() -> impl Strategy<Value = Reply> {
+    prop_oneof![
+        Just(Reply::Ok),
+        Just(Reply::Pong),
+        Just(Reply::NotFound),
+        Just(Reply::Voted),
+        bytes_up_to(VALUE_SIZE_MAX).prop_map(Reply::Value),
+        bytes_up_to(MAPS_SIZE_MAX).prop_map(Reply::Maps),
+        (0..TX_STATES.len()).prop_map(|i| Reply::TxState(TX_STATES[i])),
+        any::<u32>().prop_map(|duration_ms| Reply::Lease { duration_ms }),
+        vec((text_up_to(STAT_NAME_SIZE_MAX), any::<u64>()), 0..20).prop_map(Reply::Stats),
+        (any::<u32>(), any::<u64>()).prop_map(|(crc, keys)| Reply::Checksum { crc, keys }),
+        (
+            0..ERROR_CODES.len(),
+            text_up_to(ERROR_MESSAGE_SIZE_MAX),
+            proptest::option::of(bytes_up_to(MAPS_SIZE_MAX))
+        )
+            .prop_map(|(code, message, maps)| Reply::Error(ErrorReply {
+                code: ERROR_CODES[code],
+                message,
+                maps,
+            })),
+    ]
+}
+
+fn message_strategy() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        request_strategy().prop_map(Message::Request),
+        reply_strategy().prop_map(Message::Reply)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_messages_round_trip(message in message_strategy()) {
+        prop_assert_eq!(message.check_limits(), Ok(()));
+        assert_body_round_trip(&message);
+    }
+
+    /// A stream of generated frames, cut into pieces at random places,
+    /// decodes to the same frames in the same order.
+    #[test]
+    fn generated_streams_decode_whatever_the_cuts(
+        messages in vec(message_strategy(), 1..8),
+        cuts in vec(1usize..5000, 1..50),
+    ) {
+        let mut stream = Vec::new();
+        for (i, message) in messages.iter().enumerate() {
+            encode_frame(i as u64, message, &mut stream);
+        }
+        let mut decoder = FrameDecoder::new();
+        let mut decoded = Vec::new();
+        let mut pos = 0;
+        // Each pass feeds at least one byte (the decoder has room once it
+        // is drained), so the stream length bounds the passes.
+        for pass in 0..=stream.len() {
+            while let Some(frame) = decoder.next_frame().unwrap() {
+                decoded.push(frame);
+            }
+            if pos == stream.len() {
+                break;
+            }
+            let piece = cuts[pass % cuts.len()].min(stream.len() - pos);
+            pos += decoder.feed(&stream[pos..pos + piece]);
+            prop_assert!(decoder.capacity() <= wire::codec::FRAME_SIZE_MAX);
+        }
+        prop_assert_eq!(decoded.len(), messages.len());
+        for (i, ((id, got), want)) in decoded.iter().zip(&messages).enumerate() {
+            prop_assert_eq!(*id, i as u64);
+            prop_assert!(got == want, "frame {} differs", i);
+        }
+        prop_assert_eq!(decoder.buffered_len(), 0);
+    }
+}
