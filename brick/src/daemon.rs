@@ -1,0 +1,142 @@
+//! Startup of a brick process: configuration, arenas, node and server.
+//! Kept apart from `main.rs` so that tests can start a brick in-process.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use maps::config::ClusterConfig;
+use maps::BrickId;
+
+use crate::node::{Node, NodeConfig};
+use crate::server::Server;
+use crate::store::{Backing, Partition};
+
+/// Why a brick could not start or stopped with an error.
+#[derive(Debug)]
+pub enum DaemonError {
+    Config(String),
+    UnknownBrick(BrickId),
+    DataDir(PathBuf, std::io::Error),
+    Arena(PathBuf, String),
+    Listen(String, std::io::Error),
+    Serve(std::io::Error),
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::Config(e) => write!(f, "configuration: {e}"),
+            DaemonError::UnknownBrick(id) => {
+                write!(
+                    f,
+                    "{id} is not listed in the configuration; add a [[brick]] entry with id = {}",
+                    id.0
+                )
+            }
+            DaemonError::DataDir(p, e) => {
+                write!(f, "cannot create data directory {}: {e}", p.display())
+            }
+            DaemonError::Arena(p, e) => write!(f, "cannot open arena {}: {e}", p.display()),
+            DaemonError::Listen(a, e) => {
+                write!(
+                    f,
+                    "cannot listen on {a}: {e} (is another brick using that address?)"
+                )
+            }
+            DaemonError::Serve(e) => write!(f, "event loop failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+/// The arena file of a partition in a brick's data directory.
+pub fn arena_path(dir: &Path, partition: maps::PartitionId) -> PathBuf {
+    dir.join(format!("partition-{:x}.arena", partition.0))
+}
+
+/// Runs brick `id` of the cluster in `config_path` until `stop` is set.
+pub fn run(
+    config_path: &Path,
+    id: BrickId,
+    now: Instant,
+    stop: Arc<AtomicBool>,
+) -> Result<(), DaemonError> {
+    let config =
+        ClusterConfig::load(config_path).map_err(|e| DaemonError::Config(e.to_string()))?;
+    let directory = config.brick_directory();
+    let addr = *directory.get(&id).ok_or(DaemonError::UnknownBrick(id))?;
+    let maps = config.initial_maps();
+    let dir = config.cluster.data_dir.join(format!("brick-{}", id.0));
+    std::fs::create_dir_all(&dir).map_err(|e| DaemonError::DataDir(dir.clone(), e))?;
+    let capacity = config.cluster.partition_capacity_mb * 1024 * 1024;
+    // A brick that held data and did not stop cleanly crashed: it may have
+    // lost prepared transactions, so it starts amnesiac.
+    let marker = dir.join(CLEAN_SHUTDOWN_MARKER);
+    let clean = marker.exists();
+    let _ = std::fs::remove_file(&marker);
+    let mut had_data = false;
+    let mut partitions = BTreeMap::new();
+    for partition in maps.partitions_of(id) {
+        let path = arena_path(&dir, partition);
+        had_data |= path.exists();
+        let (store, report) = Partition::open(Backing::File(path.clone()), capacity)
+            .map_err(|e| DaemonError::Arena(path.clone(), e.to_string()))?;
+        log::info!(
+            "{id}: opened {partition}: {} live keys in {} records",
+            report.live_keys,
+            report.records
+        );
+        if report.torn_tail_bytes > 0 {
+            log::warn!(
+                "{id}: {partition}: cut a torn tail of {} bytes at offset {}; the records before it are intact",
+                report.torn_tail_bytes,
+                report.end_offset
+            );
+        }
+        partitions.insert(partition, store);
+    }
+    let t = &config.timeouts;
+    let node_config = NodeConfig {
+        lease: Duration::from_millis(t.lease_ms),
+        prepare_timeout: Duration::from_millis(t.prepare_ms),
+        probe_timeout: Duration::from_millis(t.probe_ms),
+        outcome_retention: Duration::from_secs(60),
+        incarnation: incarnation(),
+        amnesiac: had_data && !clean,
+    };
+    if had_data && !clean {
+        log::warn!(
+            "{id}: no clean shutdown recorded: serving only groups it is alone in until recovered"
+        );
+    }
+    let node = Node::new(id, node_config, maps, partitions, now);
+    let server = Server::bind(addr, node, directory, stop)
+        .map_err(|e| DaemonError::Listen(addr.to_string(), e))?;
+    log::info!("{id}: listening on {}", server.local_addr());
+    server.run().map_err(DaemonError::Serve)?;
+    // Written after the arenas were flushed: the next start may trust them.
+    if let Err(e) = std::fs::write(&marker, b"") {
+        log::warn!(
+            "{id}: cannot record the clean shutdown at {}: {e}",
+            marker.display()
+        );
+    }
+    Ok(())
+}
+
+/// Present in a brick's data directory only after a clean stop.
+const CLEAN_SHUTDOWN_MARKER: &str = "clean-shutdown";
+
+/// A number that differs between runs of the process.
+fn incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}

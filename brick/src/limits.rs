@@ -1,0 +1,30 @@
+//! Every bound the brick keeps on its own state, in one place. The protocol's
+//! limits (key, value and frame sizes, connections) are in `wire::limits`.
+
+use std::time::Duration;
+
+/// Reads that may wait at once for locked keys to be resolved.
+pub const WAITING_READS_MAX: usize = 65_536;
+
+/// Transactions that may be prepared at once on one brick.
+pub const PREPARED_MAX: usize = 65_536;
+
+/// Outcomes of finished transactions remembered at once (each ~40 bytes).
+pub const OUTCOMES_MAX: usize = 1 << 20;
+
+/// Client requests that may wait for one exclusion to finish.
+pub const EXCLUSION_WAITERS_MAX: usize = 1024;
+
+/// Requests to peers that may be outstanding before unanswered lease
+/// renewals are dropped.
+pub const PEER_PENDING_MAX: usize = 65_536;
+
+/// Bytes of records that one compaction step copies, so that an event-loop
+/// pass stays short (about a millisecond of memory copying).
+pub const COMPACTION_STEP_BYTES: usize = 256 * 1024;
+
+/// Extra wait past a lease's end before a brick that granted it treats it
+/// as expired, for clocks that run at slightly different rates.
+pub const LEASE_MARGIN: Duration = Duration::from_millis(50);
+
+const _: () = assert!(WAITING_READS_MAX <= PREPARED_MAX * 16);

@@ -1,0 +1,1472 @@
+//! The brick's protocol logic as a sans-IO state machine.
+//!
+//! A [`Node`] holds a brick's partitions, its copy of the maps, the per-key
+//! locks and transactions of two-phase commit, the read leases it holds from
+//! its peers and grants to them, and any membership change it is driving. It
+//! takes inputs as method calls — `handle_request`, `handle_peer_reply`,
+//! `handle_peer_unreachable`, `handle_timeout`, each with the current time —
+//! and produces outputs through `poll_transmit` (replies and requests to
+//! peers) and `poll_timeout` (when it next wants `handle_timeout`). It does
+//! no I/O and reads no clock, so the mio server in production and the
+//! simulator in tests drive the very same code.
+//!
+//! Every map whose iteration order reaches the outputs is ordered (a
+//! `BTreeMap`), so a simulated run replays exactly from its seed.
+//!
+//! Call order for a driver: feed every input that is ready, then drain
+//! `poll_transmit` until it returns `None`, then arm a timer for
+//! `poll_timeout`. `background_step` does a bounded amount of compaction and
+//! may be called whenever the driver is idle.
+//!
+//! # The protocol in brief (ARCHITECTURE.md has the reasons)
+//!
+//! * Reads are served by any member of the partition's replica group that
+//!   holds a read lease from every other member. A read of a key locked by a
+//!   prepared write waits for the write's outcome.
+//! * Writes are two-phase: `Prepare` locks the key without waiting and votes;
+//!   the coordinator (in ddslib) sends its decision to the transaction's
+//!   *primary* (the first participant that is still a member) and, once the
+//!   primary has answered, to the others. The primary's state is the decision.
+//!   A participant left prepared asks the primary; a primary left prepared
+//!   asks the others: any aborted or unknown → abort, all prepared → commit.
+//!   A brick asked about a transaction it never saw records it as aborted, so
+//!   a late prepare is refused.
+//! * Membership: a brick that stops answering lease renewals, or that a
+//!   client asks to exclude, is removed by the group's leader for that change
+//!   (the first member other than the brick being removed). The leader stops
+//!   granting it leases, probes it, and installs the new epoch only when the
+//!   probe went unanswered and every lease it granted has run out.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use maps::{BrickId, Maps, PartitionId, RgId};
+use wire::{ErrorCode, ErrorReply, Reply, Request, TxId, TxState, Write};
+
+use crate::limits;
+use crate::store::{record_bytes, CompactStatus, Partition, StoreError};
+
+/// A client connection, as the driver names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Something the node wants sent.
+#[derive(Debug)]
+pub enum Transmit {
+    /// A reply on a client connection.
+    Reply {
+        conn: ConnId,
+        request_id: u64,
+        reply: Reply,
+    },
+    /// A request to a peer brick; its reply comes back through
+    /// [`Node::handle_peer_reply`] with the same request id.
+    Peer {
+        peer: BrickId,
+        request_id: u64,
+        request: Request,
+    },
+}
+
+/// Timing of the protocol, from `cluster.toml`.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// How long a lease granted to a peer lasts.
+    pub lease: Duration,
+    /// How long a participant stays prepared before it asks its peers.
+    pub prepare_timeout: Duration,
+    /// How long a liveness probe waits before the peer counts as silent.
+    pub probe_timeout: Duration,
+    /// How long the outcome of a finished transaction is remembered.
+    pub outcome_retention: Duration,
+    /// A number that differs every time the brick process starts; peers
+    /// refuse leases to a brick whose incarnation changed within an epoch,
+    /// because a restarted brick may have lost prepared writes.
+    pub incarnation: u64,
+    /// The brick restarted after a crash: it lost its transaction table, so
+    /// it serves nothing in groups with other members (it waits to be
+    /// removed and recovered) and says "unknown", never "aborted", about
+    /// transactions it does not know.
+    pub amnesiac: bool,
+}
+
+impl NodeConfig {
+    /// How often leases are renewed: three times per lease, so one lost
+    /// renewal does not let the lease lapse.
+    fn renew_interval(&self) -> Duration {
+        self.lease / 3
+    }
+
+    /// How long a peer may stay silent before its group's leader starts to
+    /// exclude it.
+    fn silence_limit(&self) -> Duration {
+        self.lease + self.probe_timeout
+    }
+}
+
+/// The reserved first byte of a table's marker key. Table names are never
+/// empty, so no data key starts with a zero length byte.
+const TABLE_MARKER: u8 = 0;
+
+/// The store key of `key` in `table`: the table name's length, the name,
+/// then the key, so that tables never share keys.
+pub fn store_key(table: &[u8], key: &[u8]) -> Vec<u8> {
+    debug_assert!(!table.is_empty() && table.len() <= u8::MAX as usize);
+    let mut out = Vec::with_capacity(1 + table.len() + key.len());
+    out.push(table.len() as u8);
+    out.extend_from_slice(table);
+    out.extend_from_slice(key);
+    out
+}
+
+fn table_marker_key(table: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + table.len());
+    out.push(TABLE_MARKER);
+    out.extend_from_slice(table);
+    out
+}
+
+/// A key's lock: its partition and store key.
+type LockKey = (PartitionId, Vec<u8>);
+
+/// A prepared transaction at this participant.
+#[derive(Debug)]
+struct PreparedTx {
+    partition: PartitionId,
+    rg: RgId,
+    store_key: Vec<u8>,
+    write: Write,
+    participants: Vec<BrickId>,
+    /// When the participant next asks about the outcome.
+    deadline: Instant,
+    /// Replies still expected from a status round, and what they said.
+    round: Option<StatusRound>,
+}
+
+#[derive(Debug)]
+struct StatusRound {
+    waiting: HashSet<BrickId>,
+    any_aborted: bool,
+    any_committed: bool,
+}
+
+/// What a request this node sent to a peer was for.
+#[derive(Debug)]
+enum PeerPending {
+    Lease {
+        rg: RgId,
+        epoch: u64,
+        peer: BrickId,
+        sent_at: Instant,
+    },
+    Probe {
+        rg: RgId,
+        peer: BrickId,
+    },
+    TxStatus {
+        txid: TxId,
+        peer: BrickId,
+    },
+    PushMaps,
+}
+
+/// A membership change this node is driving as its group's leader.
+#[derive(Debug)]
+struct Exclusion {
+    epoch: u64,
+    /// Whether an answered probe cancels the removal. A brick removed
+    /// because it restarted is alive, and is removed all the same.
+    probe: bool,
+    probe_deadline: Instant,
+    probe_answered: bool,
+    /// Client requests waiting for the result.
+    waiters: Vec<(ConnId, u64)>,
+}
+
+/// Leases this node holds for one replica group.
+#[derive(Debug, Default)]
+struct HeldLease {
+    epoch: u64,
+    /// Per peer, until when its grant lasts (by this node's clock).
+    until: HashMap<BrickId, Instant>,
+}
+
+/// Counters reported by `Stats`.
+#[derive(Debug, Default)]
+struct Counters {
+    gets: u64,
+    prepares: u64,
+    commits: u64,
+    aborts: u64,
+    lock_conflicts: u64,
+    fingerprint_mismatches: u64,
+    fenced: u64,
+    reads_waited: u64,
+    exclusions: u64,
+    resolutions: u64,
+}
+
+/// The brick's protocol state. See the module documentation.
+pub struct Node {
+    id: BrickId,
+    config: NodeConfig,
+    maps: Maps,
+    partitions: BTreeMap<PartitionId, Partition>,
+    tables: HashSet<Vec<u8>>,
+
+    /// Per store key (within a partition), the transaction holding its lock.
+    locks: HashMap<LockKey, TxId>,
+    prepared: BTreeMap<TxId, PreparedTx>,
+    /// Arena bytes promised to prepared writes, per partition, so that
+    /// every commit fits.
+    reserved: HashMap<PartitionId, u64>,
+    outcomes: HashMap<TxId, TxState>,
+    outcome_expiry: VecDeque<(Instant, TxId)>,
+    /// Reads waiting for a locked key's outcome.
+    waiting_reads: HashMap<LockKey, Vec<(ConnId, u64)>>,
+    waiting_reads_count: usize,
+
+    held: HashMap<RgId, HeldLease>,
+    /// When this node last granted each peer a lease, per group.
+    granted: HashMap<(RgId, BrickId), Instant>,
+    /// When each peer last answered a lease renewal, per group.
+    last_heard: HashMap<(RgId, BrickId), Instant>,
+    /// The incarnation each peer had when first seen in a group's epoch.
+    peer_incarnations: HashMap<(RgId, u64, BrickId), u64>,
+    /// Peers this node has been asked to exclude; it grants them nothing.
+    exclusions: BTreeMap<(RgId, BrickId), Exclusion>,
+    next_renewal: Instant,
+
+    peer_pending: BTreeMap<u64, PeerPending>,
+    next_request_id: u64,
+    transmits: VecDeque<Transmit>,
+    counters: Counters,
+}
+
+impl Node {
+    /// Builds a node for brick `id` with the partitions it holds. Table names
+    /// are recovered from the marker records in the partitions.
+    pub fn new(
+        id: BrickId,
+        config: NodeConfig,
+        maps: Maps,
+        partitions: BTreeMap<PartitionId, Partition>,
+        now: Instant,
+    ) -> Node {
+        let mut tables = HashSet::new();
+        for partition in partitions.values() {
+            for marker in partition.keys_with_prefix(&[TABLE_MARKER]) {
+                tables.insert(marker[1..].to_vec());
+            }
+        }
+        Node {
+            id,
+            config,
+            maps,
+            partitions,
+            tables,
+            locks: HashMap::new(),
+            prepared: BTreeMap::new(),
+            reserved: HashMap::new(),
+            outcomes: HashMap::new(),
+            outcome_expiry: VecDeque::new(),
+            waiting_reads: HashMap::new(),
+            waiting_reads_count: 0,
+            held: HashMap::new(),
+            granted: HashMap::new(),
+            last_heard: HashMap::new(),
+            peer_incarnations: HashMap::new(),
+            exclusions: BTreeMap::new(),
+            next_renewal: now,
+            peer_pending: BTreeMap::new(),
+            next_request_id: 1,
+            transmits: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn id(&self) -> BrickId {
+        self.id
+    }
+
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    /// The partitions this node holds, for flushing at shutdown.
+    pub fn partitions(&self) -> impl Iterator<Item = (&PartitionId, &Partition)> {
+        self.partitions.iter()
+    }
+
+    /// The next output, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// When the node next wants [`Node::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.next_renewal;
+        for tx in self.prepared.values() {
+            next = next.min(tx.deadline);
+        }
+        for exclusion in self.exclusions.values() {
+            next = next.min(exclusion.probe_deadline);
+        }
+        if let Some((at, _)) = self.outcome_expiry.front() {
+            next = next.min(*at);
+        }
+        Some(next)
+    }
+
+    /// Whether the node holds no prepared transaction: used at shutdown to
+    /// finish what is in flight before exiting.
+    pub fn is_quiet(&self) -> bool {
+        self.prepared.is_empty()
+    }
+
+    /// A client connection closed: forget what it was waiting for.
+    pub fn connection_closed(&mut self, conn: ConnId) {
+        let mut removed = 0;
+        self.waiting_reads.retain(|_, waiters| {
+            let before = waiters.len();
+            waiters.retain(|(c, _)| *c != conn);
+            removed += before - waiters.len();
+            !waiters.is_empty()
+        });
+        self.waiting_reads_count -= removed;
+        for exclusion in self.exclusions.values_mut() {
+            exclusion.waiters.retain(|(c, _)| *c != conn);
+        }
+    }
+
+    /// Does a bounded amount of compaction on one partition that wants it.
+    /// Returns whether more work remains.
+    pub fn background_step(&mut self) -> bool {
+        let mut more = false;
+        for partition in self.partitions.values_mut() {
+            if partition.compaction_wanted() || partition.compaction_in_progress() {
+                let status = partition.compact_step(limits::COMPACTION_STEP_BYTES);
+                if matches!(status, CompactStatus::InProgress) {
+                    more = true;
+                }
+                break;
+            }
+        }
+        more
+    }
+
+    // ----------------------------------------------------------------------
+    // Requests.
+
+    /// A request from a client or a peer, on connection `conn`.
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        request_id: u64,
+        request: Request,
+    ) {
+        let reply = match request {
+            Request::Ping => Some(Reply::Pong),
+            Request::GetMaps => Some(Reply::Maps(self.maps.encode())),
+            Request::CreateTable { name } => Some(self.create_table(name)),
+            Request::DestroyTable { name } => Some(self.destroy_table(name)),
+            Request::Get {
+                partition,
+                fingerprint,
+                table,
+                key,
+            } => self.get(now, conn, request_id, partition, fingerprint, &table, &key),
+            Request::Prepare {
+                txid,
+                partition,
+                fingerprint,
+                table,
+                key,
+                write,
+                participants,
+            } => Some(self.prepare(
+                now,
+                txid,
+                partition,
+                fingerprint,
+                &table,
+                &key,
+                write,
+                participants,
+            )),
+            Request::Commit { txid, partition: _ } => {
+                Some(self.decide(now, txid, TxState::Committed))
+            }
+            Request::Abort { txid, partition: _ } => Some(self.decide(now, txid, TxState::Aborted)),
+            Request::TxStatus { txid, partition: _ } => {
+                Some(Reply::TxState(self.status_for_peer(now, txid)))
+            }
+            Request::Exclude { rg, epoch, brick } => {
+                self.exclude(now, conn, request_id, rg, epoch, brick)
+            }
+            Request::PushMaps { maps } => Some(self.push_maps(now, &maps)),
+            Request::LeaseRenew {
+                rg,
+                epoch,
+                from,
+                incarnation,
+            } => Some(self.grant_lease(now, rg, epoch, from, incarnation)),
+            Request::Stats => Some(Reply::Stats(self.stats())),
+            Request::PartitionChecksum { partition } => {
+                Some(match self.partitions.get(&partition) {
+                    Some(store) => {
+                        let (crc, keys) = store.checksum();
+                        Reply::Checksum { crc, keys }
+                    }
+                    None => error(
+                        ErrorCode::NotReplica,
+                        format!("{partition} is not held by {}", self.id),
+                    ),
+                })
+            }
+        };
+        if let Some(reply) = reply {
+            self.reply(conn, request_id, reply);
+        }
+    }
+
+    fn reply(&mut self, conn: ConnId, request_id: u64, reply: Reply) {
+        self.transmits.push_back(Transmit::Reply {
+            conn,
+            request_id,
+            reply,
+        });
+    }
+
+    fn create_table(&mut self, name: Vec<u8>) -> Reply {
+        if let Some(reason) = invalid_table_name(&name) {
+            return error(ErrorCode::Malformed, reason.to_string());
+        }
+        if self.tables.contains(&name) {
+            return error(
+                ErrorCode::TableExists,
+                format!("table {:?} exists", lossy(&name)),
+            );
+        }
+        let marker = table_marker_key(&name);
+        for (partition_id, partition) in self.partitions.iter_mut() {
+            if let Err(e) = partition.put(&marker, &[]) {
+                return store_error(*partition_id, e);
+            }
+        }
+        self.tables.insert(name);
+        Reply::Ok
+    }
+
+    fn destroy_table(&mut self, name: Vec<u8>) -> Reply {
+        if !self.tables.contains(&name) {
+            return error(
+                ErrorCode::TableNotFound,
+                format!("table {:?} does not exist", lossy(&name)),
+            );
+        }
+        let prefix = store_key(&name, &[]);
+        let marker = table_marker_key(&name);
+        for (partition_id, partition) in self.partitions.iter_mut() {
+            for key in partition.keys_with_prefix(&prefix) {
+                if let Err(e) = partition.remove(&key) {
+                    return store_error(*partition_id, e);
+                }
+            }
+            if let Err(e) = partition.remove(&marker) {
+                return store_error(*partition_id, e);
+            }
+        }
+        self.tables.remove(&name);
+        Reply::Ok
+    }
+
+    /// Checks that this node may serve `partition` for a caller whose
+    /// fingerprint of it is `fingerprint`; returns the partition's group.
+    fn check_route(&mut self, partition: PartitionId, fingerprint: u32) -> Result<RgId, Reply> {
+        if self.maps.dp.rg_of(partition).is_none() {
+            log::warn!(
+                "{}: request for {partition}, which is not a partition of the maps",
+                self.id
+            );
+            return Err(Reply::Error(ErrorReply {
+                code: ErrorCode::NotReplica,
+                message: format!("{partition} is not a partition of the maps of {}", self.id),
+                maps: Some(self.maps.encode()),
+            }));
+        }
+        let ours = self.maps.partition_fingerprint(partition);
+        if ours != Some(fingerprint) {
+            self.counters.fingerprint_mismatches += 1;
+            return Err(Reply::Error(ErrorReply {
+                code: ErrorCode::FingerprintMismatch,
+                message: format!(
+                    "{} routes {partition} differently; refresh the maps",
+                    self.id
+                ),
+                maps: Some(self.maps.encode()),
+            }));
+        }
+        let rg = self
+            .maps
+            .dp
+            .rg_of(partition)
+            .expect("fingerprint implies the leaf exists");
+        let member = self
+            .maps
+            .rg
+            .get(rg)
+            .is_some_and(|entry| entry.bricks.contains(&self.id));
+        if !member || !self.partitions.contains_key(&partition) {
+            log::warn!(
+                "{}: request for {partition}, of which it holds no replica",
+                self.id
+            );
+            return Err(Reply::Error(ErrorReply {
+                code: ErrorCode::NotReplica,
+                message: format!("{} holds no replica of {partition}", self.id),
+                maps: Some(self.maps.encode()),
+            }));
+        }
+        Ok(rg)
+    }
+
+    /// After a crash the brick may have lost writes it acknowledged as a
+    /// participant: it serves no group that has other members.
+    fn amnesia_fence(&self, rg: RgId) -> Option<Reply> {
+        let alone = self.maps.rg.get(rg).is_some_and(|e| e.bricks.len() == 1);
+        if self.config.amnesiac && !alone {
+            return Some(error(
+                ErrorCode::Restarted,
+                format!(
+                    "{} restarted after a crash; it serves {rg} again after recovery",
+                    self.id
+                ),
+            ));
+        }
+        None
+    }
+
+    fn check_table(&self, table: &[u8]) -> Result<(), Reply> {
+        if self.tables.contains(table) {
+            Ok(())
+        } else {
+            Err(error(
+                ErrorCode::TableNotFound,
+                format!("table {:?} does not exist", lossy(table)),
+            ))
+        }
+    }
+
+    /// Whether this node may answer reads for `rg` now: it is the only
+    /// member, or it holds an unexpired lease from every other member.
+    fn lease_valid(&self, now: Instant, rg: RgId) -> bool {
+        let Some(entry) = self.maps.rg.get(rg) else {
+            return false;
+        };
+        let Some(held) = self.held.get(&rg) else {
+            return entry.bricks.len() == 1;
+        };
+        entry.bricks.iter().filter(|b| **b != self.id).all(|b| {
+            held.epoch == entry.epoch && held.until.get(b).is_some_and(|until| *until > now)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn get(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        request_id: u64,
+        partition: PartitionId,
+        fingerprint: u32,
+        table: &[u8],
+        key: &[u8],
+    ) -> Option<Reply> {
+        self.counters.gets += 1;
+        let rg = match self.check_route(partition, fingerprint) {
+            Ok(rg) => rg,
+            Err(reply) => return Some(reply),
+        };
+        if let Err(reply) = self.check_table(table) {
+            return Some(reply);
+        }
+        if let Some(reply) = self.amnesia_fence(rg) {
+            return Some(reply);
+        }
+        if !self.lease_valid(now, rg) {
+            self.counters.fenced += 1;
+            return Some(Reply::Error(ErrorReply {
+                code: ErrorCode::Fenced,
+                message: format!(
+                    "{} holds no read lease for {rg}; try another replica",
+                    self.id
+                ),
+                maps: None,
+            }));
+        }
+        let skey = store_key(table, key);
+        let lock_key = (partition, skey);
+        if self.locks.contains_key(&lock_key) {
+            if self.waiting_reads_count >= limits::WAITING_READS_MAX {
+                return Some(error(
+                    ErrorCode::Busy,
+                    "too many reads waiting for locked keys".to_string(),
+                ));
+            }
+            self.counters.reads_waited += 1;
+            self.waiting_reads_count += 1;
+            self.waiting_reads
+                .entry(lock_key)
+                .or_default()
+                .push((conn, request_id));
+            return None;
+        }
+        Some(self.read_value(partition, &lock_key.1))
+    }
+
+    fn read_value(&self, partition: PartitionId, skey: &[u8]) -> Reply {
+        match self.partitions.get(&partition).and_then(|p| p.get(skey)) {
+            Some(value) => Reply::Value(value.to_vec()),
+            None => Reply::NotFound,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn prepare(
+        &mut self,
+        now: Instant,
+        txid: TxId,
+        partition: PartitionId,
+        fingerprint: u32,
+        table: &[u8],
+        key: &[u8],
+        write: Write,
+        participants: Vec<BrickId>,
+    ) -> Reply {
+        self.counters.prepares += 1;
+        if self.prepared.contains_key(&txid) {
+            // A retransmitted prepare: the vote stands.
+            return Reply::Voted;
+        }
+        if let Some(state) = self.outcomes.get(&txid) {
+            return error(
+                ErrorCode::Refused,
+                format!("transaction {} already {:?}", txid.0, state),
+            );
+        }
+        let rg = match self.check_route(partition, fingerprint) {
+            Ok(rg) => rg,
+            Err(reply) => return reply,
+        };
+        if let Err(reply) = self.check_table(table) {
+            return reply;
+        }
+        if let Some(reply) = self.amnesia_fence(rg) {
+            return reply;
+        }
+        if !participants.contains(&self.id) {
+            return error(
+                ErrorCode::Malformed,
+                format!("{} is not among the participants", self.id),
+            );
+        }
+        if self.prepared.len() >= limits::PREPARED_MAX {
+            return error(
+                ErrorCode::Busy,
+                "too many prepared transactions".to_string(),
+            );
+        }
+        let skey = store_key(table, key);
+        let lock_key = (partition, skey);
+        if let Some(holder) = self.locks.get(&lock_key) {
+            self.counters.lock_conflicts += 1;
+            return error(
+                ErrorCode::LockConflict,
+                format!("key is locked by transaction {}", holder.0),
+            );
+        }
+        let value_len = match &write {
+            Write::Put(value) => value.len(),
+            Write::Remove => 0,
+        };
+        let store = self
+            .partitions
+            .get(&partition)
+            .expect("checked by check_route");
+        let reserved = self.reserved.get(&partition).copied().unwrap_or(0);
+        if !store.can_fit_reserved(reserved, lock_key.1.len(), value_len) {
+            return error(
+                ErrorCode::PartitionFull,
+                format!(
+                    "{partition} on {} is full; remove keys or split the partition",
+                    self.id
+                ),
+            );
+        }
+        *self.reserved.entry(partition).or_default() += record_bytes(lock_key.1.len(), value_len);
+        self.locks.insert(lock_key.clone(), txid);
+        self.prepared.insert(
+            txid,
+            PreparedTx {
+                partition,
+                rg,
+                store_key: lock_key.1,
+                write,
+                participants,
+                deadline: now + self.config.prepare_timeout,
+                round: None,
+            },
+        );
+        Reply::Voted
+    }
+
+    /// A decision from the coordinator. Replies with the transaction's final
+    /// state here, which differs from `decision` when this node decided
+    /// first (as primary, after its timeout).
+    fn decide(&mut self, now: Instant, txid: TxId, decision: TxState) -> Reply {
+        if self.prepared.contains_key(&txid) {
+            self.finish(now, txid, decision);
+            match decision {
+                TxState::Committed => self.counters.commits += 1,
+                _ => self.counters.aborts += 1,
+            }
+            return Reply::TxState(decision);
+        }
+        if let Some(state) = self.outcomes.get(&txid) {
+            return Reply::TxState(*state);
+        }
+        if self.config.amnesiac {
+            // Perhaps prepared before the crash: this brick cannot tell.
+            return Reply::TxState(TxState::Unknown);
+        }
+        // Never prepared here: it can only end as aborted at this brick, and
+        // saying so fences a late prepare.
+        self.remember(now, txid, TxState::Aborted);
+        Reply::TxState(TxState::Aborted)
+    }
+
+    /// What this node tells a peer that asks about `txid`.
+    fn status_for_peer(&mut self, now: Instant, txid: TxId) -> TxState {
+        if self.prepared.contains_key(&txid) {
+            return TxState::Prepared;
+        }
+        if let Some(state) = self.outcomes.get(&txid) {
+            return *state;
+        }
+        if self.config.amnesiac {
+            return TxState::Unknown;
+        }
+        self.remember(now, txid, TxState::Aborted);
+        TxState::Aborted
+    }
+
+    /// Applies the outcome of a prepared transaction, releases its lock and
+    /// answers the reads that waited for it.
+    fn finish(&mut self, now: Instant, txid: TxId, outcome: TxState) {
+        let tx = self
+            .prepared
+            .remove(&txid)
+            .expect("finish of a prepared transaction");
+        let value_len = match &tx.write {
+            Write::Put(value) => value.len(),
+            Write::Remove => 0,
+        };
+        if let Some(reserved) = self.reserved.get_mut(&tx.partition) {
+            *reserved = reserved.saturating_sub(record_bytes(tx.store_key.len(), value_len));
+        }
+        if outcome == TxState::Committed {
+            let store = self
+                .partitions
+                .get_mut(&tx.partition)
+                .expect("prepared partition is held");
+            let result = match &tx.write {
+                Write::Put(value) => store.put(&tx.store_key, value),
+                Write::Remove => store.remove(&tx.store_key).map(|_| ()),
+            };
+            // Prepare reserved room for the write and the key stayed locked
+            // since, so a failure here is a bug; it is logged loudly rather
+            // than taking the brick down with every other partition.
+            if let Err(e) = result {
+                log::error!(
+                    "{}: commit of transaction {} failed after a yes vote: {e}",
+                    self.id,
+                    txid.0
+                );
+            }
+        }
+        let lock_key = (tx.partition, tx.store_key);
+        self.locks.remove(&lock_key);
+        if let Some(waiters) = self.waiting_reads.remove(&lock_key) {
+            self.waiting_reads_count -= waiters.len();
+            let reply = self.read_value(lock_key.0, &lock_key.1);
+            for (conn, request_id) in waiters {
+                self.reply(conn, request_id, reply.clone());
+            }
+        }
+        self.remember(now, txid, outcome);
+    }
+
+    fn remember(&mut self, now: Instant, txid: TxId, state: TxState) {
+        if self.outcomes.insert(txid, state).is_none() {
+            self.outcome_expiry
+                .push_back((now + self.config.outcome_retention, txid));
+        }
+        while self.outcomes.len() > limits::OUTCOMES_MAX {
+            if let Some((_, old)) = self.outcome_expiry.pop_front() {
+                self.outcomes.remove(&old);
+            }
+        }
+    }
+
+    /// The transaction's primary: the first participant still in its group.
+    fn primary_of(&self, tx: &PreparedTx) -> Option<BrickId> {
+        let entry = self.maps.rg.get(tx.rg)?;
+        tx.participants
+            .iter()
+            .copied()
+            .find(|b| entry.bricks.contains(b))
+    }
+
+    // ----------------------------------------------------------------------
+    // Membership.
+
+    /// The member of `rg` that decides the removal of `brick`: the first
+    /// member other than `brick`.
+    fn exclusion_leader(&self, rg: RgId, brick: BrickId) -> Option<BrickId> {
+        let entry = self.maps.rg.get(rg)?;
+        entry.bricks.iter().copied().find(|b| *b != brick)
+    }
+
+    fn exclude(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        request_id: u64,
+        rg: RgId,
+        epoch: u64,
+        brick: BrickId,
+    ) -> Option<Reply> {
+        let Some(entry) = self.maps.rg.get(rg) else {
+            return Some(error(
+                ErrorCode::Refused,
+                format!("{rg} is not in the maps of {}", self.id),
+            ));
+        };
+        if entry.epoch != epoch || !entry.bricks.contains(&brick) {
+            // Someone changed the group already: the caller catches up.
+            return Some(Reply::Maps(self.maps.encode()));
+        }
+        if self.exclusion_leader(rg, brick) != Some(self.id) {
+            return Some(error(
+                ErrorCode::Refused,
+                format!("{} does not lead the removal of {brick} from {rg}", self.id),
+            ));
+        }
+        self.start_exclusion(now, rg, brick, true);
+        if let Some(exclusion) = self.exclusions.get_mut(&(rg, brick)) {
+            if exclusion.waiters.len() < limits::EXCLUSION_WAITERS_MAX {
+                exclusion.waiters.push((conn, request_id));
+                return None;
+            }
+        }
+        Some(error(
+            ErrorCode::Busy,
+            "too many callers waiting for this exclusion".to_string(),
+        ))
+    }
+
+    /// Starts removing `brick` from `rg`. With `probe`, a live brick that
+    /// answers the probe is kept; without, it is removed regardless (it
+    /// restarted and lost state).
+    fn start_exclusion(&mut self, now: Instant, rg: RgId, brick: BrickId, probe: bool) {
+        if let Some(existing) = self.exclusions.get_mut(&(rg, brick)) {
+            existing.probe &= probe;
+            return;
+        }
+        let epoch = self.maps.rg.get(rg).map_or(0, |e| e.epoch);
+        if probe {
+            log::info!(
+                "{}: probing {brick} before removing it from {rg} at epoch {epoch}",
+                self.id
+            );
+        } else {
+            log::warn!(
+                "{}: removing restarted {brick} from {rg} at epoch {epoch}",
+                self.id
+            );
+        }
+        self.exclusions.insert(
+            (rg, brick),
+            Exclusion {
+                epoch,
+                probe,
+                probe_deadline: now
+                    + if probe {
+                        self.config.probe_timeout
+                    } else {
+                        Duration::ZERO
+                    },
+                probe_answered: false,
+                waiters: Vec::new(),
+            },
+        );
+        if probe {
+            self.send_peer(brick, Request::Ping, PeerPending::Probe { rg, peer: brick });
+        }
+    }
+
+    fn cancel_exclusion(&mut self, rg: RgId, brick: BrickId, reason: &str) {
+        if let Some(exclusion) = self.exclusions.remove(&(rg, brick)) {
+            log::info!("{}: not removing {brick} from {rg}: {reason}", self.id);
+            for (conn, request_id) in exclusion.waiters {
+                self.reply(
+                    conn,
+                    request_id,
+                    error(ErrorCode::Refused, reason.to_string()),
+                );
+            }
+        }
+    }
+
+    /// Installs exclusions whose probe went unanswered and whose leases ran
+    /// out.
+    fn advance_exclusions(&mut self, now: Instant) {
+        let keys: Vec<(RgId, BrickId)> = self.exclusions.keys().copied().collect();
+        for (rg, brick) in keys {
+            let exclusion = &self.exclusions[&(rg, brick)];
+            let current = self
+                .maps
+                .rg
+                .get(rg)
+                .map(|e| (e.epoch, e.bricks.contains(&brick)));
+            if current != Some((exclusion.epoch, true)) {
+                self.finish_exclusion(rg, brick);
+                continue;
+            }
+            if exclusion.probe_answered || now < exclusion.probe_deadline {
+                continue;
+            }
+            let lease_end = self.granted.get(&(rg, brick)).map_or(now, |granted| {
+                *granted + self.config.lease + limits::LEASE_MARGIN
+            });
+            if now < lease_end {
+                // Wait until no lease granted to the brick can still be valid.
+                self.exclusions
+                    .get_mut(&(rg, brick))
+                    .unwrap()
+                    .probe_deadline = lease_end;
+                continue;
+            }
+            match self.maps.rg.exclude(rg, brick) {
+                Ok(entry) => {
+                    log::warn!(
+                        "{}: removed {brick} from {rg}; epoch is now {}",
+                        self.id,
+                        entry.epoch
+                    );
+                    self.counters.exclusions += 1;
+                }
+                Err(e) => log::warn!("{}: could not remove {brick} from {rg}: {e}", self.id),
+            }
+            self.maps_changed(now);
+            self.push_maps_to_all();
+            self.finish_exclusion(rg, brick);
+        }
+    }
+
+    fn finish_exclusion(&mut self, rg: RgId, brick: BrickId) {
+        if let Some(exclusion) = self.exclusions.remove(&(rg, brick)) {
+            let maps = self.maps.encode();
+            for (conn, request_id) in exclusion.waiters {
+                self.reply(conn, request_id, Reply::Maps(maps.clone()));
+            }
+        }
+    }
+
+    fn push_maps_to_all(&mut self) {
+        let maps = self.maps.encode();
+        let mut bricks: Vec<BrickId> = Vec::new();
+        for (_, entry) in self.maps.rg.iter() {
+            bricks.extend(entry.bricks.iter().copied());
+        }
+        bricks.sort();
+        bricks.dedup();
+        for brick in bricks {
+            if brick != self.id {
+                self.send_peer(
+                    brick,
+                    Request::PushMaps { maps: maps.clone() },
+                    PeerPending::PushMaps,
+                );
+            }
+        }
+    }
+
+    fn push_maps(&mut self, now: Instant, bytes: &[u8]) -> Reply {
+        match Maps::decode(bytes) {
+            Ok(other) => {
+                if self.maps.merge_newer(&other) {
+                    log::info!("{}: took newer maps from a peer", self.id);
+                    self.maps_changed(now);
+                }
+                Reply::Ok
+            }
+            Err(e) => error(ErrorCode::Malformed, format!("maps do not decode: {e}")),
+        }
+    }
+
+    /// After the maps changed: leases of old epochs are void.
+    fn maps_changed(&mut self, _now: Instant) {
+        let maps = &self.maps;
+        self.held
+            .retain(|rg, held| maps.rg.get(*rg).is_some_and(|e| e.epoch == held.epoch));
+    }
+
+    fn grant_lease(
+        &mut self,
+        now: Instant,
+        rg: RgId,
+        epoch: u64,
+        from: BrickId,
+        incarnation: u64,
+    ) -> Reply {
+        if self.config.amnesiac {
+            if let Some(reply) = self.amnesia_fence(rg) {
+                return reply;
+            }
+        }
+        let Some(entry) = self.maps.rg.get(rg) else {
+            return error(
+                ErrorCode::Fenced,
+                format!("{rg} is not in the maps of {}", self.id),
+            );
+        };
+        if entry.epoch != epoch || !entry.bricks.contains(&from) || !entry.bricks.contains(&self.id)
+        {
+            if epoch > entry.epoch {
+                // The asker knows a newer epoch; it will push its maps.
+                return error(
+                    ErrorCode::FingerprintMismatch,
+                    format!("{} is behind on {rg}", self.id),
+                );
+            }
+            return Reply::Error(ErrorReply {
+                code: ErrorCode::Fenced,
+                message: format!("{from} is not a member of {rg} at epoch {}", entry.epoch),
+                maps: Some(self.maps.encode()),
+            });
+        }
+        if self.exclusions.contains_key(&(rg, from)) {
+            return error(
+                ErrorCode::Fenced,
+                format!("{from} is being removed from {rg}"),
+            );
+        }
+        let known = *self
+            .peer_incarnations
+            .entry((rg, epoch, from))
+            .or_insert(incarnation);
+        if known != incarnation {
+            // The peer restarted within this epoch and may have lost prepared
+            // writes: it must not serve reads until it has recovered.
+            if self.exclusion_leader(rg, from) == Some(self.id) {
+                self.start_exclusion(now, rg, from, false);
+            }
+            return error(
+                ErrorCode::Fenced,
+                format!("{from} restarted within epoch {epoch} of {rg}"),
+            );
+        }
+        self.granted.insert((rg, from), now);
+        Reply::Lease {
+            duration_ms: self.config.lease.as_millis() as u32,
+        }
+    }
+
+    // ----------------------------------------------------------------------
+    // Peer replies and timers.
+
+    fn send_peer(&mut self, peer: BrickId, request: Request, pending: PeerPending) {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        self.peer_pending.insert(request_id, pending);
+        self.transmits.push_back(Transmit::Peer {
+            peer,
+            request_id,
+            request,
+        });
+    }
+
+    /// A reply to a request this node sent to `peer`.
+    pub fn handle_peer_reply(
+        &mut self,
+        now: Instant,
+        peer: BrickId,
+        request_id: u64,
+        reply: Reply,
+    ) {
+        let Some(pending) = self.peer_pending.remove(&request_id) else {
+            log::debug!(
+                "{}: reply from {peer} to unknown request {request_id}",
+                self.id
+            );
+            return;
+        };
+        match pending {
+            PeerPending::Lease {
+                rg,
+                epoch,
+                peer,
+                sent_at,
+            } => self.lease_reply(now, rg, epoch, peer, sent_at, reply),
+            PeerPending::Probe { rg, peer } => {
+                if matches!(reply, Reply::Pong) {
+                    self.last_heard.insert((rg, peer), now);
+                    if let Some(exclusion) = self.exclusions.get_mut(&(rg, peer)) {
+                        if exclusion.probe {
+                            exclusion.probe_answered = true;
+                            self.cancel_exclusion(
+                                rg,
+                                peer,
+                                &format!("{peer} answered a probe; it is alive"),
+                            );
+                        }
+                    }
+                }
+            }
+            PeerPending::TxStatus { txid, peer } => {
+                let state = match reply {
+                    Reply::TxState(state) => Some(state),
+                    _ => None,
+                };
+                self.status_reply(now, txid, peer, state);
+            }
+            PeerPending::PushMaps => {}
+        }
+    }
+
+    fn lease_reply(
+        &mut self,
+        now: Instant,
+        rg: RgId,
+        epoch: u64,
+        peer: BrickId,
+        sent_at: Instant,
+        reply: Reply,
+    ) {
+        match reply {
+            Reply::Lease { duration_ms } => {
+                self.last_heard.insert((rg, peer), now);
+                let held = self.held.entry(rg).or_default();
+                if held.epoch != epoch {
+                    held.epoch = epoch;
+                    held.until.clear();
+                }
+                let duration = Duration::from_millis(u64::from(duration_ms)).min(self.config.lease);
+                // Counted from the send time, so the lease here ends no later
+                // than the grant at the peer.
+                held.until.insert(peer, sent_at + duration);
+            }
+            Reply::Error(e) if e.code == ErrorCode::Restarted => {
+                self.last_heard.insert((rg, peer), now);
+                if self
+                    .maps
+                    .rg
+                    .get(rg)
+                    .is_some_and(|en| en.epoch == epoch && en.bricks.contains(&peer))
+                    && self.exclusion_leader(rg, peer) == Some(self.id)
+                {
+                    self.start_exclusion(now, rg, peer, false);
+                }
+            }
+            Reply::Error(e) => {
+                self.last_heard.insert((rg, peer), now);
+                if let Some(bytes) = e.maps {
+                    if let Ok(other) = Maps::decode(&bytes) {
+                        if self.maps.merge_newer(&other) {
+                            self.maps_changed(now);
+                        }
+                    }
+                }
+                if e.code == ErrorCode::FingerprintMismatch {
+                    let maps = self.maps.encode();
+                    self.send_peer(peer, Request::PushMaps { maps }, PeerPending::PushMaps);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Every request this node had outstanding at `peer` is lost (the
+    /// connection broke or could not be made).
+    pub fn handle_peer_unreachable(&mut self, now: Instant, peer: BrickId) {
+        let lost: Vec<u64> = self
+            .peer_pending
+            .iter()
+            .filter(|(_, p)| match p {
+                PeerPending::Lease { peer: p, .. }
+                | PeerPending::Probe { peer: p, .. }
+                | PeerPending::TxStatus { peer: p, .. } => *p == peer,
+                PeerPending::PushMaps => false,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for request_id in lost {
+            if let Some(PeerPending::TxStatus { txid, peer }) =
+                self.peer_pending.remove(&request_id)
+            {
+                self.status_reply(now, txid, peer, None);
+            }
+        }
+    }
+
+    /// The driver calls this when `poll_timeout` has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, txid)) = self.outcome_expiry.front().copied() {
+            if at > now {
+                break;
+            }
+            self.outcome_expiry.pop_front();
+            self.outcomes.remove(&txid);
+        }
+        if now >= self.next_renewal {
+            self.next_renewal = now + self.config.renew_interval();
+            self.renew_leases(now);
+            self.watch_peers(now);
+        }
+        self.advance_exclusions(now);
+        self.resolve_transactions(now);
+    }
+
+    fn member_groups(&self) -> Vec<(RgId, u64, Vec<BrickId>)> {
+        self.maps
+            .rg
+            .iter()
+            .filter(|(_, entry)| entry.bricks.contains(&self.id))
+            .map(|(rg, entry)| (*rg, entry.epoch, entry.bricks.clone()))
+            .collect()
+    }
+
+    fn renew_leases(&mut self, now: Instant) {
+        for (rg, epoch, bricks) in self.member_groups() {
+            let me = self.id;
+            for peer in bricks.into_iter().filter(|b| *b != me) {
+                let request = Request::LeaseRenew {
+                    rg,
+                    epoch,
+                    from: self.id,
+                    incarnation: self.config.incarnation,
+                };
+                self.last_heard.entry((rg, peer)).or_insert(now);
+                self.send_peer(
+                    peer,
+                    request,
+                    PeerPending::Lease {
+                        rg,
+                        epoch,
+                        peer,
+                        sent_at: now,
+                    },
+                );
+            }
+        }
+        // Requests that were never answered are dropped after a while so
+        // the table stays bounded.
+        if self.peer_pending.len() > limits::PEER_PENDING_MAX {
+            let cutoff = now.checked_sub(self.config.lease * 4);
+            self.peer_pending.retain(|_, p| match p {
+                PeerPending::Lease { sent_at, .. } => cutoff.is_none_or(|c| *sent_at > c),
+                _ => true,
+            });
+        }
+    }
+
+    /// Starts removing peers that stopped answering, where this node leads
+    /// their removal.
+    fn watch_peers(&mut self, now: Instant) {
+        for (rg, _, bricks) in self.member_groups() {
+            let me = self.id;
+            for peer in bricks.iter().copied().filter(|b| *b != me) {
+                let heard = self.last_heard.get(&(rg, peer)).copied().unwrap_or(now);
+                if now.duration_since(heard) > self.config.silence_limit()
+                    && self.exclusion_leader(rg, peer) == Some(self.id)
+                {
+                    self.start_exclusion(now, rg, peer, true);
+                }
+            }
+        }
+    }
+
+    fn resolve_transactions(&mut self, now: Instant) {
+        let due: Vec<TxId> = self
+            .prepared
+            .iter()
+            .filter(|(_, tx)| tx.deadline <= now && tx.round.is_none())
+            .map(|(txid, _)| *txid)
+            .collect();
+        for txid in due {
+            self.counters.resolutions += 1;
+            let tx = &self.prepared[&txid];
+            let primary = self.primary_of(tx);
+            let partition = tx.partition;
+            let asked: Vec<BrickId> = if primary == Some(self.id) {
+                let entry = self.maps.rg.get(tx.rg);
+                tx.participants
+                    .iter()
+                    .copied()
+                    .filter(|b| *b != self.id && entry.is_some_and(|e| e.bricks.contains(b)))
+                    .collect()
+            } else {
+                primary.into_iter().collect()
+            };
+            log::info!(
+                "{}: transaction {} outlived its coordinator's silence; asking {:?}",
+                self.id,
+                txid.0,
+                asked
+            );
+            if asked.is_empty() {
+                // The primary is alone in the group: every other participant
+                // was removed, so its own yes vote is the whole group's.
+                self.finish(now, txid, TxState::Committed);
+                continue;
+            }
+            let tx = self.prepared.get_mut(&txid).unwrap();
+            tx.round = Some(StatusRound {
+                waiting: asked.iter().copied().collect(),
+                any_aborted: false,
+                any_committed: false,
+            });
+            for peer in asked {
+                self.send_peer(
+                    peer,
+                    Request::TxStatus { txid, partition },
+                    PeerPending::TxStatus { txid, peer },
+                );
+            }
+        }
+    }
+
+    /// A peer's answer about a transaction this node is resolving; `None`
+    /// when the peer could not be asked.
+    fn status_reply(&mut self, now: Instant, txid: TxId, peer: BrickId, state: Option<TxState>) {
+        let is_primary = match self.prepared.get(&txid) {
+            Some(tx) => self.primary_of(tx) == Some(self.id),
+            None => return,
+        };
+        let tx = self.prepared.get_mut(&txid).unwrap();
+        let Some(round) = tx.round.as_mut() else {
+            return;
+        };
+        if !round.waiting.remove(&peer) {
+            return;
+        }
+        match state {
+            Some(TxState::Committed) => round.any_committed = true,
+            Some(TxState::Aborted) => round.any_aborted = true,
+            Some(TxState::Prepared) => {}
+            // A peer that cannot tell (it restarted after a crash) or could
+            // not be asked: try again later; by then it may be removed from
+            // the group and not asked at all.
+            Some(TxState::Unknown) | None => {
+                // Could not ask: try again later (the peer may be removed
+                // from the group meanwhile, and then it is not asked).
+                tx.round = None;
+                tx.deadline = now + self.config.prepare_timeout / 2;
+                return;
+            }
+        }
+        if !round.waiting.is_empty() {
+            return;
+        }
+        let (any_aborted, any_committed) = (round.any_aborted, round.any_committed);
+        tx.round = None;
+        let outcome = if any_committed {
+            Some(TxState::Committed)
+        } else if any_aborted {
+            Some(TxState::Aborted)
+        } else if is_primary {
+            // Every participant is prepared, so every one voted yes.
+            Some(TxState::Committed)
+        } else {
+            // The primary has not decided yet; ask again later.
+            None
+        };
+        match outcome {
+            Some(outcome) => {
+                log::info!(
+                    "{}: transaction {} resolved as {:?}",
+                    self.id,
+                    txid.0,
+                    outcome
+                );
+                self.finish(now, txid, outcome);
+            }
+            None => tx.deadline = now + self.config.prepare_timeout / 2,
+        }
+    }
+
+    fn stats(&self) -> Vec<(String, u64)> {
+        let c = &self.counters;
+        let mut out = vec![
+            ("brick.id".to_string(), u64::from(self.id.0)),
+            ("gets".to_string(), c.gets),
+            ("prepares".to_string(), c.prepares),
+            ("commits".to_string(), c.commits),
+            ("aborts".to_string(), c.aborts),
+            ("lock_conflicts".to_string(), c.lock_conflicts),
+            (
+                "fingerprint_mismatches".to_string(),
+                c.fingerprint_mismatches,
+            ),
+            ("fenced_reads".to_string(), c.fenced),
+            ("reads_waited".to_string(), c.reads_waited),
+            ("exclusions".to_string(), c.exclusions),
+            ("resolutions".to_string(), c.resolutions),
+            ("prepared".to_string(), self.prepared.len() as u64),
+            ("tables".to_string(), self.tables.len() as u64),
+        ];
+        for (id, partition) in &self.partitions {
+            let s = partition.stats();
+            let p = id.0;
+            out.push((format!("partition.{p}.keys"), s.keys));
+            out.push((format!("partition.{p}.live_bytes"), s.live_bytes));
+            out.push((format!("partition.{p}.dead_bytes"), s.dead_bytes));
+            out.push((format!("partition.{p}.capacity_bytes"), s.capacity_bytes));
+            out.push((format!("partition.{p}.compactions"), s.compactions));
+        }
+        out
+    }
+}
+
+fn error(code: ErrorCode, message: String) -> Reply {
+    Reply::Error(ErrorReply {
+        code,
+        message,
+        maps: None,
+    })
+}
+
+fn store_error(partition: PartitionId, e: StoreError) -> Reply {
+    match e {
+        StoreError::Full { .. } => error(ErrorCode::PartitionFull, format!("{partition}: {e}")),
+        other => error(ErrorCode::Internal, format!("{partition}: {other}")),
+    }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Why a table name is unusable, if it is.
+pub fn invalid_table_name(name: &[u8]) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("table name is empty")
+    } else if name.len() > wire::limits::TABLE_NAME_SIZE_MAX {
+        Some("table name is longer than 255 bytes")
+    } else {
+        None
+    }
+}

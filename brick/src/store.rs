@@ -1,0 +1,921 @@
+//! One partition of the hash table: an append-only arena of records in a
+//! memory map, and a compact in-memory index from key to its latest record.
+//!
+//! This module holds the storage of one partition and nothing about
+//! networking, tables, locks or replication: keys are opaque bytes (the node
+//! prefixes them with the table name), and a [`Partition`] is driven by plain
+//! method calls. The byte format is in `record` (and its module docs), the
+//! mapping and files in `arena`, the hash table in [`index`].
+//!
+//! # Layout and writes
+//!
+//! An arena is `capacity` bytes: a 64-byte header page (magic, version,
+//! capacity, generation), then records back to back, then zeros. A put
+//! appends a live record, a remove appends a tombstone; nothing is written in
+//! place. A put or remove either completes or changes nothing: every check
+//! that can fail runs before the first byte is written (a synchronous
+//! compaction it runs first may move records, never change them).
+//!
+//! The index maps each key to the location of its latest live record. It
+//! stores no key, only a location (offset and arena parity, 28 bits for a
+//! 100 MiB arena) and a tag of the key's hash in the other bits, in 8-byte
+//! slots of an open-addressing table kept between 7/16 and 7/8 full: 9 to
+//! 18 bytes per key. Reads return a slice of the map, not a copy.
+//!
+//! # Full arenas
+//!
+//! A put is refused with [`StoreError::Full`] only when the live data plus
+//! the new record would not fit in the capacity even after compaction. The
+//! old version of an overwritten key counts as live in that sum, because it
+//! stays live until the new record is in. If the live data fits but the
+//! arena's tail has no room, the put compacts synchronously (rare, and
+//! proportional to the live data) and then appends. [`Partition::can_fit`]
+//! applies the same rule, so a write that two-phase commit prepared after a
+//! `can_fit` check cannot fail at commit.
+//!
+//! A remove of a live key never fails for lack of space: when the tail has
+//! no room for its tombstone, the partition is compacted without that key,
+//! and then no tombstone is needed.
+//!
+//! # Compaction
+//!
+//! Compaction copies the live records into a fresh arena of the next
+//! generation while puts and removes go on between bounded steps
+//! ([`Partition::compact_step`]). Writes keep going to the old arena, so it
+//! stays complete: a crash at any point reopens the old arena with every
+//! write, and the half-built `<file>.compact` is deleted on open.
+//!
+//! The scheme: remember the old arena's end at the start (`start_end`); a
+//! cursor walks the old arena from the header to its *current* end, which
+//! moves as writes append. At each record:
+//!
+//! * A live record whose index entry points at exactly this location is the
+//!   key's current value: it is appended to the new arena and the index
+//!   entry repointed there (locations carry the arena's generation parity,
+//!   so the index can point into either arena).
+//! * Any other live record is superseded by a later record of its key in the
+//!   old arena, past the cursor, and is dropped.
+//! * A tombstone before `start_end` is dropped: every earlier record of its
+//!   key was dead when compaction began, so none of them was copied.
+//! * A tombstone at or after `start_end` is copied, because the new arena may
+//!   hold a copy of an earlier record of its key, taken before the remove.
+//!
+//! Invariant: replaying the new arena and then the old arena from the cursor
+//! on gives the current contents. Copying a record keeps the replayed
+//! sequence the same; dropping one is allowed only when a later record of
+//! its key follows in the old arena, or (tombstones before `start_end`) when
+//! the new arena holds nothing of its key. When the cursor reaches the end,
+//! the new arena alone holds the contents; it is synced and renamed over the
+//! old file (atomic), and the old map is dropped.
+//!
+//! Memory during a compaction is two arenas. Copying tombstones written
+//! during a compaction can leave a few that the next compaction removes.
+//! A step copies at most about `budget_bytes` and visits at most four times
+//! that in dead records, and asks the kernel to start writing the copied
+//! bytes back, so the final sync has little left to do.
+//!
+//! A synchronous compaction (when a write finds no room at the tail) first
+//! finishes any running one, then, if still short, rebuilds a fresh arena
+//! from the index alone: it copies each indexed record in slot order, syncs
+//! and renames, and only then repoints the index (in the same order), so a
+//! failure leaves everything as it was. Its result is exactly the live data.
+//!
+//! [`Partition::set_compaction_paused`] stops background compaction, for a
+//! recovery copy that streams the arena by offset. A write that finds no
+//! room still compacts synchronously, since a prepared commit must not fail;
+//! the copy notices because [`Partition::generation`] changes, and restarts.
+//!
+//! # Opening
+//!
+//! The header page is checked (magic, version, crc, and capacity equal to
+//! the file's length). A file smaller than the configured capacity is grown
+//! (the capacity is raised in its header); a larger one is refused with
+//! [`StoreError::CapacityMismatch`], since shrinking could cut records off.
+//! Records are then replayed from offset 64: later records of a key win and
+//! tombstones remove. The scan stops at the end marker or at the first
+//! invalid record (bad crc, unknown flags, lengths past the capacity); from
+//! there to the last byte that is not zero is a torn tail, which is zeroed,
+//! logged and counted in [`OpenReport::torn_tail_bytes`], so the next append
+//! starts on clean bytes. Finding that last byte reads the file, skipping
+//! holes, rather than the map, so it costs little and adds nothing to the
+//! process's memory.
+//!
+//! Data written before a [`Partition::flush`] or a clean shutdown is there
+//! after reopen; a process crash loses no completed write either, since the
+//! writes are in the kernel's page cache. Only a machine crash can lose writes since
+//! the last flush, which replication covers.
+
+mod arena;
+pub mod index;
+mod record;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+use arena::{Arena, Leftovers};
+use index::{Index, Probe};
+use record::{Parsed, Record};
+
+pub use record::{
+    record_bytes, CAPACITY_MAX, CAPACITY_MIN, HEADER_BYTES, KEY_SIZE_MAX, RECORD_HEADER_BYTES,
+    VALUE_SIZE_MAX,
+};
+
+/// Dead bytes below which the ratio rule does not start a compaction: not
+/// worth a pass over the arena.
+pub const COMPACTION_DEAD_BYTES_MIN: u64 = 1 << 20;
+
+/// Bytes of records a compaction step may visit (dead ones included) per
+/// byte of its copy budget, so a step over mostly dead records stays short.
+pub const COMPACTION_VISIT_FACTOR: u64 = 4;
+
+/// How index locations are laid out for one capacity: the record's offset
+/// in the low bits, and above it one bit for the parity of the arena's
+/// generation, so that during a compaction a location can point into either
+/// the old or the new arena. Taking no more bits than the capacity needs
+/// leaves the rest of the index slot to the hash tag (see [`index`]).
+#[derive(Clone, Copy, Debug)]
+struct Locations {
+    offset_bits: u32,
+}
+
+impl Locations {
+    fn new(capacity: u64) -> Locations {
+        Locations {
+            offset_bits: u64::BITS - (capacity - 1).leading_zeros(),
+        }
+    }
+
+    /// Bits of a location, parity included.
+    fn bits(self) -> u32 {
+        self.offset_bits + 1
+    }
+
+    fn at(self, parity: u64, offset: u64) -> u64 {
+        debug_assert!(parity <= 1 && offset >> self.offset_bits == 0);
+        (parity << self.offset_bits) | offset
+    }
+
+    fn offset(self, location: u64) -> u64 {
+        location & ((1 << self.offset_bits) - 1)
+    }
+
+    fn parity(self, location: u64) -> u64 {
+        location >> self.offset_bits
+    }
+}
+
+const _: () = assert!(CAPACITY_MAX.trailing_zeros() < index::LOCATION_BITS_MAX);
+
+/// What backs an arena.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// A file of exactly the capacity, created if missing.
+    File(PathBuf),
+    /// Anonymous memory: no file system at all (the simulator).
+    Anonymous,
+}
+
+/// What [`Partition::open`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Valid records scanned, tombstones included.
+    pub records: u64,
+    /// Keys with a live value.
+    pub live_keys: u64,
+    /// Bytes cut off after the last valid record (a torn write, or bytes
+    /// left past the end of data by a crash).
+    pub torn_tail_bytes: u64,
+    /// Where the next record goes.
+    pub end_offset: u64,
+}
+
+/// Counters of one partition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// Keys with a live value.
+    pub keys: u64,
+    /// Bytes of the live records (headers included).
+    pub live_bytes: u64,
+    /// Bytes of superseded records and tombstones: what compaction frees.
+    pub dead_bytes: u64,
+    /// Bytes of records in the arena: `live_bytes + dead_bytes`.
+    pub used_bytes: u64,
+    /// The arena's capacity, header page included.
+    pub capacity_bytes: u64,
+    /// Compactions finished since open.
+    pub compactions: u64,
+    /// Bytes of memory the index uses.
+    pub index_bytes: u64,
+    /// Bytes copied into the new arena by the running compaction (zero when
+    /// none runs).
+    pub compaction_copied_bytes: u64,
+    /// Bytes the last [`Partition::compact_step`] copied.
+    pub last_step_copied_bytes: u64,
+}
+
+/// What a [`Partition::compact_step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompactStatus {
+    /// Nothing: no compaction wanted, paused, or waiting to retry after an
+    /// I/O error.
+    Idle,
+    /// Copied some records; more steps are needed.
+    InProgress,
+    /// The compaction completed and the new arena replaced the old one.
+    Finished,
+}
+
+/// Why a store operation failed.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The live data plus this record would not fit even after compaction.
+    Full { needed: u64, free: u64 },
+    /// A key longer than [`KEY_SIZE_MAX`].
+    KeyTooLarge(usize),
+    /// A value longer than [`VALUE_SIZE_MAX`].
+    ValueTooLarge(usize),
+    /// The arena's header cannot be trusted.
+    Corrupt { offset: u64, reason: &'static str },
+    /// The file system failed.
+    Io(std::io::Error),
+    /// The arena is larger than the configured capacity.
+    CapacityMismatch {
+        file_bytes: u64,
+        configured_bytes: u64,
+    },
+    /// The configured capacity is outside what an arena can be.
+    CapacityOutOfRange { configured_bytes: u64 },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Full { needed, free } => write!(
+                f,
+                "partition full: the write needs {needed} bytes but only {free} bytes are free for live data \
+                 even after compaction; remove data or split the partition"
+            ),
+            StoreError::KeyTooLarge(n) => {
+                write!(f, "a key of {n} bytes is over the store's limit of {KEY_SIZE_MAX} bytes; use a shorter key")
+            }
+            StoreError::ValueTooLarge(n) => write!(
+                f,
+                "a value of {n} bytes is over the store's limit of {VALUE_SIZE_MAX} bytes; store it in pieces"
+            ),
+            StoreError::Corrupt { offset, reason } => write!(
+                f,
+                "the arena is corrupt at offset {offset}: {reason}; move the file aside and let the brick copy \
+                 the partition from a replica"
+            ),
+            StoreError::Io(e) => {
+                write!(f, "arena I/O failed: {e}; check the data directory's disk space and permissions")
+            }
+            StoreError::CapacityMismatch { file_bytes, configured_bytes } => write!(
+                f,
+                "the arena holds {file_bytes} bytes but the configured partition capacity is {configured_bytes} \
+                 bytes; configure at least {file_bytes} bytes (arenas grow but never shrink)"
+            ),
+            StoreError::CapacityOutOfRange { configured_bytes } => write!(
+                f,
+                "a partition capacity of {configured_bytes} bytes is outside {CAPACITY_MIN}..={CAPACITY_MAX}; \
+                 change the configured partition capacity"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> StoreError {
+        StoreError::Io(e)
+    }
+}
+
+/// A compaction under way: the next arena and how far the cursor got.
+struct Compaction {
+    next: Arena,
+    /// Offset in the old arena of the next record to look at.
+    cursor: u64,
+    /// The old arena's end when the compaction started.
+    start_end: u64,
+}
+
+/// The arenas an index location may point into.
+#[derive(Clone, Copy)]
+struct Arenas<'a> {
+    main: &'a Arena,
+    next: Option<&'a Arena>,
+    locations: Locations,
+}
+
+impl<'a> Arenas<'a> {
+    fn new(main: &'a Arena, compaction: &'a Option<Compaction>) -> Arenas<'a> {
+        Arenas {
+            main,
+            next: compaction.as_ref().map(|c| &c.next),
+            locations: Locations::new(main.capacity()),
+        }
+    }
+
+    fn record(self, location: u64) -> Record<'a> {
+        let arena = if self.locations.parity(location) == self.main.parity() {
+            self.main
+        } else {
+            self.next
+                .expect("an index location points into a compaction arena that does not exist")
+        };
+        arena.record(self.locations.offset(location))
+    }
+
+    fn key(self, location: u64) -> &'a [u8] {
+        self.record(location).key
+    }
+
+    fn hash(self, location: u64) -> u64 {
+        xxh3_64(self.key(location))
+    }
+}
+
+/// One partition's arena and index. See the module docs.
+pub struct Partition {
+    main: Arena,
+    locations: Locations,
+    index: Index,
+    /// Sum of the sizes of the records the index points at.
+    live_bytes: u64,
+    compaction: Option<Compaction>,
+    paused: bool,
+    compactions: u64,
+    last_step_copied_bytes: u64,
+    /// After a compaction failed on I/O, background compaction waits until
+    /// the arena's end passes this offset, so a failing disk is not retried
+    /// on every event-loop pass.
+    retry_at_end: Option<u64>,
+}
+
+impl Partition {
+    /// Opens (or creates) a partition of `capacity_bytes` on `backing`, and
+    /// rebuilds the index by scanning the records. See the module docs for
+    /// what happens to torn tails and to capacities that differ.
+    pub fn open(
+        backing: Backing,
+        capacity_bytes: u64,
+    ) -> Result<(Partition, OpenReport), StoreError> {
+        check_capacity(capacity_bytes)?;
+        let (arena, leftovers) = match backing {
+            Backing::File(path) => Arena::open_file(&path, capacity_bytes)?,
+            Backing::Anonymous => (Arena::anonymous(capacity_bytes, 0)?, Leftovers::None),
+        };
+        Partition::load(arena, leftovers)
+    }
+
+    /// Opens an anonymous partition holding a copy of `bytes`, a prefix of
+    /// an arena taken with [`Partition::bytes`] (for a simulated crash that
+    /// keeps the memory). Runs the same checks and scan as a file.
+    pub fn reopen_anonymous(
+        bytes: &[u8],
+        capacity_bytes: u64,
+    ) -> Result<(Partition, OpenReport), StoreError> {
+        check_capacity(capacity_bytes)?;
+        let (arena, leftovers) = Arena::from_bytes(bytes, capacity_bytes)?;
+        Partition::load(arena, leftovers)
+    }
+
+    fn load(main: Arena, leftovers: Leftovers) -> Result<(Partition, OpenReport), StoreError> {
+        let locations = Locations::new(main.capacity());
+        let mut partition = Partition {
+            main,
+            locations,
+            index: Index::new(locations.bits()),
+            live_bytes: 0,
+            compaction: None,
+            paused: false,
+            compactions: 0,
+            last_step_copied_bytes: 0,
+            retry_at_end: None,
+        };
+        let mut records = 0;
+        let mut offset = HEADER_BYTES;
+        let mut invalid = None;
+        // Every record is at least a header long, which bounds the scan.
+        for _ in 0..=partition.main.capacity() / RECORD_HEADER_BYTES {
+            match record::parse(partition.main.bytes(), offset) {
+                Parsed::End => break,
+                Parsed::Invalid(reason) => {
+                    invalid = Some(reason);
+                    break;
+                }
+                Parsed::Record { len, .. } => {
+                    partition.replay(offset);
+                    records += 1;
+                    offset += len;
+                }
+            }
+        }
+        partition.main.end = offset;
+        let torn_tail_bytes = partition.main.cut_leftovers(leftovers)?;
+        if torn_tail_bytes > 0 {
+            log::warn!(
+                "{}: cut {torn_tail_bytes} bytes at offset {offset} after the last valid record: {}",
+                partition.main.name(),
+                invalid.unwrap_or("bytes past the end marker")
+            );
+        }
+        partition.check_invariants_cheap();
+        let report = OpenReport {
+            records,
+            live_keys: partition.index.len() as u64,
+            torn_tail_bytes,
+            end_offset: offset,
+        };
+        Ok((partition, report))
+    }
+
+    /// Applies the validated record at `offset` to the index, during open.
+    fn replay(&mut self, offset: u64) {
+        let arenas = Arenas::new(&self.main, &self.compaction);
+        let record = arenas.main.record(offset);
+        let hash = xxh3_64(record.key);
+        let len = record.bytes.len() as u64;
+        if record.live {
+            self.index.reserve_one(|l| arenas.hash(l));
+        }
+        let probe = self.index.find(hash, |l| arenas.key(l) == record.key);
+        if let Probe::Found(pos) = probe {
+            self.live_bytes -= arenas.record(self.index.location(pos)).bytes.len() as u64;
+        }
+        match (record.live, probe) {
+            (true, Probe::Found(pos)) => self
+                .index
+                .replace(pos, self.locations.at(arenas.main.parity(), offset)),
+            (true, Probe::Vacant(pos)) => {
+                self.index
+                    .insert(pos, hash, self.locations.at(arenas.main.parity(), offset))
+            }
+            (false, Probe::Found(pos)) => self.index.remove(pos, |l| arenas.hash(l)),
+            // A tombstone of a key with no record: one a compaction copied
+            // after the key's records were already gone. Nothing to undo.
+            (false, Probe::Vacant(_)) => {}
+        }
+        if record.live {
+            self.live_bytes += len;
+        }
+    }
+
+    /// The value of `key`, as a slice of the arena.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        let arenas = Arenas::new(&self.main, &self.compaction);
+        match self.index.find(xxh3_64(key), |l| arenas.key(l) == key) {
+            Probe::Found(pos) => Some(arenas.record(self.index.location(pos)).value),
+            Probe::Vacant(_) => None,
+        }
+    }
+
+    /// Sets `key` to `value`. Fails only on a size limit, on
+    /// [`StoreError::Full`] (exactly when [`Partition::can_fit`] says no), or
+    /// on an I/O error of a synchronous compaction; a failure changes
+    /// nothing.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        check_sizes(key.len(), value.len())?;
+        let needed = record_bytes(key.len(), value.len());
+        let free = self.live_free_bytes();
+        if needed > free {
+            return Err(StoreError::Full { needed, free });
+        }
+        if self.main.tail_free() < needed {
+            self.make_room(needed)?;
+        }
+        let hash = xxh3_64(key);
+        let arenas = Arenas::new(&self.main, &self.compaction);
+        self.index.reserve_one(|l| arenas.hash(l));
+        let probe = self.index.find(hash, |l| arenas.key(l) == key);
+        let old_len = match probe {
+            Probe::Found(pos) => arenas.record(self.index.location(pos)).bytes.len() as u64,
+            Probe::Vacant(_) => 0,
+        };
+        let new_location = self
+            .locations
+            .at(self.main.parity(), self.main.append(true, key, value));
+        match probe {
+            Probe::Found(pos) => self.index.replace(pos, new_location),
+            Probe::Vacant(pos) => self.index.insert(pos, hash, new_location),
+        }
+        self.live_bytes = self.live_bytes - old_len + needed;
+        Ok(())
+    }
+
+    /// Removes `key`. Returns whether it had a value; a tombstone is
+    /// appended only then. Fails only on the key size limit or on an I/O
+    /// error of a synchronous compaction, and a failure changes nothing.
+    pub fn remove(&mut self, key: &[u8]) -> Result<bool, StoreError> {
+        check_sizes(key.len(), 0)?;
+        let hash = xxh3_64(key);
+        if self.find(hash, key).is_none() {
+            return Ok(false);
+        }
+        let needed = record_bytes(key.len(), 0);
+        if self.main.tail_free() < needed && self.compaction.is_some() {
+            self.finish_compaction()?;
+        }
+        let pos = self.find(hash, key).expect("compaction keeps every key");
+        if self.main.tail_free() < needed {
+            // Compacting without the key removes it with no tombstone.
+            self.compact_now(Some(pos))?;
+            return Ok(true);
+        }
+        let arenas = Arenas::new(&self.main, &self.compaction);
+        let old_len = arenas.record(self.index.location(pos)).bytes.len() as u64;
+        self.main.append(false, key, &[]);
+        let arenas = Arenas::new(&self.main, &self.compaction);
+        self.index.remove(pos, |l| arenas.hash(l));
+        self.live_bytes -= old_len;
+        Ok(true)
+    }
+
+    fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        let arenas = Arenas::new(&self.main, &self.compaction);
+        match self.index.find(hash, |l| arenas.key(l) == key) {
+            Probe::Found(pos) => Some(pos),
+            Probe::Vacant(_) => None,
+        }
+    }
+
+    /// Whether a put of a key and value of these sizes would succeed now:
+    /// the answer two-phase commit votes on.
+    pub fn can_fit(&self, key_len: usize, value_len: usize) -> bool {
+        self.can_fit_reserved(0, key_len, value_len)
+    }
+
+    /// Like [`Partition::can_fit`], with `reserved_bytes` already promised
+    /// to other prepared puts (sum their [`record_bytes`]). A node that
+    /// prepares several puts on one partition at once needs this for each
+    /// of them to be sure to fit at commit.
+    pub fn can_fit_reserved(&self, reserved_bytes: u64, key_len: usize, value_len: usize) -> bool {
+        check_sizes(key_len, value_len).is_ok()
+            && reserved_bytes.saturating_add(record_bytes(key_len, value_len))
+                <= self.live_free_bytes()
+    }
+
+    /// Bytes still free for live records, counting what compaction frees.
+    fn live_free_bytes(&self) -> u64 {
+        self.main.capacity() - HEADER_BYTES - self.live_bytes
+    }
+
+    /// The partition's counters.
+    pub fn stats(&self) -> PartitionStats {
+        let used_bytes = self.main.end - HEADER_BYTES;
+        PartitionStats {
+            keys: self.index.len() as u64,
+            live_bytes: self.live_bytes,
+            dead_bytes: used_bytes - self.live_bytes,
+            used_bytes,
+            capacity_bytes: self.main.capacity(),
+            compactions: self.compactions,
+            index_bytes: self.index.memory_bytes() as u64,
+            compaction_copied_bytes: self
+                .compaction
+                .as_ref()
+                .map_or(0, |c| c.next.end - HEADER_BYTES),
+            last_step_copied_bytes: self.last_step_copied_bytes,
+        }
+    }
+
+    /// Whether a new background compaction should start: dead bytes over
+    /// [`COMPACTION_DEAD_BYTES_MIN`] and over a quarter of the used bytes, or
+    /// less than an eighth of the capacity left at the tail with at least a
+    /// thirty-second of it dead (so the pass frees a useful amount and a full
+    /// arena of live data does not compact in a loop). False while one runs,
+    /// while paused, and while waiting to retry after an I/O error.
+    pub fn compaction_wanted(&self) -> bool {
+        if self.paused || self.compaction.is_some() || self.backing_off() {
+            return false;
+        }
+        let s = self.stats();
+        let by_ratio = s.dead_bytes >= COMPACTION_DEAD_BYTES_MIN && s.dead_bytes * 4 > s.used_bytes;
+        let by_space =
+            self.main.tail_free() < s.capacity_bytes / 8 && s.dead_bytes >= s.capacity_bytes / 32;
+        by_ratio || by_space
+    }
+
+    /// Whether a compaction has started and not finished.
+    pub fn compaction_in_progress(&self) -> bool {
+        self.compaction.is_some()
+    }
+
+    fn backing_off(&self) -> bool {
+        self.retry_at_end.is_some_and(|end| self.main.end < end)
+    }
+
+    /// Does a bounded amount of compaction: starts one if it is wanted, and
+    /// copies records until about `budget_bytes` are copied (at least one
+    /// record, so a step always progresses) or four times that were visited.
+    /// Returns what it did. I/O errors are logged; background compaction
+    /// then waits until a sixteenth of the capacity more was written.
+    pub fn compact_step(&mut self, budget_bytes: usize) -> CompactStatus {
+        self.last_step_copied_bytes = 0;
+        if self.paused || self.backing_off() {
+            return CompactStatus::Idle;
+        }
+        if self.compaction.is_none() {
+            if !self.compaction_wanted() {
+                return CompactStatus::Idle;
+            }
+            if let Err(e) = self.start_compaction() {
+                self.compaction_failed(e);
+                return CompactStatus::Idle;
+            }
+        }
+        match self.step(budget_bytes as u64) {
+            Ok(status) => status,
+            Err(e) => {
+                self.compaction_failed(e);
+                CompactStatus::Idle
+            }
+        }
+    }
+
+    fn compaction_failed(&mut self, e: StoreError) {
+        log::error!(
+            "{}: compaction failed, will retry later: {e}",
+            self.main.name()
+        );
+        self.retry_at_end = Some(self.main.end + self.main.capacity() / 16);
+    }
+
+    fn start_compaction(&mut self) -> Result<(), StoreError> {
+        assert!(self.compaction.is_none(), "a compaction already runs");
+        let next = self.main.create_next(self.main.generation + 1)?;
+        self.compaction = Some(Compaction {
+            next,
+            cursor: HEADER_BYTES,
+            start_end: self.main.end,
+        });
+        Ok(())
+    }
+
+    /// Copies records of the running compaction (see the module docs for
+    /// the rules), and installs the new arena once the cursor reaches the
+    /// end.
+    fn step(&mut self, budget_bytes: u64) -> Result<CompactStatus, StoreError> {
+        let Partition {
+            main,
+            locations,
+            index,
+            compaction,
+            ..
+        } = self;
+        let c = compaction.as_mut().expect("a compaction runs");
+        let budget_bytes = budget_bytes.max(1);
+        let visit_bytes_max = budget_bytes.saturating_mul(COMPACTION_VISIT_FACTOR);
+        let (old_parity, new_parity) = (main.parity(), c.next.parity());
+        let (mut copied, mut visited) = (0u64, 0u64);
+        let copy_start = c.next.end;
+        while c.cursor < main.end && copied < budget_bytes && visited < visit_bytes_max {
+            let record = main.record(c.cursor);
+            let len = record.bytes.len() as u64;
+            if record.live {
+                // A location names one record, so the entry that points here
+                // (if any) is found by location alone, without reading keys.
+                let here = locations.at(old_parity, c.cursor);
+                if let Probe::Found(pos) = index.find(xxh3_64(record.key), |l| l == here) {
+                    let offset = c.next.append_copy(record.bytes);
+                    index.replace(pos, locations.at(new_parity, offset));
+                    copied += len;
+                }
+            } else if c.cursor >= c.start_end {
+                c.next.append_copy(record.bytes);
+                copied += len;
+            }
+            c.cursor += len;
+            visited += len;
+        }
+        c.next.start_writeback(copy_start, c.next.end);
+        let done = c.cursor == main.end;
+        self.last_step_copied_bytes = copied;
+        if !done {
+            return Ok(CompactStatus::InProgress);
+        }
+        self.install()?;
+        Ok(CompactStatus::Finished)
+    }
+
+    /// Makes the finished new arena durable and the main one.
+    fn install(&mut self) -> Result<(), StoreError> {
+        let c = self.compaction.as_mut().expect("a compaction runs");
+        assert_eq!(
+            c.cursor, self.main.end,
+            "install before the cursor reached the end"
+        );
+        c.next.replace(&self.main)?;
+        let c = self.compaction.take().expect("a compaction runs");
+        self.main = c.next;
+        self.compactions += 1;
+        self.retry_at_end = None;
+        self.check_invariants_cheap();
+        Ok(())
+    }
+
+    fn finish_compaction(&mut self) -> Result<(), StoreError> {
+        match self.step(u64::MAX)? {
+            CompactStatus::Finished => Ok(()),
+            other => unreachable!("an unbounded compaction step ended {other:?}"),
+        }
+    }
+
+    /// Makes `needed` bytes of room at the tail, for a put whose record fits
+    /// in the live free bytes.
+    fn make_room(&mut self, needed: u64) -> Result<(), StoreError> {
+        if self.compaction.is_some() {
+            self.finish_compaction()?;
+            if self.main.tail_free() >= needed {
+                return Ok(());
+            }
+        }
+        self.compact_now(None)?;
+        assert!(
+            self.main.tail_free() >= needed,
+            "a compacted arena holds only live data"
+        );
+        Ok(())
+    }
+
+    /// Rebuilds the arena from the index alone, leaving out the key in slot
+    /// `skip` (which is then removed from the index). All or nothing: the
+    /// index changes only once the new arena is in place. See the module
+    /// docs.
+    fn compact_now(&mut self, skip: Option<usize>) -> Result<(), StoreError> {
+        assert!(
+            self.compaction.is_none(),
+            "finish the running compaction first"
+        );
+        let mut next = self.main.create_next(self.main.generation + 1)?;
+        let mut skipped_bytes = 0;
+        for (pos, l) in self.index.iter() {
+            let record = self.main.record(self.locations.offset(l));
+            if Some(pos) == skip {
+                skipped_bytes = record.bytes.len() as u64;
+            } else {
+                next.append_copy(record.bytes);
+            }
+        }
+        if let Err(e) = next.replace(&self.main) {
+            next.discard();
+            return Err(e.into());
+        }
+        // The same slot order as the copy, so the offsets follow each other.
+        let parity = next.parity();
+        let mut offset = HEADER_BYTES;
+        for pos in 0..self.index.slots() {
+            if self.index.get(pos).is_some() && Some(pos) != skip {
+                self.index.replace(pos, self.locations.at(parity, offset));
+                offset += next.record(offset).bytes.len() as u64;
+            }
+        }
+        assert_eq!(offset, next.end, "relocation disagrees with the copy");
+        self.main = next;
+        if let Some(pos) = skip {
+            let arenas = Arenas::new(&self.main, &self.compaction);
+            self.index.remove(pos, |l| arenas.hash(l));
+            self.live_bytes -= skipped_bytes;
+        }
+        self.compactions += 1;
+        self.retry_at_end = None;
+        self.check_invariants_cheap();
+        Ok(())
+    }
+
+    /// Pauses or resumes background compaction (a recovery copy pauses it so
+    /// that offsets stay put). Writes that find no room still compact; see
+    /// the module docs.
+    pub fn set_compaction_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
+    /// Writes dirty pages of a file-backed arena to disk (msync); nothing
+    /// for an anonymous one.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        Ok(self.main.flush()?)
+    }
+
+    /// A digest of the live (key, value) pairs that does not depend on the
+    /// order they were written in or on compaction: the wrapping sum of a
+    /// per-record xxh3 (seeded with the key length, so the key/value split
+    /// counts), folded to 32 bits; and the number of keys. Replicas with the
+    /// same data agree.
+    pub fn checksum(&self) -> (u32, u64) {
+        let arenas = Arenas::new(&self.main, &self.compaction);
+        let mut sum = 0u64;
+        for (_, l) in self.index.iter() {
+            let record = arenas.record(l);
+            let key_and_value = &record.bytes[RECORD_HEADER_BYTES as usize..];
+            sum = sum.wrapping_add(xxh3_64_with_seed(key_and_value, record.key.len() as u64));
+        }
+        ((sum ^ (sum >> 32)) as u32, self.index.len() as u64)
+    }
+
+    /// Every key that starts with `prefix`, sorted. Visits every key.
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
+        let arenas = Arenas::new(&self.main, &self.compaction);
+        let mut keys: Vec<Vec<u8>> = self
+            .index
+            .iter()
+            .map(|(_, l)| arenas.key(l))
+            .filter(|k| k.starts_with(prefix))
+            .map(<[u8]>::to_vec)
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// The append position: every record below it is in the arena, so it
+    /// is a snapshot point for copying the arena while writes go on.
+    pub fn end_offset(&self) -> u64 {
+        self.main.end
+    }
+
+    /// The arena's generation, bumped by every compaction. Offsets from one
+    /// generation mean nothing in another.
+    pub fn generation(&self) -> u64 {
+        self.main.generation
+    }
+
+    /// The arena's bytes from the start to [`Partition::end_offset`]: the
+    /// header page and every record. [`Partition::reopen_anonymous`] takes
+    /// them back.
+    pub fn bytes(&self) -> &[u8] {
+        &self.main.bytes()[..self.main.end as usize]
+    }
+
+    /// Checks the index against the arenas: every entry reachable, pointing
+    /// at a live record of a key whose hash matches, with the live byte count
+    /// right. Visits every key; for tests and the simulator.
+    pub fn check_invariants(&self) {
+        let arenas = Arenas::new(&self.main, &self.compaction);
+        self.index.check_invariants(|l| arenas.hash(l));
+        let mut live_bytes = 0;
+        for (pos, l) in self.index.iter() {
+            let record = arenas.record(l);
+            assert!(record.live, "index slot {pos} points at a tombstone");
+            assert_eq!(
+                self.find(xxh3_64(record.key), record.key),
+                Some(pos),
+                "key of slot {pos} not found"
+            );
+            live_bytes += record.bytes.len() as u64;
+        }
+        assert_eq!(live_bytes, self.live_bytes, "live byte count");
+        self.check_invariants_cheap();
+    }
+
+    fn check_invariants_cheap(&self) {
+        assert!(self.main.end <= self.main.capacity());
+        assert!(
+            self.live_bytes <= self.main.end - HEADER_BYTES,
+            "more live bytes than used bytes"
+        );
+        if let Some(c) = &self.compaction {
+            assert!(c.cursor <= self.main.end && c.start_end <= self.main.end);
+            assert_ne!(c.next.parity(), self.main.parity());
+        }
+    }
+}
+
+impl Drop for Partition {
+    /// A compaction that will never finish leaves no file behind.
+    fn drop(&mut self) {
+        if let Some(c) = self.compaction.take() {
+            c.next.discard();
+        }
+    }
+}
+
+fn check_capacity(capacity_bytes: u64) -> Result<(), StoreError> {
+    if (CAPACITY_MIN..=CAPACITY_MAX).contains(&capacity_bytes) {
+        Ok(())
+    } else {
+        Err(StoreError::CapacityOutOfRange {
+            configured_bytes: capacity_bytes,
+        })
+    }
+}
+
+fn check_sizes(key_len: usize, value_len: usize) -> Result<(), StoreError> {
+    if key_len > KEY_SIZE_MAX {
+        return Err(StoreError::KeyTooLarge(key_len));
+    }
+    if value_len > VALUE_SIZE_MAX {
+        return Err(StoreError::ValueTooLarge(value_len));
+    }
+    Ok(())
+}

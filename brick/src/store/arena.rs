@@ -1,0 +1,492 @@
+//! One arena: a memory map of fixed capacity, backed by a file or by
+//! anonymous memory, with an append position.
+//!
+//! This module opens, creates, validates the header of, appends to, syncs
+//! and renames arenas. It does not know which records are live — that is
+//! the index's business, in the parent module.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
+
+use super::record::{self, Header, Record, HEADER_BYTES};
+use super::StoreError;
+
+/// Bytes read at a time when looking for leftovers past the end of data.
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+/// A mapped arena. `end` is the append position: every byte from `end` to
+/// the capacity is zero.
+pub(super) struct Arena {
+    map: MmapMut,
+    file: Option<ArenaFile>,
+    capacity: u64,
+    pub(super) end: u64,
+    pub(super) generation: u64,
+}
+
+struct ArenaFile {
+    file: File,
+    path: PathBuf,
+}
+
+/// Where bytes that are not zero may lie past the end of the data, for
+/// [`Arena::cut_leftovers`].
+pub(super) enum Leftovers {
+    /// Nothing to look at: a fresh arena.
+    None,
+    /// Within the first this-many bytes of the map.
+    Below(u64),
+    /// Anywhere in the backing file.
+    InFile,
+}
+
+/// `<path>.compact`: where compaction builds the next generation of a
+/// file-backed arena.
+pub(super) fn compaction_path(path: &Path) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".compact");
+    PathBuf::from(name)
+}
+
+impl Arena {
+    /// A fresh anonymous arena. It touches no file, and its pages cost
+    /// memory only once written.
+    pub(super) fn anonymous(capacity: u64, generation: u64) -> io::Result<Arena> {
+        let map = MmapMut::map_anon(capacity as usize)?;
+        let mut arena = Arena {
+            map,
+            file: None,
+            capacity,
+            end: HEADER_BYTES,
+            generation,
+        };
+        arena.write_header();
+        Ok(arena)
+    }
+
+    /// An anonymous arena holding a copy of `bytes`, a prefix of an arena
+    /// saved earlier (see `Partition::bytes`). The header is checked; the
+    /// records are left for the caller to scan.
+    pub(super) fn from_bytes(
+        bytes: &[u8],
+        capacity: u64,
+    ) -> Result<(Arena, Leftovers), StoreError> {
+        if bytes.len() as u64 > capacity {
+            return Err(StoreError::CapacityMismatch {
+                file_bytes: bytes.len() as u64,
+                configured_bytes: capacity,
+            });
+        }
+        let mut arena = Arena::anonymous(capacity, 0)?;
+        if bytes.len() < HEADER_BYTES as usize {
+            if bytes.iter().any(|&b| b != 0) {
+                return Err(corrupt_header(
+                    "the saved bytes are shorter than a header page",
+                ));
+            }
+            return Ok((arena, Leftovers::None));
+        }
+        arena.map[..bytes.len()].copy_from_slice(bytes);
+        match record::decode_header(bytes).map_err(corrupt_header)? {
+            None => {
+                if bytes.iter().any(|&b| b != 0) {
+                    return Err(corrupt_header(
+                        "the header page is empty but records follow it",
+                    ));
+                }
+                arena.write_header();
+                Ok((arena, Leftovers::None))
+            }
+            Some(header) => {
+                if header.capacity < bytes.len() as u64 {
+                    return Err(corrupt_header(
+                        "the saved bytes run past the capacity in their header",
+                    ));
+                }
+                arena.adopt(header)?;
+                Ok((arena, Leftovers::Below(bytes.len() as u64)))
+            }
+        }
+    }
+
+    /// Opens the arena file at `path`, creating it if it is missing or
+    /// empty, and growing it if its capacity is smaller than `capacity`.
+    /// A `<path>.compact` left by a compaction that a crash interrupted is
+    /// deleted: the arena itself is complete without it.
+    pub(super) fn open_file(path: &Path, capacity: u64) -> Result<(Arena, Leftovers), StoreError> {
+        let leftover = compaction_path(path);
+        match std::fs::remove_file(&leftover) {
+            Ok(()) => log::warn!("{}: removed an unfinished compaction", leftover.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        let mut page = [0u8; HEADER_BYTES as usize];
+        let have = len.min(HEADER_BYTES) as usize;
+        file.read_exact_at(&mut page[..have], 0)?;
+        let header = if len < HEADER_BYTES {
+            if page.iter().any(|&b| b != 0) {
+                return Err(corrupt_header("the file is shorter than a header page"));
+            }
+            None
+        } else {
+            let header = record::decode_header(&page).map_err(corrupt_header)?;
+            if header.is_none() && last_nonzero_in_file(&file, 0, len)?.is_some() {
+                return Err(corrupt_header(
+                    "the header page is empty but records follow it",
+                ));
+            }
+            header
+        };
+        if let Some(header) = header {
+            if header.capacity != len {
+                return Err(corrupt_header(
+                    "the file's length differs from the capacity in its header",
+                ));
+            }
+        }
+        if len != capacity {
+            if len > capacity {
+                return Err(StoreError::CapacityMismatch {
+                    file_bytes: len,
+                    configured_bytes: capacity,
+                });
+            }
+            file.set_len(capacity)?;
+        }
+        // SAFETY: the map stays valid while `Arena` owns both it and the
+        // file. The file belongs to this brick; another process writing it
+        // while it is mapped is outside what the store defends against.
+        let map = unsafe { MmapMut::map_mut(&file)? };
+        let mut arena = Arena {
+            map,
+            file: Some(ArenaFile {
+                file,
+                path: path.to_path_buf(),
+            }),
+            capacity,
+            end: HEADER_BYTES,
+            generation: 0,
+        };
+        match header {
+            None => {
+                arena.write_header();
+                arena.map.flush_range(0, HEADER_BYTES as usize)?;
+                Ok((arena, Leftovers::None))
+            }
+            Some(header) => {
+                if header.capacity < capacity {
+                    log::info!(
+                        "{}: grew the arena from {} to {capacity} bytes",
+                        path.display(),
+                        header.capacity
+                    );
+                }
+                arena.adopt(header)?;
+                Ok((arena, Leftovers::InFile))
+            }
+        }
+    }
+
+    /// Takes the generation from a header read from the backing, and
+    /// rewrites the header if the capacity grew.
+    fn adopt(&mut self, header: Header) -> Result<(), StoreError> {
+        if header.capacity > self.capacity {
+            return Err(StoreError::CapacityMismatch {
+                file_bytes: header.capacity,
+                configured_bytes: self.capacity,
+            });
+        }
+        self.generation = header.generation;
+        if header.capacity != self.capacity {
+            self.write_header();
+            self.flush_range(0, HEADER_BYTES)?;
+        }
+        Ok(())
+    }
+
+    /// An empty arena of the same capacity and backing kind, for the next
+    /// generation: `<path>.compact` (replaced if present) for a file,
+    /// anonymous memory otherwise.
+    pub(super) fn create_next(&self, generation: u64) -> io::Result<Arena> {
+        let Some(current) = &self.file else {
+            return Arena::anonymous(self.capacity, generation);
+        };
+        let path = compaction_path(&current.path);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        file.set_len(self.capacity)?;
+        // SAFETY: as in `open_file`.
+        let map = unsafe { MmapMut::map_mut(&file)? };
+        let mut arena = Arena {
+            map,
+            file: Some(ArenaFile { file, path }),
+            capacity: self.capacity,
+            end: HEADER_BYTES,
+            generation,
+        };
+        arena.write_header();
+        Ok(arena)
+    }
+
+    /// Makes this arena (built by [`Arena::create_next`]) durable and puts
+    /// it where `old` lives: for files, sync then rename over `old`'s path,
+    /// which is atomic, so a crash leaves either arena whole. Once this
+    /// returns `Ok`, `old` must no longer be written: its name is gone.
+    pub(super) fn replace(&mut self, old: &Arena) -> io::Result<()> {
+        let (Some(new), Some(old)) = (&mut self.file, &old.file) else {
+            return Ok(());
+        };
+        self.map.flush()?;
+        new.file.sync_all()?;
+        std::fs::rename(&new.path, &old.path)?;
+        new.path = old.path.clone();
+        // The rename is done and cannot be taken back, so a failure to make
+        // it durable is logged rather than returned: the arena is in place
+        // either way, and a crash before the directory reaches the disk
+        // leaves the previous generation, which is complete too.
+        if let Some(dir) = new.path.parent() {
+            if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+                log::error!(
+                    "{}: syncing the directory after compaction failed: {e}",
+                    dir.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the backing file of an arena that will not be installed.
+    pub(super) fn discard(self) {
+        if let Some(file) = &self.file {
+            if let Err(e) = std::fs::remove_file(&file.path) {
+                log::warn!(
+                    "{}: removing an abandoned compaction failed: {e}",
+                    file.path.display()
+                );
+            }
+        }
+    }
+
+    pub(super) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Which of two alternating arenas this is: index locations carry it.
+    pub(super) fn parity(&self) -> u64 {
+        self.generation & 1
+    }
+
+    pub(super) fn tail_free(&self) -> u64 {
+        self.capacity - self.end
+    }
+
+    /// How log lines name this arena.
+    pub(super) fn name(&self) -> String {
+        match &self.file {
+            Some(file) => file.path.display().to_string(),
+            None => format!("anonymous arena of generation {}", self.generation),
+        }
+    }
+
+    /// The whole map, header page included.
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// The record at `offset`, which the store wrote or validated.
+    pub(super) fn record(&self, offset: u64) -> Record<'_> {
+        record::view(&self.map, offset)
+    }
+
+    /// Appends a record and returns its offset. The caller checked the room.
+    pub(super) fn append(&mut self, live: bool, key: &[u8], value: &[u8]) -> u64 {
+        let len = record::record_bytes(key.len(), value.len());
+        let offset = self.claim(len);
+        record::encode(
+            &mut self.map[offset as usize..(offset + len) as usize],
+            live,
+            key,
+            value,
+        );
+        offset
+    }
+
+    /// Appends a record copied whole from another arena.
+    pub(super) fn append_copy(&mut self, record: &[u8]) -> u64 {
+        let offset = self.claim(record.len() as u64);
+        self.map[offset as usize..offset as usize + record.len()].copy_from_slice(record);
+        offset
+    }
+
+    fn claim(&mut self, len: u64) -> u64 {
+        assert!(
+            len <= self.tail_free(),
+            "append of {len} bytes with {} free",
+            self.tail_free()
+        );
+        let offset = self.end;
+        self.end += len;
+        offset
+    }
+
+    fn write_header(&mut self) {
+        let header = Header {
+            capacity: self.capacity,
+            generation: self.generation,
+        };
+        record::encode_header(&mut self.map, header);
+    }
+
+    /// Writes dirty pages back: msync for a file, nothing for memory.
+    pub(super) fn flush(&self) -> io::Result<()> {
+        if self.file.is_some() {
+            self.map.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush_range(&self, from: u64, to: u64) -> io::Result<()> {
+        if self.file.is_some() && to > from {
+            self.map.flush_range(from as usize, (to - from) as usize)?;
+        }
+        Ok(())
+    }
+
+    /// Asks the kernel to start writing back `from..to` without waiting,
+    /// so that the sync at the end of a compaction has little left to do.
+    /// Best effort: an error here only means that sync takes longer.
+    pub(super) fn start_writeback(&self, from: u64, to: u64) {
+        #[cfg(target_os = "linux")]
+        if let Some(file) = &self.file {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain system call on a descriptor this arena owns.
+            unsafe {
+                libc::sync_file_range(
+                    file.file.as_raw_fd(),
+                    from as libc::off64_t,
+                    (to - from) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (from, to);
+    }
+
+    /// Zeroes any bytes that are not zero from `self.end` on, which a crash
+    /// in the middle of an append leaves behind, so that the next append
+    /// starts on clean bytes and a later scan cannot mistake old bytes for
+    /// records. Returns how many bytes were cut (from `end` to the last
+    /// byte that was not zero).
+    pub(super) fn cut_leftovers(&mut self, within: Leftovers) -> io::Result<u64> {
+        let last = match within {
+            Leftovers::None => None,
+            Leftovers::Below(limit) => {
+                let limit = limit.min(self.capacity) as usize;
+                let from = (self.end as usize).min(limit);
+                self.map[from..limit]
+                    .iter()
+                    .rposition(|&b| b != 0)
+                    .map(|i| (from + i) as u64)
+            }
+            Leftovers::InFile => {
+                let file = &self.file.as_ref().expect("a file-backed arena").file;
+                last_nonzero_in_file(file, self.end, self.capacity)?
+            }
+        };
+        let Some(last) = last else {
+            return Ok(0);
+        };
+        let (from, to) = (self.end, last + 1);
+        self.map[from as usize..to as usize].fill(0);
+        self.flush_range(from, to)?;
+        Ok(to - from)
+    }
+}
+
+fn corrupt_header(reason: &'static str) -> StoreError {
+    StoreError::Corrupt { offset: 0, reason }
+}
+
+/// The offset of the last byte in `from..to` of `file` that is not zero.
+/// Reads the file rather than the map so that looking does not bring the
+/// pages into this process's memory, and skips holes where the file system
+/// can report them, so a sparse arena costs next to nothing to check.
+fn last_nonzero_in_file(file: &File, from: u64, to: u64) -> io::Result<Option<u64>> {
+    let mut last = None;
+    let mut buffer = vec![0u8; SCAN_CHUNK_BYTES];
+    let mut at = from;
+    // Each pass consumes one data region of at least one byte, so the range's
+    // length bounds the passes.
+    for _ in 0..=to.saturating_sub(from) {
+        let Some((start, stop)) = data_region(file, at, to)? else {
+            break;
+        };
+        let mut read_at = start;
+        while read_at < stop {
+            let n = (stop - read_at).min(SCAN_CHUNK_BYTES as u64) as usize;
+            file.read_exact_at(&mut buffer[..n], read_at)?;
+            if let Some(i) = buffer[..n].iter().rposition(|&b| b != 0) {
+                last = Some(read_at + i as u64);
+            }
+            read_at += n as u64;
+        }
+        at = stop;
+        if at >= to {
+            break;
+        }
+    }
+    Ok(last)
+}
+
+/// The next stretch of `from..to` that may hold data, skipping holes.
+#[cfg(target_os = "linux")]
+fn data_region(file: &File, from: u64, to: u64) -> io::Result<Option<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    if from >= to {
+        return Ok(None);
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: lseek on a descriptor we own; the store reads and writes only
+    // at explicit offsets, so moving the file position is harmless.
+    let start = unsafe { libc::lseek(fd, from as libc::off_t, libc::SEEK_DATA) };
+    if start < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            // No data at or after `from`.
+            Some(libc::ENXIO) => Ok(None),
+            // A file system without hole reporting: read everything.
+            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(Some((from, to))),
+            _ => Err(e),
+        };
+    }
+    let start = start as u64;
+    if start >= to {
+        return Ok(None);
+    }
+    // SAFETY: as above.
+    let stop = unsafe { libc::lseek(fd, start as libc::off_t, libc::SEEK_HOLE) };
+    let stop = if stop < 0 { to } else { (stop as u64).min(to) };
+    Ok(Some((start, stop.max(start + 1))))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn data_region(_file: &File, from: u64, to: u64) -> io::Result<Option<(u64, u64)>> {
+    Ok((from < to).then_some((from, to)))
+}

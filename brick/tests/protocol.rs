@@ -1,0 +1,248 @@
+//! A real brick process, driven through the wire protocol: tables, reads,
+//! writes by two-phase commit, many requests outstanding on one connection.
+
+mod common;
+
+use brick::testkit::{ClusterSpec, TestCluster};
+use common::{get, route, write, RawClient};
+use wire::{ErrorCode, Reply, Request, TxId, TxState, Write};
+
+fn single_brick() -> TestCluster {
+    TestCluster::start(ClusterSpec {
+        bricks: 1,
+        replicas: 1,
+        ..ClusterSpec::default()
+    })
+}
+
+fn code(reply: &Reply) -> Option<ErrorCode> {
+    match reply {
+        Reply::Error(e) => Some(e.code),
+        _ => None,
+    }
+}
+
+#[test]
+fn tables_get_put_remove() {
+    let cluster = single_brick();
+    let mut c = RawClient::connect(cluster.bricks[0].addr);
+    let maps = c.maps();
+
+    // Operations on a table that does not exist are refused by name.
+    assert_eq!(
+        code(&get(&mut c, &maps, b"users", b"k")),
+        Some(ErrorCode::TableNotFound)
+    );
+    assert_eq!(
+        c.call(&Request::CreateTable {
+            name: b"users".to_vec()
+        }),
+        Reply::Ok
+    );
+    assert_eq!(
+        code(&c.call(&Request::CreateTable {
+            name: b"users".to_vec()
+        })),
+        Some(ErrorCode::TableExists)
+    );
+
+    assert_eq!(get(&mut c, &maps, b"users", b"alice"), Reply::NotFound);
+    write(
+        &mut c,
+        &maps,
+        1,
+        b"users",
+        b"alice",
+        Write::Put(b"v1".to_vec()),
+    );
+    assert_eq!(
+        get(&mut c, &maps, b"users", b"alice"),
+        Reply::Value(b"v1".to_vec())
+    );
+    write(
+        &mut c,
+        &maps,
+        2,
+        b"users",
+        b"alice",
+        Write::Put(b"v2".to_vec()),
+    );
+    assert_eq!(
+        get(&mut c, &maps, b"users", b"alice"),
+        Reply::Value(b"v2".to_vec())
+    );
+
+    // Tables are separate namespaces.
+    assert_eq!(
+        c.call(&Request::CreateTable {
+            name: b"other".to_vec()
+        }),
+        Reply::Ok
+    );
+    assert_eq!(get(&mut c, &maps, b"other", b"alice"), Reply::NotFound);
+
+    write(&mut c, &maps, 3, b"users", b"alice", Write::Remove);
+    assert_eq!(get(&mut c, &maps, b"users", b"alice"), Reply::NotFound);
+
+    // Destroying a table frees its records.
+    for i in 0..100u32 {
+        write(
+            &mut c,
+            &maps,
+            10 + u64::from(i),
+            b"users",
+            &i.to_be_bytes(),
+            Write::Put(vec![7; 150]),
+        );
+    }
+    let keys_before = total_keys(&mut c);
+    assert!(keys_before >= 100, "stats count {keys_before} keys");
+    assert_eq!(
+        c.call(&Request::DestroyTable {
+            name: b"users".to_vec()
+        }),
+        Reply::Ok
+    );
+    assert_eq!(
+        code(&get(&mut c, &maps, b"users", &1u32.to_be_bytes())),
+        Some(ErrorCode::TableNotFound)
+    );
+    assert!(total_keys(&mut c) < keys_before - 99);
+    assert_eq!(
+        code(&c.call(&Request::DestroyTable {
+            name: b"users".to_vec()
+        })),
+        Some(ErrorCode::TableNotFound)
+    );
+}
+
+fn total_keys(c: &mut RawClient) -> u64 {
+    match c.call(&Request::Stats) {
+        Reply::Stats(entries) => entries
+            .iter()
+            .filter(|(name, _)| name.starts_with("partition.") && name.ends_with(".keys"))
+            .map(|(_, v)| *v)
+            .sum(),
+        other => panic!("stats answered {other:?}"),
+    }
+}
+
+#[test]
+fn lock_conflict_and_abort() {
+    let cluster = single_brick();
+    let mut c = RawClient::connect(cluster.bricks[0].addr);
+    let maps = c.maps();
+    assert_eq!(
+        c.call(&Request::CreateTable {
+            name: b"t".to_vec()
+        }),
+        Reply::Ok
+    );
+    let (partition, fingerprint, bricks) = route(&maps, b"t", b"k");
+    let prepare = |txid: u64, value: &[u8]| Request::Prepare {
+        txid: TxId(txid),
+        partition,
+        fingerprint,
+        table: b"t".to_vec(),
+        key: b"k".to_vec(),
+        write: Write::Put(value.to_vec()),
+        participants: bricks.clone(),
+    };
+    assert_eq!(c.call(&prepare(1, b"a")), Reply::Voted);
+    // A second writer on the same key votes no at once: no waiting.
+    assert_eq!(
+        code(&c.call(&prepare(2, b"b"))),
+        Some(ErrorCode::LockConflict)
+    );
+    // A read of the locked key waits for the outcome; abort releases it.
+    let read = c.send(&Request::Get {
+        partition,
+        fingerprint,
+        table: b"t".to_vec(),
+        key: b"k".to_vec(),
+    });
+    assert_eq!(
+        c.call(&Request::Abort {
+            txid: TxId(1),
+            partition
+        }),
+        Reply::TxState(TxState::Aborted)
+    );
+    assert_eq!(c.recv(read), Reply::NotFound);
+    // An aborted transaction cannot be prepared again.
+    assert_eq!(code(&c.call(&prepare(1, b"a"))), Some(ErrorCode::Refused));
+    // A stale fingerprint is refused with the brick's maps attached.
+    let stale = c.call(&Request::Get {
+        partition,
+        fingerprint: fingerprint ^ 1,
+        table: b"t".to_vec(),
+        key: b"k".to_vec(),
+    });
+    match stale {
+        Reply::Error(e) => {
+            assert_eq!(e.code, ErrorCode::FingerprintMismatch);
+            assert!(e.maps.is_some(), "mismatch carries the brick's maps");
+        }
+        other => panic!("stale fingerprint answered {other:?}"),
+    }
+}
+
+#[test]
+fn many_requests_outstanding_on_one_connection() {
+    let cluster = single_brick();
+    let mut c = RawClient::connect(cluster.bricks[0].addr);
+    let maps = c.maps();
+    assert_eq!(
+        c.call(&Request::CreateTable {
+            name: b"t".to_vec()
+        }),
+        Reply::Ok
+    );
+    // 500 prepares in one write, then 500 commits, then 500 reads.
+    let n = 500u64;
+    let prepares: Vec<Request> = (0..n)
+        .map(|i| {
+            let key = i.to_be_bytes();
+            let (partition, fingerprint, bricks) = route(&maps, b"t", &key);
+            Request::Prepare {
+                txid: TxId(1000 + i),
+                partition,
+                fingerprint,
+                table: b"t".to_vec(),
+                key: key.to_vec(),
+                write: Write::Put(format!("value-{i}").into_bytes()),
+                participants: bricks,
+            }
+        })
+        .collect();
+    let ids = c.send_batch(&prepares);
+    for id in ids {
+        assert_eq!(c.recv(id), Reply::Voted);
+    }
+    let commits: Vec<Request> = (0..n)
+        .map(|i| Request::Commit {
+            txid: TxId(1000 + i),
+            partition: route(&maps, b"t", &i.to_be_bytes()).0,
+        })
+        .collect();
+    for id in c.send_batch(&commits) {
+        assert_eq!(c.recv(id), Reply::TxState(TxState::Committed));
+    }
+    let gets: Vec<Request> = (0..n)
+        .map(|i| {
+            let key = i.to_be_bytes();
+            let (partition, fingerprint, _) = route(&maps, b"t", &key);
+            Request::Get {
+                partition,
+                fingerprint,
+                table: b"t".to_vec(),
+                key: key.to_vec(),
+            }
+        })
+        .collect();
+    let ids = c.send_batch(&gets);
+    // Collect in arrival order; each reply must match its own request.
+    for (i, id) in ids.into_iter().enumerate().rev() {
+        assert_eq!(c.recv(id), Reply::Value(format!("value-{i}").into_bytes()));
+    }
+}

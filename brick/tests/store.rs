@@ -1,0 +1,564 @@
+//! The partition store through its public API: reads and writes, size
+//! limits, full arenas, reopening files, torn tails, capacities and the
+//! checksum. Compaction under load is in `store_compaction.rs`.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use brick::store::{
+    record_bytes, Backing, OpenReport, Partition, StoreError, CAPACITY_MAX, HEADER_BYTES,
+    KEY_SIZE_MAX, RECORD_HEADER_BYTES, VALUE_SIZE_MAX,
+};
+
+const CAPACITY: u64 = 1 << 20;
+
+fn anonymous(capacity: u64) -> Partition {
+    Partition::open(Backing::Anonymous, capacity)
+        .expect("anonymous arena opens")
+        .0
+}
+
+fn open_file(path: &Path, capacity: u64) -> (Partition, OpenReport) {
+    Partition::open(Backing::File(path.to_path_buf()), capacity).expect("arena file opens")
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key-{i:05}").into_bytes()
+}
+
+fn value(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i * 31 + j * 7) as u8 | 1).collect()
+}
+
+/// Everything observable about a partition: its (key, value) pairs, its
+/// checksum, its end offset and its live bytes.
+type Snapshot = (Vec<(Vec<u8>, Vec<u8>)>, (u32, u64), u64, u64);
+
+fn snapshot(p: &Partition) -> Snapshot {
+    let pairs = p
+        .keys_with_prefix(b"")
+        .into_iter()
+        .map(|k| (k.clone(), p.get(&k).unwrap().to_vec()))
+        .collect();
+    (pairs, p.checksum(), p.end_offset(), p.stats().live_bytes)
+}
+
+#[test]
+fn put_get_overwrite_and_remove() {
+    let mut p = anonymous(CAPACITY);
+    assert_eq!(p.get(b"a"), None);
+    p.put(b"a", b"1").unwrap();
+    assert_eq!(p.get(b"a"), Some(&b"1"[..]));
+    p.put(b"a", b"22").unwrap();
+    assert_eq!(p.get(b"a"), Some(&b"22"[..]));
+    let stats = p.stats();
+    assert_eq!(stats.keys, 1);
+    assert_eq!(stats.live_bytes, record_bytes(1, 2));
+    assert_eq!(stats.dead_bytes, record_bytes(1, 1));
+    assert_eq!(stats.used_bytes, record_bytes(1, 1) + record_bytes(1, 2));
+    assert_eq!(p.end_offset(), HEADER_BYTES + stats.used_bytes);
+
+    assert!(p.remove(b"a").unwrap());
+    assert_eq!(p.get(b"a"), None);
+    let end = p.end_offset();
+    assert_eq!(
+        end,
+        HEADER_BYTES + stats.used_bytes + record_bytes(1, 0),
+        "one tombstone"
+    );
+    assert!(!p.remove(b"a").unwrap(), "a missing key is not removed");
+    assert!(!p.remove(b"never").unwrap());
+    assert_eq!(
+        p.end_offset(),
+        end,
+        "removing a missing key appends nothing"
+    );
+    assert_eq!(p.stats().keys, 0);
+    assert_eq!(p.stats().live_bytes, 0);
+
+    // Empty keys and empty values are ordinary.
+    p.put(b"", b"empty key").unwrap();
+    p.put(b"empty value", b"").unwrap();
+    assert_eq!(p.get(b""), Some(&b"empty key"[..]));
+    assert_eq!(p.get(b"empty value"), Some(&b""[..]));
+    assert!(p.remove(b"").unwrap());
+    assert_eq!(p.get(b""), None);
+    p.check_invariants();
+}
+
+#[test]
+fn many_keys_survive_index_growth() {
+    let mut p = anonymous(CAPACITY);
+    for i in 0..5000 {
+        p.put(&key(i), &value(i, i % 40)).unwrap();
+    }
+    for i in (0..5000).step_by(3) {
+        assert!(p.remove(&key(i)).unwrap());
+    }
+    for i in 0..5000 {
+        let expected = (i % 3 != 0).then(|| value(i, i % 40));
+        assert_eq!(p.get(&key(i)).map(<[u8]>::to_vec), expected, "key {i}");
+    }
+    let stats = p.stats();
+    assert_eq!(stats.keys, 5000 - 1667);
+    // 5000 keys needed 8192 slots at a load of at most 7/8; removes do not
+    // shrink the table.
+    assert_eq!(stats.index_bytes, 8192 * 8);
+    p.check_invariants();
+}
+
+#[test]
+fn size_limits_are_enforced_and_change_nothing() {
+    let mut p = anonymous(CAPACITY);
+    let longest = vec![b'k'; KEY_SIZE_MAX];
+    p.put(&longest, b"v").unwrap();
+    assert_eq!(p.get(&longest), Some(&b"v"[..]));
+    let before = snapshot(&p);
+
+    let too_long = vec![b'k'; KEY_SIZE_MAX + 1];
+    assert!(
+        matches!(p.put(&too_long, b"v"), Err(StoreError::KeyTooLarge(n)) if n == KEY_SIZE_MAX + 1)
+    );
+    assert!(matches!(
+        p.remove(&too_long),
+        Err(StoreError::KeyTooLarge(_))
+    ));
+    assert_eq!(p.get(&too_long), None);
+    let huge = vec![0u8; VALUE_SIZE_MAX + 1];
+    assert!(
+        matches!(p.put(b"k", &huge), Err(StoreError::ValueTooLarge(n)) if n == VALUE_SIZE_MAX + 1)
+    );
+    assert!(!p.can_fit(KEY_SIZE_MAX + 1, 1));
+    assert!(!p.can_fit(1, VALUE_SIZE_MAX + 1));
+    assert_eq!(snapshot(&p), before);
+
+    let message = StoreError::KeyTooLarge(70_000).to_string();
+    assert!(
+        message.contains("70000") && message.contains("shorter key"),
+        "{message}"
+    );
+}
+
+#[test]
+fn full_only_when_live_data_cannot_fit_and_a_failed_put_changes_nothing() {
+    // 4096 - 64 = 4032 bytes for records: twelve records of 336 bytes.
+    let capacity = 4096;
+    let mut p = anonymous(capacity);
+    let record = record_bytes(3, 322);
+    assert_eq!(record, 336);
+    for i in 0..12 {
+        assert!(p.can_fit(3, 322), "record {i}");
+        p.put(format!("k{i:02}").as_bytes(), &value(i, 322))
+            .unwrap();
+    }
+    assert_eq!(p.end_offset(), capacity);
+    assert!(!p.can_fit(0, 0));
+    let before = snapshot(&p);
+    match p.put(b"k99", &value(99, 1)) {
+        Err(StoreError::Full { needed, free }) => {
+            assert_eq!((needed, free), (record_bytes(3, 1), 0));
+        }
+        other => panic!("expected Full, got {other:?}"),
+    }
+    // An overwrite counts the old version as live too: it stays live until
+    // the new record is in.
+    assert!(matches!(p.put(b"k00", b""), Err(StoreError::Full { .. })));
+    assert_eq!(snapshot(&p), before, "a failed put changes nothing");
+    let message = p.put(b"k99", b"").unwrap_err().to_string();
+    assert!(
+        message.contains("partition full") && message.contains("split the partition"),
+        "{message}"
+    );
+
+    // Removing frees live space even though the tail has no room for a
+    // tombstone; the next put then compacts to make room at the tail.
+    assert!(p.remove(b"k00").unwrap());
+    assert_eq!(p.get(b"k00"), None);
+    assert!(p.can_fit(3, 322));
+    assert!(!p.can_fit(3, 323));
+    p.put(b"k12", &value(12, 322)).unwrap();
+    assert_eq!(p.get(b"k12"), Some(&value(12, 322)[..]));
+    assert_eq!(p.end_offset(), capacity);
+    for i in 1..12 {
+        assert_eq!(
+            p.get(format!("k{i:02}").as_bytes()),
+            Some(&value(i, 322)[..])
+        );
+    }
+    p.check_invariants();
+}
+
+#[test]
+fn can_fit_reserved_counts_prepared_puts() {
+    let mut p = anonymous(4096);
+    p.put(b"a", &[1; 1000]).unwrap();
+    let free = 4096 - HEADER_BYTES - record_bytes(1, 1000);
+    let half = record_bytes(1, 1000);
+    assert!(p.can_fit_reserved(0, 1, 1000));
+    assert!(p.can_fit_reserved(free - half, 1, 1000));
+    assert!(!p.can_fit_reserved(free - half + 1, 1, 1000));
+    assert!(!p.can_fit_reserved(u64::MAX, 0, 0));
+}
+
+#[test]
+fn a_full_tail_with_little_live_data_compacts_synchronously() {
+    let mut p = anonymous(8192);
+    let generation = p.generation();
+    for i in 0..200 {
+        p.put(b"hot", &value(i, 100)).unwrap();
+        p.put(format!("cold{}", i % 3).as_bytes(), &value(i, 10))
+            .unwrap();
+    }
+    assert_eq!(p.get(b"hot"), Some(&value(199, 100)[..]));
+    assert_eq!(p.get(b"cold0"), Some(&value(198, 10)[..]));
+    let stats = p.stats();
+    assert!(stats.compactions >= 2, "{stats:?}");
+    assert_eq!(p.generation(), generation + stats.compactions);
+    assert_eq!(stats.keys, 4);
+    p.check_invariants();
+}
+
+#[test]
+fn a_remove_with_no_room_for_its_tombstone_still_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.arena");
+    let (mut p, _) = open_file(&path, 4096);
+    for i in 0..12 {
+        p.put(format!("k{i:02}").as_bytes(), &value(i, 322))
+            .unwrap();
+    }
+    assert!(
+        p.end_offset() + RECORD_HEADER_BYTES + 3 > 4096,
+        "no room for a tombstone"
+    );
+    assert!(p.remove(b"k05").unwrap());
+    assert_eq!(p.get(b"k05"), None);
+    assert_eq!(p.stats().keys, 11);
+    assert_eq!(p.stats().compactions, 1);
+    assert_eq!(p.stats().dead_bytes, 0);
+    p.check_invariants();
+    let sum = p.checksum();
+    drop(p);
+    let (p, report) = open_file(&path, 4096);
+    assert_eq!(report.live_keys, 11);
+    assert_eq!(p.get(b"k05"), None, "the remove is durable");
+    assert_eq!(p.checksum(), sum);
+}
+
+#[test]
+fn ten_thousand_keys_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.arena");
+    let (mut p, report) = open_file(&path, 4 * CAPACITY);
+    assert_eq!(
+        report,
+        OpenReport {
+            records: 0,
+            live_keys: 0,
+            torn_tail_bytes: 0,
+            end_offset: HEADER_BYTES
+        }
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 4 * CAPACITY);
+    for i in 0..10_000 {
+        p.put(&key(i), &value(i, i % 150)).unwrap();
+    }
+    for i in (0..10_000).step_by(7) {
+        p.put(&key(i), &value(i + 1, 20)).unwrap();
+    }
+    for i in (0..10_000).step_by(11) {
+        p.remove(&key(i)).unwrap();
+    }
+    p.flush().unwrap();
+    let (pairs, sum, end, live) = snapshot(&p);
+    drop(p);
+
+    let (p, report) = open_file(&path, 4 * CAPACITY);
+    assert_eq!(report.live_keys, pairs.len() as u64);
+    assert_eq!(report.records, 10_000 + 1429 + 910);
+    assert_eq!(report.torn_tail_bytes, 0);
+    assert_eq!(report.end_offset, end);
+    assert_eq!(snapshot(&p), (pairs, sum, end, live));
+    for i in 0..10_000 {
+        let expected = match (i % 11, i % 7) {
+            (0, _) => None,
+            (_, 0) => Some(value(i + 1, 20)),
+            _ => Some(value(i, i % 150)),
+        };
+        assert_eq!(p.get(&key(i)).map(<[u8]>::to_vec), expected, "key {i}");
+    }
+    p.check_invariants();
+}
+
+/// Writes `count` records to a fresh arena file and returns the offset of
+/// the last one.
+fn write_records(path: &Path, count: usize) -> u64 {
+    let (mut p, _) = open_file(path, CAPACITY);
+    for i in 0..count {
+        p.put(&key(i), &value(i, 50)).unwrap();
+    }
+    p.flush().unwrap();
+    p.end_offset() - record_bytes(key(0).len(), 50)
+}
+
+fn patch(path: &Path, offset: u64, bytes: &[u8]) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all_at(bytes, offset)
+        .unwrap();
+}
+
+/// Reopens after damage at the tail: everything before `last` is intact,
+/// `cut` bytes were cut, a new put works and survives another reopen.
+fn check_torn_tail(path: &Path, count: usize, last: u64, cut: u64) {
+    let (mut p, report) = open_file(path, CAPACITY);
+    assert_eq!(report.torn_tail_bytes, cut);
+    assert_eq!(report.records, count as u64 - 1);
+    assert_eq!(report.end_offset, last);
+    for i in 0..count - 1 {
+        assert_eq!(p.get(&key(i)), Some(&value(i, 50)[..]), "key {i}");
+    }
+    assert_eq!(p.get(&key(count - 1)), None);
+    p.put(b"after", b"the cut").unwrap();
+    p.flush().unwrap();
+    drop(p);
+    let (p, report) = open_file(path, CAPACITY);
+    assert_eq!(report.torn_tail_bytes, 0, "the cut bytes were zeroed");
+    assert_eq!(report.records, count as u64);
+    assert_eq!(p.get(b"after"), Some(&b"the cut"[..]));
+    assert_eq!(p.get(&key(0)), Some(&value(0, 50)[..]));
+    p.check_invariants();
+}
+
+#[test]
+fn a_partly_zeroed_last_record_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.arena");
+    let last = write_records(&path, 100);
+    let len = record_bytes(key(0).len(), 50);
+    // The last five bytes never reached the disk.
+    patch(&path, last + len - 5, &[0; 5]);
+    check_torn_tail(&path, 100, last, len - 5);
+}
+
+#[test]
+fn a_flipped_byte_in_the_last_record_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.arena");
+    let last = write_records(&path, 100);
+    let len = record_bytes(key(0).len(), 50);
+    patch(&path, last + 20, &[0xEE]);
+    check_torn_tail(&path, 100, last, len);
+}
+
+#[test]
+fn a_missing_header_with_its_body_written_is_cut() {
+    // A crash between writing a record's body and its header leaves a zero
+    // header (the end marker) with bytes after it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.arena");
+    let last = write_records(&path, 100);
+    let len = record_bytes(key(0).len(), 50);
+    patch(&path, last, &[0; RECORD_HEADER_BYTES as usize]);
+    check_torn_tail(&path, 100, last, len);
+}
+
+#[test]
+fn a_bad_record_in_the_middle_cuts_everything_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.arena");
+    let last = write_records(&path, 100);
+    let len = record_bytes(key(0).len(), 50);
+    let bad = HEADER_BYTES + 50 * len;
+    patch(&path, bad + 4, &[0x80]); // an unknown flag bit
+    let (p, report) = open_file(&path, CAPACITY);
+    assert_eq!(report.records, 50);
+    assert_eq!(report.torn_tail_bytes, last + len - bad);
+    assert_eq!(p.get(&key(49)), Some(&value(49, 50)[..]));
+    assert_eq!(p.get(&key(50)), None);
+}
+
+#[test]
+fn bad_headers_are_errors_that_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.arena");
+    write_records(&path, 3);
+    patch(&path, 0, b"X");
+    let e = Partition::open(Backing::File(path.clone()), CAPACITY)
+        .err()
+        .expect("bad magic is refused");
+    assert!(matches!(e, StoreError::Corrupt { offset: 0, .. }), "{e:?}");
+    assert!(e.to_string().contains("move the file aside"), "{e}");
+
+    let short = dir.path().join("short.arena");
+    std::fs::write(&short, b"DDSARENA").unwrap();
+    let e = Partition::open(Backing::File(short), CAPACITY)
+        .err()
+        .expect("a short file is refused");
+    assert!(matches!(e, StoreError::Corrupt { offset: 0, .. }), "{e:?}");
+
+    // An all-zero header page with records after it: the header was lost.
+    let headless = dir.path().join("headless.arena");
+    write_records(&headless, 3);
+    patch(&headless, 0, &[0; 64]);
+    let e = Partition::open(Backing::File(headless), CAPACITY)
+        .err()
+        .expect("a lost header is refused");
+    assert!(matches!(e, StoreError::Corrupt { offset: 0, .. }), "{e:?}");
+
+    // A file whose length disagrees with its header.
+    let cut = dir.path().join("cut.arena");
+    write_records(&cut, 3);
+    OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .unwrap()
+        .set_len(CAPACITY / 2)
+        .unwrap();
+    let e = Partition::open(Backing::File(cut), CAPACITY)
+        .err()
+        .expect("a truncated file is refused");
+    assert!(matches!(e, StoreError::Corrupt { offset: 0, .. }), "{e:?}");
+}
+
+#[test]
+fn arenas_grow_but_never_shrink() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.arena");
+    write_records(&path, 10);
+    let (mut p, report) = open_file(&path, 2 * CAPACITY);
+    assert_eq!(report.live_keys, 10);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * CAPACITY);
+    assert_eq!(p.stats().capacity_bytes, 2 * CAPACITY);
+    p.put(b"big", &vec![7; CAPACITY as usize]).unwrap();
+    drop(p);
+    let (p, _) = open_file(&path, 2 * CAPACITY);
+    assert_eq!(p.get(b"big").map(<[u8]>::len), Some(CAPACITY as usize));
+    drop(p);
+
+    let e = Partition::open(Backing::File(path), CAPACITY)
+        .err()
+        .expect("shrinking is refused");
+    assert!(
+        matches!(e, StoreError::CapacityMismatch { file_bytes, configured_bytes }
+            if file_bytes == 2 * CAPACITY && configured_bytes == CAPACITY),
+        "{e:?}"
+    );
+    let message = e.to_string();
+    assert!(
+        message.contains(&(2 * CAPACITY).to_string()) && message.contains(&CAPACITY.to_string()),
+        "{message}"
+    );
+
+    for capacity in [0, 100, CAPACITY_MAX + 1] {
+        let e = Partition::open(Backing::Anonymous, capacity)
+            .err()
+            .expect("capacity out of range");
+        assert!(
+            matches!(e, StoreError::CapacityOutOfRange { configured_bytes } if configured_bytes == capacity)
+        );
+    }
+}
+
+#[test]
+fn a_leftover_compaction_file_is_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.arena");
+    write_records(&path, 10);
+    let leftover = PathBuf::from(format!("{}.compact", path.display()));
+    std::fs::write(&leftover, b"half a compaction").unwrap();
+    let (p, report) = open_file(&path, CAPACITY);
+    assert_eq!(report.live_keys, 10);
+    assert!(!leftover.exists());
+    assert_eq!(p.get(&key(9)), Some(&value(9, 50)[..]));
+}
+
+#[test]
+fn anonymous_bytes_reopen_like_a_file() {
+    let mut p = anonymous(CAPACITY);
+    for i in 0..300 {
+        p.put(&key(i), &value(i, 60)).unwrap();
+    }
+    p.remove(&key(7)).unwrap();
+    let bytes = p.bytes().to_vec();
+    assert_eq!(bytes.len() as u64, p.end_offset());
+    let (q, report) = Partition::reopen_anonymous(&bytes, CAPACITY).unwrap();
+    assert_eq!(report.live_keys, 299);
+    assert_eq!(report.torn_tail_bytes, 0);
+    assert_eq!(snapshot(&q), snapshot(&p));
+
+    // Bytes cut in the middle of the last record: a torn tail.
+    let (q, report) = Partition::reopen_anonymous(&bytes[..bytes.len() - 3], CAPACITY).unwrap();
+    assert_eq!(report.records, 300);
+    assert_eq!(report.torn_tail_bytes, record_bytes(key(0).len(), 0) - 3);
+    assert_eq!(
+        q.get(&key(7)),
+        Some(&value(7, 60)[..]),
+        "the tombstone was cut"
+    );
+    q.check_invariants();
+
+    // No bytes at all: a fresh partition. Too many: refused.
+    let (q, report) = Partition::reopen_anonymous(&[], CAPACITY).unwrap();
+    assert_eq!((report.live_keys, q.end_offset()), (0, HEADER_BYTES));
+    assert!(matches!(
+        Partition::reopen_anonymous(&bytes, 8192).err(),
+        Some(StoreError::CapacityMismatch { .. })
+    ));
+}
+
+#[test]
+fn keys_with_prefix_are_sorted_and_exact() {
+    let mut p = anonymous(CAPACITY);
+    for name in ["t2/b", "t1/b", "t1/a", "t10/a", "t1", "u"] {
+        p.put(name.as_bytes(), b"v").unwrap();
+    }
+    p.remove(b"t1/b").unwrap();
+    let keys: Vec<String> = p
+        .keys_with_prefix(b"t1/")
+        .into_iter()
+        .map(|k| String::from_utf8(k).unwrap())
+        .collect();
+    assert_eq!(keys, ["t1/a"]);
+    assert_eq!(p.keys_with_prefix(b"t1").len(), 3);
+    assert_eq!(p.keys_with_prefix(b"").len(), 5);
+    assert!(p.keys_with_prefix(b"v").is_empty());
+}
+
+#[test]
+fn the_checksum_depends_on_contents_only() {
+    let mut a = anonymous(CAPACITY);
+    let mut b = anonymous(CAPACITY);
+    for i in 0..500 {
+        a.put(&key(i), &value(i, 30)).unwrap();
+        a.put(&key(i), &value(i + 1, 30)).unwrap();
+    }
+    for i in (0..500).step_by(5) {
+        a.remove(&key(i)).unwrap();
+    }
+    for i in (0..500).rev().filter(|i| i % 5 != 0) {
+        b.put(&key(i), &value(i + 1, 30)).unwrap();
+    }
+    assert_ne!(a.end_offset(), b.end_offset(), "different histories");
+    assert_eq!(a.checksum(), b.checksum());
+    assert_eq!(a.checksum().1, 400);
+
+    b.put(&key(1), &value(1, 30)).unwrap();
+    assert_ne!(
+        a.checksum(),
+        b.checksum(),
+        "a changed value changes the checksum"
+    );
+    b.put(&key(1), &value(2, 30)).unwrap();
+    assert_eq!(a.checksum(), b.checksum());
+
+    // Where the key ends and the value begins counts.
+    let mut c = anonymous(CAPACITY);
+    let mut d = anonymous(CAPACITY);
+    c.put(b"ab", b"c").unwrap();
+    d.put(b"a", b"bc").unwrap();
+    assert_ne!(c.checksum(), d.checksum());
+}
