@@ -1,0 +1,1108 @@
+//! The library's protocol logic as a sans-IO state machine: routing, reads
+//! spread over replicas, and the coordinator of two-phase commit.
+//!
+//! [`Core`] takes operations (`submit`), replies from bricks
+//! (`handle_reply`), lost connections (`handle_unreachable`) and the passing
+//! of time (`handle_timeout`), each with the current time, and produces
+//! requests to send (`poll_transmit`), finished operations
+//! (`poll_completion`) and its next deadline (`poll_timeout`). It does no
+//! I/O and reads no clock: [`crate::Dds`] drives it with mio, and the
+//! simulator drives it in tests.
+//!
+//! # A write, step by step
+//!
+//! 1. Route the key: hash → DP leaf → replica group → its bricks, and the
+//!    partition's fingerprint.
+//! 2. `Prepare` to every replica. Each locks the key without waiting and
+//!    votes yes (`Voted`) or no (an error).
+//! 3. Decide: commit iff every replica voted yes. Send the decision to the
+//!    *primary* (the first participant still in the group) and wait for its
+//!    answer: the primary's state is the transaction's outcome, and it may
+//!    differ from the decision when the primary gave up on this coordinator
+//!    and resolved the transaction with its peers first.
+//! 4. Tell the caller: committed → done; aborted → the write did not happen
+//!    anywhere, so it is retried after a jittered backoff.
+//! 5. Send the outcome to the other participants. One that answers that it
+//!    never prepared lost the write (it restarted): the library asks for its
+//!    removal from the group.
+//!
+//! If the primary does not answer, the library asks the group's leader to
+//! remove it, takes the new maps, and sends the decision to the new primary.
+//! When the outcome cannot be learned within the retry budget the caller
+//! gets [`DdsError::OutcomeUnknown`] rather than a guess.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use maps::{BrickId, Maps, PartitionId, RgId};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use wire::{ErrorCode, ErrorReply, Reply, Request, TxId, TxState, Write};
+
+use crate::error::DdsError;
+use crate::limits;
+
+/// Names one submitted operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpId(pub u64);
+
+/// An operation on the hash table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Get {
+        table: Vec<u8>,
+        key: Vec<u8>,
+    },
+    Put {
+        table: Vec<u8>,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Remove {
+        table: Vec<u8>,
+        key: Vec<u8>,
+    },
+    CreateTable {
+        name: Vec<u8>,
+    },
+    DestroyTable {
+        name: Vec<u8>,
+    },
+}
+
+/// What a successful operation returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The value of a `Get`; `None` if the key is absent.
+    Value(Option<Vec<u8>>),
+    /// A write or table operation took effect.
+    Done,
+}
+
+/// Timing and retry budget of the library.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// How long one request to one brick may take before it counts as lost.
+    pub request_timeout: Duration,
+    /// Attempts per operation (routing repairs, lock conflicts, replica
+    /// changes) before it fails.
+    pub retries_max: u32,
+    /// First backoff after a conflict; doubled per attempt, with jitter.
+    pub backoff_base: Duration,
+    /// Seed for replica choice and backoff jitter.
+    pub seed: u64,
+    /// Test hook: stop every write after all votes are in, sending no
+    /// decision, so a test can kill the process between prepare and commit.
+    pub halt_after_prepare: bool,
+    /// Test-only, deliberately wrong: decide to commit after the first yes
+    /// vote instead of every vote. The simulator must catch it.
+    #[doc(hidden)]
+    pub commit_after_first_vote: bool,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            request_timeout: Duration::from_millis(1000),
+            retries_max: 8,
+            backoff_base: Duration::from_millis(2),
+            seed: 0,
+            halt_after_prepare: false,
+            commit_after_first_vote: false,
+        }
+    }
+}
+
+/// Where a key lives, as seen by this library's maps.
+#[derive(Clone, Debug)]
+struct Route {
+    partition: PartitionId,
+    rg: RgId,
+    bricks: Vec<BrickId>,
+    fingerprint: u32,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting to (re)start after a backoff.
+    Backoff,
+    /// A read sent to the last of `tried`, the replicas asked so far.
+    Reading { tried: Vec<BrickId> },
+    /// Prepares sent; votes so far.
+    Preparing(Box<Prepare>),
+    /// The decision was sent to `primary`; waiting for the outcome.
+    Deciding(Box<Decide>),
+    /// Waiting for the group's leader to remove `brick`.
+    Excluding(Box<Decide>),
+    /// Table operations go to every brick; waiting for these.
+    Broadcast {
+        waiting: BTreeSet<BrickId>,
+        first_error: Option<DdsError>,
+    },
+    /// Halted by the test hook.
+    Halted,
+}
+
+#[derive(Debug)]
+struct Prepare {
+    txid: TxId,
+    route: Route,
+    yes: HashSet<BrickId>,
+    no: Option<(BrickId, ErrorReply)>,
+    waiting: HashSet<BrickId>,
+}
+
+#[derive(Debug)]
+struct Decide {
+    txid: TxId,
+    route: Route,
+    decision: TxState,
+    /// The first no vote, and from whom, to choose what happens next.
+    abort_reason: Option<(BrickId, ErrorReply)>,
+    /// The participant that holds the decision: the primary.
+    target: BrickId,
+    stage: Stage,
+    /// While a removal is requested: the leader asked, and whom it removes.
+    leader: Option<(BrickId, BrickId)>,
+    attempts: u32,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Waiting for the primary's answer to the decision.
+    Primary,
+    /// The primary aborted; waiting for these members to abort too.
+    Others(BTreeSet<BrickId>),
+}
+
+struct OpState {
+    op: Op,
+    phase: Phase,
+    attempts: u32,
+    deadline: Instant,
+}
+
+/// An error that ends the operation, or says to retry it.
+enum Next {
+    Retry,
+    Fail(DdsError),
+}
+
+/// The sans-IO client. See the module documentation.
+pub struct Core {
+    config: CoreConfig,
+    maps: Maps,
+    rng: ChaCha8Rng,
+    client_id: u32,
+    next_tx: u32,
+    next_op: u64,
+    next_request_id: u64,
+    ops: HashMap<OpId, OpState>,
+    /// Outstanding requests: (brick, request id) → operation.
+    requests: BTreeMap<(BrickId, u64), OpId>,
+    transmits: VecDeque<(BrickId, u64, Request)>,
+    completions: VecDeque<(OpId, Result<Output, DdsError>)>,
+    /// Deadlines by time; stale entries are skipped when they fire.
+    timers: BTreeMap<(Instant, u64), OpId>,
+    next_read_replica: usize,
+    /// Commits sent to non-primary participants after the caller was
+    /// answered: (brick, request id) → (group, brick).
+    followups: HashMap<(BrickId, u64), (RgId, BrickId)>,
+}
+
+impl Core {
+    pub fn new(config: CoreConfig, maps: Maps) -> Core {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let client_id = rng.random();
+        Core {
+            config,
+            maps,
+            rng,
+            client_id,
+            next_tx: 0,
+            next_op: 1,
+            next_request_id: 1,
+            ops: HashMap::new(),
+            requests: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            completions: VecDeque::new(),
+            timers: BTreeMap::new(),
+            next_read_replica: 0,
+            followups: HashMap::new(),
+        }
+    }
+
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    /// Takes routing facts that are newer than this core's.
+    pub fn learn_newer_maps(&mut self, theirs: &Maps) -> bool {
+        self.maps.merge_newer(theirs)
+    }
+
+    /// Operations submitted and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Starts an operation. Its result comes out of `poll_completion`.
+    pub fn submit(&mut self, now: Instant, op: Op) -> OpId {
+        let id = OpId(self.next_op);
+        self.next_op += 1;
+        if let Some(e) = check_op(&op) {
+            self.completions.push_back((id, Err(e)));
+            return id;
+        }
+        self.ops.insert(
+            id,
+            OpState {
+                op,
+                phase: Phase::Backoff,
+                attempts: 0,
+                deadline: now,
+            },
+        );
+        self.start(now, id);
+        id
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<(BrickId, u64, Request)> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_completion(&mut self) -> Option<(OpId, Result<Output, DdsError>)> {
+        self.completions.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// The bricks this core has requests outstanding at.
+    pub fn bricks_in_use(&self) -> HashSet<BrickId> {
+        self.requests.keys().map(|(b, _)| *b).collect()
+    }
+
+    fn route(&self, table: &[u8], key: &[u8]) -> Option<Route> {
+        let hash = maps::key_hash(table, key);
+        let route = self.maps.lookup(hash);
+        Some(Route {
+            partition: route.partition,
+            rg: route.rg,
+            bricks: route.bricks.to_vec(),
+            fingerprint: route.fingerprint,
+        })
+    }
+
+    fn send(&mut self, op: OpId, brick: BrickId, request: Request) -> u64 {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        self.requests.insert((brick, request_id), op);
+        self.transmits.push_back((brick, request_id, request));
+        request_id
+    }
+
+    fn set_deadline(&mut self, id: OpId, at: Instant) {
+        if let Some(state) = self.ops.get_mut(&id) {
+            state.deadline = at;
+            self.timers.insert((at, id.0), id);
+        }
+    }
+
+    fn complete(&mut self, id: OpId, result: Result<Output, DdsError>) {
+        if self.ops.remove(&id).is_some() {
+            self.requests.retain(|_, op| *op != id);
+            self.completions.push_back((id, result));
+        }
+    }
+
+    /// Starts (or restarts) an operation from its first step.
+    fn start(&mut self, now: Instant, id: OpId) {
+        let Some(state) = self.ops.get_mut(&id) else {
+            return;
+        };
+        state.attempts += 1;
+        if state.attempts > self.config.retries_max {
+            let what = describe(&state.op);
+            self.complete(
+                id,
+                Err(DdsError::Unavailable(format!(
+                    "{what}: gave up after {} attempts",
+                    self.config.retries_max
+                ))),
+            );
+            return;
+        }
+        let deadline = now + self.config.request_timeout;
+        match state.op.clone() {
+            Op::Get { table, key } => {
+                let route = self.route(&table, &key).expect("maps cover every hash");
+                let brick = self.pick_replica(&route.bricks, &[]);
+                let request = Request::Get {
+                    partition: route.partition,
+                    fingerprint: route.fingerprint,
+                    table,
+                    key,
+                };
+                self.ops.get_mut(&id).unwrap().phase = Phase::Reading { tried: vec![brick] };
+                self.send(id, brick, request);
+            }
+            Op::Put { table, key, value } => self.start_prepare(id, table, key, Write::Put(value)),
+            Op::Remove { table, key } => self.start_prepare(id, table, key, Write::Remove),
+            Op::CreateTable { name } | Op::DestroyTable { name } => {
+                let create = matches!(self.ops[&id].op, Op::CreateTable { .. });
+                let bricks = self.all_bricks();
+                self.ops.get_mut(&id).unwrap().phase = Phase::Broadcast {
+                    waiting: bricks.iter().copied().collect(),
+                    first_error: None,
+                };
+                for brick in bricks {
+                    let request = if create {
+                        Request::CreateTable { name: name.clone() }
+                    } else {
+                        Request::DestroyTable { name: name.clone() }
+                    };
+                    self.send(id, brick, request);
+                }
+            }
+        }
+        self.set_deadline(id, deadline);
+    }
+
+    fn all_bricks(&self) -> Vec<BrickId> {
+        let mut bricks: Vec<BrickId> = self
+            .maps
+            .rg
+            .iter()
+            .flat_map(|(_, e)| e.bricks.iter().copied())
+            .collect();
+        bricks.sort();
+        bricks.dedup();
+        bricks
+    }
+
+    /// Reads are spread over the replicas in turn, skipping those tried.
+    fn pick_replica(&mut self, bricks: &[BrickId], tried: &[BrickId]) -> BrickId {
+        let candidates: Vec<BrickId> = bricks
+            .iter()
+            .copied()
+            .filter(|b| !tried.contains(b))
+            .collect();
+        let pool = if candidates.is_empty() {
+            bricks
+        } else {
+            &candidates
+        };
+        self.next_read_replica = self.next_read_replica.wrapping_add(1);
+        pool[self.next_read_replica % pool.len()]
+    }
+
+    fn start_prepare(&mut self, id: OpId, table: Vec<u8>, key: Vec<u8>, write: Write) {
+        let route = self.route(&table, &key).expect("maps cover every hash");
+        self.next_tx = self.next_tx.wrapping_add(1);
+        let txid = TxId((u64::from(self.client_id) << 32) | u64::from(self.next_tx));
+        for brick in route.bricks.clone() {
+            let request = Request::Prepare {
+                txid,
+                partition: route.partition,
+                fingerprint: route.fingerprint,
+                table: table.clone(),
+                key: key.clone(),
+                write: write.clone(),
+                participants: route.bricks.clone(),
+            };
+            self.send(id, brick, request);
+        }
+        let waiting = route.bricks.iter().copied().collect();
+        self.ops.get_mut(&id).unwrap().phase = Phase::Preparing(Box::new(Prepare {
+            txid,
+            route,
+            yes: HashSet::new(),
+            no: None,
+            waiting,
+        }));
+    }
+
+    /// Takes newer routing facts from a brick's reply. If the brick is the
+    /// one behind, pushes this library's maps to it.
+    fn learn_maps(&mut self, brick: BrickId, bytes: Option<&[u8]>) {
+        let Some(bytes) = bytes else {
+            return;
+        };
+        match Maps::decode(bytes) {
+            Ok(theirs) => {
+                let changed = self.maps.merge_newer(&theirs);
+                let mut check = theirs;
+                if !changed && check.merge_newer(&self.maps) {
+                    // The brick is behind: it learns from us.
+                    let maps = self.maps.encode();
+                    let request_id = self.next_request_id;
+                    self.next_request_id += 1;
+                    self.transmits
+                        .push_back((brick, request_id, Request::PushMaps { maps }));
+                }
+            }
+            Err(e) => log::warn!("{brick} sent maps that do not decode: {e}"),
+        }
+    }
+
+    /// A reply from `brick` to request `request_id`.
+    pub fn handle_reply(&mut self, now: Instant, brick: BrickId, request_id: u64, reply: Reply) {
+        if let Some((rg, participant)) = self.followups.remove(&(brick, request_id)) {
+            self.followup_reply(rg, participant, reply);
+            return;
+        }
+        let Some(id) = self.requests.remove(&(brick, request_id)) else {
+            return; // Late, or a reply to a push.
+        };
+        let Some(state) = self.ops.get_mut(&id) else {
+            return;
+        };
+        match &mut state.phase {
+            Phase::Reading { .. } => self.read_reply(now, id, brick, Some(reply)),
+            Phase::Preparing(_) => self.vote(now, id, brick, Some(reply)),
+            Phase::Deciding(_) => self.decision_reply(now, id, brick, Some(reply)),
+            Phase::Excluding(_) => self.exclusion_reply(now, id, brick, Some(reply)),
+            Phase::Broadcast { .. } => self.broadcast_reply(now, id, brick, Some(reply)),
+            Phase::Backoff | Phase::Halted => {}
+        }
+    }
+
+    /// A participant answered a commit sent after the caller was told. One
+    /// that did not commit lost the write: ask the group to remove it.
+    fn followup_reply(&mut self, rg: RgId, participant: BrickId, reply: Reply) {
+        if matches!(reply, Reply::TxState(TxState::Committed)) {
+            return;
+        }
+        log::warn!(
+            "{participant} did not apply a committed write ({reply:?}); asking for its removal"
+        );
+        let Some(entry) = self.maps.rg.get(rg) else {
+            return;
+        };
+        if let Some(leader) = entry.bricks.iter().copied().find(|b| *b != participant) {
+            let request = Request::Exclude {
+                rg,
+                epoch: entry.epoch,
+                brick: participant,
+            };
+            let request_id = self.next_request_id;
+            self.next_request_id += 1;
+            self.transmits.push_back((leader, request_id, request));
+        }
+    }
+
+    /// Every request outstanding at `brick` is lost.
+    pub fn handle_unreachable(&mut self, now: Instant, brick: BrickId) {
+        self.followups.retain(|(b, _), _| *b != brick);
+        let lost: Vec<(u64, OpId)> = self
+            .requests
+            .iter()
+            .filter(|((b, _), _)| *b == brick)
+            .map(|((_, r), op)| (*r, *op))
+            .collect();
+        for (request_id, id) in lost {
+            self.requests.remove(&(brick, request_id));
+            self.lost(now, id, brick);
+        }
+    }
+
+    fn lost(&mut self, now: Instant, id: OpId, brick: BrickId) {
+        let Some(state) = self.ops.get(&id) else {
+            return;
+        };
+        match &state.phase {
+            Phase::Reading { .. } => self.read_reply(now, id, brick, None),
+            Phase::Preparing(_) => self.vote(now, id, brick, None),
+            Phase::Deciding(_) => self.decision_reply(now, id, brick, None),
+            Phase::Excluding(_) => self.exclusion_reply(now, id, brick, None),
+            Phase::Broadcast { .. } => self.broadcast_reply(now, id, brick, None),
+            Phase::Backoff | Phase::Halted => {}
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((&(at, key), &id)) = self.timers.iter().next() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, key));
+            let Some(state) = self.ops.get(&id) else {
+                continue;
+            };
+            if state.deadline != at {
+                continue; // Superseded.
+            }
+            match &state.phase {
+                Phase::Backoff => self.start(now, id),
+                Phase::Halted => {}
+                _ => {
+                    // Every request still outstanding for the op is lost.
+                    let lost: Vec<(BrickId, u64)> = self
+                        .requests
+                        .iter()
+                        .filter(|(_, op)| **op == id)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    if lost.is_empty() {
+                        // Nothing outstanding (a push, for example): restart.
+                        self.start(now, id);
+                    }
+                    for (brick, request_id) in lost {
+                        self.requests.remove(&(brick, request_id));
+                        self.lost(now, id, brick);
+                    }
+                }
+            }
+        }
+    }
+
+    fn backoff(&mut self, now: Instant, id: OpId) {
+        let Some(state) = self.ops.get_mut(&id) else {
+            return;
+        };
+        state.phase = Phase::Backoff;
+        let exp = state.attempts.min(10);
+        let base = self.config.backoff_base * (1u32 << exp.min(8));
+        let jitter = self.rng.random_range(0..=base.as_micros() as u64);
+        let at = now + base / 2 + Duration::from_micros(jitter / 2);
+        self.set_deadline(id, at);
+    }
+
+    /// What an error reply means for the operation.
+    fn classify(&mut self, brick: BrickId, e: &ErrorReply) -> Next {
+        match e.code {
+            ErrorCode::FingerprintMismatch | ErrorCode::NotReplica | ErrorCode::Fenced => {
+                self.learn_maps(brick, e.maps.as_deref());
+                Next::Retry
+            }
+            ErrorCode::LockConflict
+            | ErrorCode::Busy
+            | ErrorCode::Refused
+            | ErrorCode::Restarted => Next::Retry,
+            ErrorCode::PartitionFull => Next::Fail(DdsError::PartitionFull(e.message.clone())),
+            ErrorCode::TableNotFound => Next::Fail(DdsError::TableNotFound(e.message.clone())),
+            ErrorCode::TableExists => Next::Fail(DdsError::TableExists(e.message.clone())),
+            ErrorCode::Malformed | ErrorCode::UnknownTransaction | ErrorCode::Internal => {
+                Next::Fail(DdsError::Protocol(format!("{brick}: {}", e.message)))
+            }
+        }
+    }
+
+    fn read_reply(&mut self, now: Instant, id: OpId, brick: BrickId, reply: Option<Reply>) {
+        match reply {
+            Some(Reply::Value(value)) => self.complete(id, Ok(Output::Value(Some(value)))),
+            Some(Reply::NotFound) => self.complete(id, Ok(Output::Value(None))),
+            Some(Reply::Error(e)) => match self.classify(brick, &e) {
+                Next::Retry if matches!(e.code, ErrorCode::Fenced | ErrorCode::Restarted) => {
+                    self.read_elsewhere(now, id, brick)
+                }
+                Next::Retry => self.backoff(now, id),
+                Next::Fail(err) => self.complete(id, Err(err)),
+            },
+            Some(other) => self.complete(
+                id,
+                Err(DdsError::Protocol(format!(
+                    "{brick} answered a read with {other:?}"
+                ))),
+            ),
+            None => self.read_elsewhere(now, id, brick),
+        }
+    }
+
+    /// A replica could not answer a read: ask the next one at once, or back
+    /// off once every replica was tried.
+    fn read_elsewhere(&mut self, now: Instant, id: OpId, brick: BrickId) {
+        let Some(state) = self.ops.get(&id) else {
+            return;
+        };
+        let (Op::Get { table, key }, Phase::Reading { tried, .. }) = (&state.op, &state.phase)
+        else {
+            return;
+        };
+        let mut tried = tried.clone();
+        let (table, key) = (table.clone(), key.clone());
+        let route = self.route(&table, &key).expect("maps cover every hash");
+        if route.bricks.iter().all(|b| tried.contains(b)) {
+            log::debug!(
+                "read of {} failed at every replica (last {brick}); backing off",
+                describe(&state.op)
+            );
+            self.backoff(now, id);
+            return;
+        }
+        let next = self.pick_replica(&route.bricks, &tried);
+        tried.push(next);
+        self.ops.get_mut(&id).unwrap().phase = Phase::Reading { tried };
+        self.send(
+            id,
+            next,
+            Request::Get {
+                partition: route.partition,
+                fingerprint: route.fingerprint,
+                table,
+                key,
+            },
+        );
+        self.set_deadline(id, now + self.config.request_timeout);
+    }
+
+    fn vote(&mut self, now: Instant, id: OpId, brick: BrickId, reply: Option<Reply>) {
+        let early = self.config.commit_after_first_vote;
+        let Some(OpState {
+            phase: Phase::Preparing(prepare),
+            ..
+        }) = self.ops.get_mut(&id)
+        else {
+            return;
+        };
+        if !prepare.waiting.remove(&brick) {
+            return;
+        }
+        match reply {
+            Some(Reply::Voted) => {
+                prepare.yes.insert(brick);
+                if early {
+                    // The deliberately broken variant: decide on one vote.
+                    prepare.waiting.clear();
+                }
+            }
+            Some(Reply::Error(e)) => {
+                if prepare.no.is_none() {
+                    prepare.no = Some((brick, e));
+                }
+            }
+            Some(other) => {
+                prepare.no.get_or_insert((
+                    brick,
+                    ErrorReply {
+                        code: ErrorCode::Internal,
+                        message: format!("{brick} answered a prepare with {other:?}"),
+                        maps: None,
+                    },
+                ));
+            }
+            None => {
+                // A missing vote counts as no.
+                prepare.no.get_or_insert((
+                    brick,
+                    ErrorReply {
+                        code: ErrorCode::Busy,
+                        message: format!("{brick} did not vote in time"),
+                        maps: None,
+                    },
+                ));
+            }
+        }
+        if !prepare.waiting.is_empty() {
+            return;
+        }
+        let prepare =
+            match std::mem::replace(&mut self.ops.get_mut(&id).unwrap().phase, Phase::Backoff) {
+                Phase::Preparing(p) => p,
+                _ => unreachable!("checked above"),
+            };
+        if self.config.halt_after_prepare && prepare.no.is_none() {
+            log::warn!(
+                "halting transaction {} after prepare (test hook)",
+                prepare.txid.0
+            );
+            self.ops.get_mut(&id).unwrap().phase = Phase::Halted;
+            return;
+        }
+        let decision = if prepare.no.is_none() {
+            TxState::Committed
+        } else {
+            TxState::Aborted
+        };
+        let primary = prepare.route.bricks[0];
+        let decide = Box::new(Decide {
+            txid: prepare.txid,
+            route: prepare.route,
+            decision,
+            abort_reason: prepare.no,
+            target: primary,
+            stage: Stage::Primary,
+            leader: None,
+            attempts: 0,
+        });
+        self.send_decision(now, id, decide);
+    }
+
+    fn decision_request(decide: &Decide, decision: TxState) -> Request {
+        match decision {
+            TxState::Committed => Request::Commit {
+                txid: decide.txid,
+                partition: decide.route.partition,
+            },
+            _ => Request::Abort {
+                txid: decide.txid,
+                partition: decide.route.partition,
+            },
+        }
+    }
+
+    /// Sends the decision to the primary, or the abort to the others.
+    fn send_decision(&mut self, now: Instant, id: OpId, decide: Box<Decide>) {
+        let targets: Vec<BrickId> = match &decide.stage {
+            Stage::Primary => vec![decide.target],
+            Stage::Others(waiting) => waiting.iter().copied().collect(),
+        };
+        let decision = match decide.stage {
+            Stage::Primary => decide.decision,
+            Stage::Others(_) => TxState::Aborted,
+        };
+        let request = Self::decision_request(&decide, decision);
+        self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
+        self.requests.retain(|_, op| *op != id);
+        for target in targets {
+            self.send(id, target, request.clone());
+        }
+        self.set_deadline(id, now + self.config.request_timeout);
+    }
+
+    fn take_decide(&mut self, id: OpId) -> Option<Box<Decide>> {
+        let state = self.ops.get_mut(&id)?;
+        match std::mem::replace(&mut state.phase, Phase::Backoff) {
+            Phase::Deciding(d) | Phase::Excluding(d) => Some(d),
+            other => {
+                state.phase = other;
+                None
+            }
+        }
+    }
+
+    fn decision_reply(&mut self, now: Instant, id: OpId, brick: BrickId, reply: Option<Reply>) {
+        let Some(mut decide) = self.take_decide(id) else {
+            return;
+        };
+        let state = match reply {
+            Some(Reply::TxState(state)) => Some(state),
+            _ => None,
+        };
+        match &mut decide.stage {
+            Stage::Primary => {
+                if brick != decide.target {
+                    self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
+                    return;
+                }
+                match state {
+                    Some(TxState::Committed) => self.committed(now, id, decide),
+                    Some(TxState::Aborted) => {
+                        // Final at the primary. The caller hears of it once
+                        // every other member has dropped the write too, so
+                        // that a retry cannot apply it twice.
+                        let entry = self.maps.rg.get(decide.route.rg).cloned();
+                        let waiting: BTreeSet<BrickId> = decide
+                            .route
+                            .bricks
+                            .iter()
+                            .copied()
+                            .filter(|b| {
+                                *b != decide.target
+                                    && entry.as_ref().is_some_and(|e| e.bricks.contains(b))
+                            })
+                            .collect();
+                        decide.stage = Stage::Others(waiting);
+                        self.continue_abort(now, id, decide);
+                    }
+                    // The primary could not tell (it restarted) or did not
+                    // answer: have it removed, then ask the next one.
+                    _ => {
+                        log::info!(
+                            "primary {brick} of transaction {} answered {state:?}",
+                            decide.txid.0
+                        );
+                        self.request_exclusion(now, id, decide, brick);
+                    }
+                }
+            }
+            Stage::Others(waiting) => {
+                if !waiting.contains(&brick) {
+                    self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
+                    return;
+                }
+                match state {
+                    // A member resolved the transaction as committed after
+                    // the primary was removed: that is its outcome.
+                    Some(TxState::Committed) => self.committed(now, id, decide),
+                    Some(TxState::Aborted) | Some(TxState::Unknown) => {
+                        waiting.remove(&brick);
+                        self.continue_abort(now, id, decide);
+                    }
+                    _ => self.request_exclusion(now, id, decide, brick),
+                }
+            }
+        }
+    }
+
+    /// The transaction committed: answer the caller, then tell the other
+    /// participants. One that says it never prepared lost the write (it
+    /// restarted) and is reported for removal.
+    fn committed(&mut self, _now: Instant, id: OpId, decide: Box<Decide>) {
+        for other in decide
+            .route
+            .bricks
+            .iter()
+            .copied()
+            .filter(|b| *b != decide.target)
+        {
+            let request_id = self.next_request_id;
+            self.next_request_id += 1;
+            if self.followups.len() >= limits::FOLLOWUPS_MAX {
+                // Unanswered follow-ups are only a hint; drop them.
+                self.followups.clear();
+            }
+            self.followups
+                .insert((other, request_id), (decide.route.rg, other));
+            self.transmits.push_back((
+                other,
+                request_id,
+                Self::decision_request(&decide, TxState::Committed),
+            ));
+        }
+        self.complete(id, Ok(Output::Done));
+    }
+
+    /// Waits for the remaining members to acknowledge the abort; when none
+    /// is left, retries the write or fails it.
+    fn continue_abort(&mut self, now: Instant, id: OpId, decide: Box<Decide>) {
+        let done = matches!(&decide.stage, Stage::Others(w) if w.is_empty());
+        if !done {
+            self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
+            // Replies to requests already sent are still expected; a new
+            // round is sent only after an exclusion (see exclusion_reply).
+            if !self.requests.values().any(|op| *op == id) {
+                let decide = self.take_decide(id).unwrap();
+                self.send_decision(now, id, decide);
+            }
+            return;
+        }
+        let next = match decide.abort_reason.clone() {
+            Some((brick, reason)) => self.classify(brick, &reason),
+            None => Next::Retry,
+        };
+        match next {
+            Next::Retry => self.backoff(now, id),
+            Next::Fail(e) => self.complete(id, Err(e)),
+        }
+    }
+
+    /// Asks the group's leader to remove `target`, which did not answer.
+    fn request_exclusion(
+        &mut self,
+        now: Instant,
+        id: OpId,
+        mut decide: Box<Decide>,
+        target: BrickId,
+    ) {
+        decide.attempts += 1;
+        if decide.attempts > self.config.retries_max {
+            self.complete(
+                id,
+                Err(DdsError::OutcomeUnknown(format!(
+                    "transaction {}: {target} did not answer and could not be replaced",
+                    decide.txid.0
+                ))),
+            );
+            return;
+        }
+        let Some(entry) = self.maps.rg.get(decide.route.rg).cloned() else {
+            self.complete(
+                id,
+                Err(DdsError::OutcomeUnknown(
+                    "replica group vanished from the maps".into(),
+                )),
+            );
+            return;
+        };
+        if !entry.bricks.contains(&target) {
+            self.after_removal(now, id, decide, target, &entry.bricks);
+            return;
+        }
+        let Some(leader) = entry.bricks.iter().copied().find(|b| *b != target) else {
+            self.complete(
+                id,
+                Err(DdsError::OutcomeUnknown(format!(
+                    "{target} is the only replica left and does not answer"
+                ))),
+            );
+            return;
+        };
+        let request = Request::Exclude {
+            rg: decide.route.rg,
+            epoch: entry.epoch,
+            brick: target,
+        };
+        decide.leader = Some((leader, target));
+        self.ops.get_mut(&id).unwrap().phase = Phase::Excluding(decide);
+        self.requests.retain(|_, op| *op != id);
+        self.send(id, leader, request);
+        // A removal waits for a probe and for leases to run out.
+        self.set_deadline(id, now + self.config.request_timeout * 4);
+    }
+
+    /// `target` is no longer a member: carry on without it.
+    fn after_removal(
+        &mut self,
+        now: Instant,
+        id: OpId,
+        mut decide: Box<Decide>,
+        target: BrickId,
+        members: &[BrickId],
+    ) {
+        match &mut decide.stage {
+            Stage::Primary => match decide
+                .route
+                .bricks
+                .iter()
+                .copied()
+                .find(|b| members.contains(b))
+            {
+                Some(next) => {
+                    decide.target = next;
+                    self.send_decision(now, id, decide);
+                }
+                None => self.complete(
+                    id,
+                    Err(DdsError::OutcomeUnknown(format!(
+                        "transaction {}: no participant is left in the group",
+                        decide.txid.0
+                    ))),
+                ),
+            },
+            Stage::Others(waiting) => {
+                waiting.remove(&target);
+                waiting.retain(|b| members.contains(b));
+                if waiting.is_empty() {
+                    self.continue_abort(now, id, decide);
+                } else {
+                    self.send_decision(now, id, decide);
+                }
+            }
+        }
+    }
+
+    fn exclusion_reply(&mut self, now: Instant, id: OpId, brick: BrickId, reply: Option<Reply>) {
+        let Some(mut decide) = self.take_decide(id) else {
+            return;
+        };
+        let Some((leader, target)) = decide.leader else {
+            self.ops.get_mut(&id).unwrap().phase = Phase::Excluding(decide);
+            return;
+        };
+        if brick != leader {
+            self.ops.get_mut(&id).unwrap().phase = Phase::Excluding(decide);
+            return;
+        }
+        decide.leader = None;
+        match reply {
+            Some(Reply::Maps(bytes)) => {
+                if let Ok(theirs) = Maps::decode(&bytes) {
+                    self.maps.merge_newer(&theirs);
+                }
+                let members = self
+                    .maps
+                    .rg
+                    .get(decide.route.rg)
+                    .map(|e| e.bricks.clone())
+                    .unwrap_or_default();
+                if members.contains(&target) {
+                    self.request_exclusion(now, id, decide, target);
+                } else {
+                    self.after_removal(now, id, decide, target, &members);
+                }
+            }
+            // The target is alive after all: ask it again.
+            Some(Reply::Error(e)) if e.code == ErrorCode::Refused => {
+                self.send_decision(now, id, decide)
+            }
+            _ => self.request_exclusion(now, id, decide, target),
+        }
+    }
+
+    fn broadcast_reply(&mut self, now: Instant, id: OpId, brick: BrickId, reply: Option<Reply>) {
+        let Some(OpState {
+            phase:
+                Phase::Broadcast {
+                    waiting,
+                    first_error,
+                },
+            ..
+        }) = self.ops.get_mut(&id)
+        else {
+            return;
+        };
+        waiting.remove(&brick);
+        let err = match reply {
+            Some(Reply::Ok) => None,
+            Some(Reply::Error(e)) => Some(match e.code {
+                ErrorCode::TableExists => DdsError::TableExists(e.message),
+                ErrorCode::TableNotFound => DdsError::TableNotFound(e.message),
+                _ => DdsError::Unavailable(format!("{brick}: {}", e.message)),
+            }),
+            Some(other) => Some(DdsError::Protocol(format!(
+                "{brick} answered with {other:?}"
+            ))),
+            None => Some(DdsError::Unavailable(format!("{brick} did not answer"))),
+        };
+        if first_error.is_none() {
+            *first_error = err;
+        }
+        if waiting.is_empty() {
+            let result = match first_error.take() {
+                None => Ok(Output::Done),
+                Some(e) => Err(e),
+            };
+            let _ = now;
+            self.complete(id, result);
+        }
+    }
+}
+
+/// Checks an operation against the protocol's limits before anything is
+/// sent, so the caller gets a clear error.
+fn check_op(op: &Op) -> Option<DdsError> {
+    let (table, key, value) = match op {
+        Op::Get { table, key } | Op::Remove { table, key } => (table, Some(key), None),
+        Op::Put { table, key, value } => (table, Some(key), Some(value)),
+        Op::CreateTable { name } | Op::DestroyTable { name } => (name, None, None),
+    };
+    if table.is_empty() || table.len() > wire::limits::TABLE_NAME_SIZE_MAX {
+        return Some(DdsError::InvalidArgument(format!(
+            "table name must be 1 to {} bytes, not {}",
+            wire::limits::TABLE_NAME_SIZE_MAX,
+            table.len()
+        )));
+    }
+    if let Some(key) = key {
+        if key.len() > wire::limits::KEY_SIZE_MAX {
+            return Some(DdsError::InvalidArgument(format!(
+                "key is {} bytes; the limit is {}",
+                key.len(),
+                wire::limits::KEY_SIZE_MAX
+            )));
+        }
+    }
+    if let Some(value) = value {
+        if value.len() > wire::limits::VALUE_SIZE_MAX {
+            return Some(DdsError::InvalidArgument(format!(
+                "value is {} bytes; the limit is {}",
+                value.len(),
+                wire::limits::VALUE_SIZE_MAX
+            )));
+        }
+    }
+    None
+}
+
+fn describe(op: &Op) -> &'static str {
+    match op {
+        Op::Get { .. } => "get",
+        Op::Put { .. } => "put",
+        Op::Remove { .. } => "remove",
+        Op::CreateTable { .. } => "create_table",
+        Op::DestroyTable { .. } => "destroy_table",
+    }
+}

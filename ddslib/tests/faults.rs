@@ -1,0 +1,376 @@
+//! ddslib against real brick processes on 127.0.0.x: 3 bricks, 2 replicas.
+//! Crashes (kill -9), pauses (SIGSTOP/SIGCONT), a client killed between the
+//! two phases of a write, and stale maps.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use brick::testkit::{ClusterSpec, TestCluster};
+use ddslib::{Dds, DdsError};
+use maps::{BrickId, Maps, PartitionId};
+use wire::{ErrorCode, Reply, Request};
+
+fn cluster() -> TestCluster {
+    TestCluster::start(ClusterSpec::default())
+}
+
+fn connect(cluster: &TestCluster) -> Dds {
+    Dds::connect_config(cluster.config_path()).expect("connect to the test cluster")
+}
+
+/// Polls `f` until it returns true, for at most `timeout`.
+fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stats(dds: &mut Dds, brick: BrickId) -> BTreeMap<String, u64> {
+    match dds.call(brick, Request::Stats, Duration::from_secs(2)) {
+        Ok(Reply::Stats(entries)) => entries.into_iter().collect(),
+        other => panic!("stats of {brick}: {other:?}"),
+    }
+}
+
+/// Per-partition checksums of the live replicas, or the first difference.
+fn replica_difference(dds: &mut Dds, live: &[BrickId]) -> Option<String> {
+    dds.refresh_maps().expect("refresh maps");
+    let maps = dds.maps().clone();
+    for (leaf, rg) in maps.dp.leaves() {
+        let entry = maps.rg.get(rg).expect("rg of a leaf");
+        let mut sums = Vec::new();
+        for brick in entry.bricks.iter().filter(|b| live.contains(b)) {
+            match dds.call(
+                *brick,
+                Request::PartitionChecksum { partition: leaf },
+                Duration::from_secs(2),
+            ) {
+                Ok(Reply::Checksum { crc, keys }) => sums.push((*brick, crc, keys)),
+                other => return Some(format!("checksum of {leaf} at {brick}: {other:?}")),
+            }
+        }
+        if sums
+            .windows(2)
+            .any(|w| (w[0].1, w[0].2) != (w[1].1, w[1].2))
+        {
+            return Some(format!("replicas of {leaf} differ: {sums:?}"));
+        }
+    }
+    None
+}
+
+/// Once no write is in flight (no brick holds a prepared transaction, and
+/// the commits sent after acknowledging have arrived), the live replicas
+/// of every partition hold the same data.
+fn assert_replicas_identical(dds: &mut Dds, live: &[BrickId]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let quiet = live
+            .iter()
+            .all(|b| stats(dds, *b).get("prepared") == Some(&0));
+        let difference = replica_difference(dds, live);
+        match difference {
+            None if quiet => return,
+            _ if Instant::now() > deadline => panic!("replicas never converged: {difference:?}"),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn ensure_table(dds: &mut Dds, name: &str) {
+    match dds.create_table(name) {
+        Ok(()) | Err(DdsError::TableExists(_)) => {}
+        Err(e) => panic!("create_table: {e}"),
+    }
+}
+
+#[test]
+fn concurrent_writers_lose_no_update_and_replicas_match() {
+    let cluster = cluster();
+    let mut dds = connect(&cluster);
+    ensure_table(&mut dds, "t");
+    let keys: Vec<Vec<u8>> = (0..8u64).map(|k| k.to_be_bytes().to_vec()).collect();
+    let threads: Vec<_> = (0..4u32)
+        .map(|w| {
+            let config = cluster.config_path().to_path_buf();
+            let keys = keys.clone();
+            std::thread::spawn(move || {
+                let mut dds = Dds::connect_config(&config).unwrap();
+                // Each writer's last acknowledged value per key.
+                let mut last = BTreeMap::new();
+                for seq in 0..150u32 {
+                    let key = &keys[(seq as usize * 7 + w as usize) % keys.len()];
+                    let value = format!("w{w}-s{seq}").into_bytes();
+                    match dds.put("t", key, &value) {
+                        Ok(()) => {
+                            last.insert(key.clone(), (seq, value));
+                        }
+                        Err(e) => panic!("writer {w}: put failed with no fault injected: {e}"),
+                    }
+                }
+                last
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    // Every key's final value is one that some writer wrote last to it: no
+    // acknowledged write vanished behind an older one.
+    for key in &keys {
+        let finals: Vec<Vec<u8>> = results
+            .iter()
+            .filter_map(|m| m.get(key).map(|(_, v)| v.clone()))
+            .collect();
+        let got = dds.get("t", key).expect("read back");
+        assert!(
+            finals.contains(&got),
+            "key {key:?}: {got:?} is not any writer's last write"
+        );
+    }
+    let live: Vec<BrickId> = (1..=3).map(BrickId).collect();
+    assert_replicas_identical(&mut dds, &live);
+}
+
+#[test]
+fn kill_one_brick_during_a_write_stream() {
+    let mut cluster = cluster();
+    let mut dds = connect(&cluster);
+    ensure_table(&mut dds, "t");
+    let config = cluster.config_path().to_path_buf();
+    let writer = std::thread::spawn(move || {
+        let mut dds = Dds::connect_config(&config).unwrap();
+        let mut acked = Vec::new();
+        let mut failed = 0;
+        let start = Instant::now();
+        let mut i = 0u64;
+        while start.elapsed() < Duration::from_secs(6) {
+            match dds.put("t", &i.to_be_bytes(), &i.to_le_bytes()) {
+                Ok(()) => acked.push(i),
+                Err(_) => failed += 1,
+            }
+            i += 1;
+        }
+        (acked, failed)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.bricks[1].kill();
+    // Reads keep succeeding while the brick is removed.
+    let reader_start = Instant::now();
+    let mut reads = 0;
+    while reader_start.elapsed() < Duration::from_secs(3) {
+        match dds.get("t", &0u64.to_be_bytes()) {
+            Ok(_) | Err(DdsError::NotFound) => reads += 1,
+            Err(e) => panic!("a read failed after the kill: {e}"),
+        }
+    }
+    assert!(reads > 0);
+    let (acked, failed) = writer.join().unwrap();
+    assert!(
+        acked.len() > 100,
+        "only {} writes were acknowledged",
+        acked.len()
+    );
+    eprintln!("{} writes acknowledged, {failed} failed", acked.len());
+    for i in &acked {
+        assert_eq!(
+            dds.get("t", &i.to_be_bytes()),
+            Ok(i.to_le_bytes().to_vec()),
+            "acknowledged key {i} lost"
+        );
+    }
+    // The dead brick is out of every group, at a new epoch.
+    eventually(
+        Duration::from_secs(10),
+        "brick 2 removed everywhere",
+        || {
+            dds.refresh_maps().is_ok()
+                && dds
+                    .maps()
+                    .rg
+                    .iter()
+                    .all(|(_, e)| !e.bricks.contains(&BrickId(2)))
+        },
+    );
+    let maps = dds.maps().clone();
+    assert!(maps.rg.iter().any(|(_, e)| e.epoch > 1), "no epoch went up");
+    assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(3)]);
+}
+
+fn kv_binary() -> std::path::PathBuf {
+    let bin = brick::testkit::brick_binary();
+    let path = bin.parent().unwrap().join("examples").join("kv");
+    assert!(
+        path.exists(),
+        "{} missing: build with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn client_killed_between_prepare_and_commit() {
+    let cluster = cluster();
+    let mut dds = connect(&cluster);
+    ensure_table(&mut dds, "t");
+    dds.put("t", b"k", b"before").unwrap();
+    let mut child = Command::new(kv_binary())
+        .args(["--config"])
+        .arg(cluster.config_path())
+        .args(["--halt-after-prepare", "put", "t", "k", "halted"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kv example");
+    // Wait until both replicas hold the prepared write.
+    let maps = dds.maps().clone();
+    let replicas = maps.lookup(maps::key_hash(b"t", b"k")).bricks.to_vec();
+    eventually(Duration::from_secs(10), "both replicas prepared", || {
+        replicas
+            .iter()
+            .all(|b| stats(&mut dds, *b).get("prepared") == Some(&1))
+    });
+    let _ = child.kill(); // kill -9
+    let _ = child.wait();
+    let killed_at = Instant::now();
+    // The participants resolve: every one voted yes, so the write commits,
+    // and the locks are released within the timeouts.
+    eventually(Duration::from_secs(10), "locks released", || {
+        replicas
+            .iter()
+            .all(|b| stats(&mut dds, *b).get("prepared") == Some(&0))
+    });
+    let resolved_in = killed_at.elapsed();
+    let bound = Duration::from_millis(cluster.spec.prepare_ms * 2 + cluster.spec.request_ms);
+    assert!(
+        resolved_in <= bound + Duration::from_secs(2),
+        "took {resolved_in:?}"
+    );
+    assert_eq!(dds.get("t", b"k").unwrap(), b"halted");
+    dds.put("t", b"k", b"after").unwrap();
+    assert_eq!(dds.get("t", b"k").unwrap(), b"after");
+    let live: Vec<BrickId> = (1..=3).map(BrickId).collect();
+    assert_replicas_identical(&mut dds, &live);
+}
+
+#[test]
+fn stale_maps_are_repaired_by_the_library() {
+    let mut cluster = cluster();
+    let mut fresh = connect(&cluster);
+    ensure_table(&mut fresh, "t");
+    // This handle takes its maps now and keeps them.
+    let mut stale = connect(&cluster);
+    let stale_maps: Maps = stale.maps().clone();
+    cluster.bricks[2].kill();
+    // The fresh handle's writes drive the removal of brick 3.
+    eventually(Duration::from_secs(15), "brick 3 removed", || {
+        let _ = fresh.put("t", b"probe", b"x");
+        fresh.refresh_maps().is_ok()
+            && fresh
+                .maps()
+                .rg
+                .iter()
+                .all(|(_, e)| !e.bricks.contains(&BrickId(3)))
+    });
+    assert_ne!(stale.maps().fingerprint(), fresh.maps().fingerprint());
+    let mismatches_before: u64 = [1, 2]
+        .iter()
+        .map(|b| stats(&mut fresh, BrickId(*b))["fingerprint_mismatches"])
+        .sum();
+    // Every key through the stale handle works, repairing as it goes.
+    for i in 0..50u64 {
+        stale
+            .put("t", &i.to_be_bytes(), b"v")
+            .expect("put through stale maps");
+        assert_eq!(stale.get("t", &i.to_be_bytes()).unwrap(), b"v");
+    }
+    let mismatches_after: u64 = [1, 2]
+        .iter()
+        .map(|b| stats(&mut fresh, BrickId(*b))["fingerprint_mismatches"])
+        .sum();
+    assert!(
+        mismatches_after > mismatches_before,
+        "the stale handle was never refused"
+    );
+    assert_ne!(
+        stale.maps().fingerprint(),
+        stale_maps.fingerprint(),
+        "the stale handle repaired its maps"
+    );
+    assert_eq!(stale.maps().fingerprint(), fresh.maps().fingerprint());
+}
+
+#[test]
+fn paused_and_removed_brick_serves_no_stale_read() {
+    let cluster = cluster();
+    let mut dds = connect(&cluster);
+    ensure_table(&mut dds, "t");
+    // A key replicated on brick 2.
+    let maps = dds.maps().clone();
+    let key = (0..1000u64)
+        .map(|i| i.to_be_bytes())
+        .find(|k| {
+            maps.lookup(maps::key_hash(b"t", k))
+                .bricks
+                .contains(&BrickId(2))
+        })
+        .unwrap();
+    let route = maps.lookup(maps::key_hash(b"t", &key));
+    let (partition, old_fingerprint): (PartitionId, u32) = (route.partition, route.fingerprint);
+    dds.put("t", &key, b"old").unwrap();
+
+    cluster.bricks[1].pause();
+    // Writing while brick 2 is stopped removes it from the group.
+    dds.put("t", &key, b"new")
+        .expect("write while a replica is paused");
+    eventually(Duration::from_secs(15), "brick 2 removed", || {
+        dds.refresh_maps().is_ok()
+            && dds
+                .maps()
+                .rg
+                .iter()
+                .all(|(_, e)| !e.bricks.contains(&BrickId(2)))
+    });
+    cluster.bricks[1].resume();
+    // Ask brick 2 directly, with the routing facts it last knew, over and
+    // over while it catches up: it must never return the old value.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut answers = 0;
+    while Instant::now() < deadline {
+        let reply = dds.call(
+            BrickId(2),
+            Request::Get {
+                partition,
+                fingerprint: old_fingerprint,
+                table: b"t".to_vec(),
+                key: key.to_vec(),
+            },
+            Duration::from_secs(2),
+        );
+        match reply {
+            Ok(Reply::Value(v)) => panic!(
+                "removed brick answered a read with {:?}",
+                String::from_utf8_lossy(&v)
+            ),
+            Ok(Reply::Error(e)) => {
+                assert!(
+                    matches!(
+                        e.code,
+                        ErrorCode::Fenced | ErrorCode::FingerprintMismatch | ErrorCode::NotReplica
+                    ),
+                    "{e:?}"
+                );
+                answers += 1;
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        answers > 10,
+        "the resumed brick answered only {answers} times"
+    );
+    assert_eq!(dds.get("t", &key).unwrap(), b"new");
+}
