@@ -258,7 +258,10 @@ impl Server {
             let read = conn.decoder.read_from(&mut conn.stream);
             match read {
                 Ok(0) => {
-                    self.close_inbound(token, None);
+                    let partial = conn.decoder.buffered_len();
+                    let why =
+                        format!("peer hung up in the middle of a frame ({partial} bytes unread)");
+                    self.close_inbound(token, (partial > 0).then_some(why.as_str()));
                     return;
                 }
                 Ok(n) => budget = budget.saturating_sub(n),

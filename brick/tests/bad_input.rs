@@ -144,6 +144,7 @@ fn truncated_frame_then_hang_up() {
         a.send_raw(&whole[..whole.len() - 3]);
         // Dropping the connection mid-frame.
     }
+    f.assert_logged("middle of a frame");
     f.assert_others_served();
     // The half-sent request had no effect.
     assert_eq!(
