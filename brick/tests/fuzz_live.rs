@@ -48,13 +48,13 @@ fn random_request(rng: &mut ChaCha8Rng, partitions: &[(PartitionId, u32)]) -> Re
         0 => Request::Ping,
         1 => Request::GetMaps,
         2 => Request::Stats,
-        3 | 4 | 5 => Request::Get {
+        3..=5 => Request::Get {
             partition,
             fingerprint,
             table,
             key,
         },
-        6 | 7 => Request::Prepare {
+        6..=7 => Request::Prepare {
             txid: TxId(rng.random()),
             partition,
             fingerprint,
