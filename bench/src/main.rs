@@ -1,1 +1,143 @@
-fn main() {}
+//! `bench`: runs the closed-loop load against Redis (`--target redis`) or a
+//! DDS cluster (`--target dds`, optionally started here with `--spawn`) and
+//! prints the figures, as text or as one JSON object (`--json`).
+//!
+//! Exit status: 0 for a run without failed operations, 1 when the run could
+//! not be done, 2 when it was done but some operations failed.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bench::cluster::{find_brick_binary, LocalCluster};
+use bench::driver::{LoadConfig, Target};
+use bench::keys::{KeyDist, Mix};
+use bench::redis::RedisTarget;
+use bench::BenchError;
+use clap::{ArgAction, Parser, ValueEnum};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TargetKind {
+    Redis,
+    Dds,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "bench", about = "Closed-loop load generator for DDS and Redis")]
+struct Args {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "dds")]
+    target: TargetKind,
+    /// Address of the Redis server (with --target redis).
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    redis_addr: SocketAddr,
+    /// Cluster configuration (with --target dds).
+    #[arg(long, default_value = "cluster.toml")]
+    config: PathBuf,
+    /// Start the bricks of --config as child processes for the run and stop
+    /// them after (with --target dds). The brick binary must sit next to bench.
+    #[arg(long)]
+    spawn: bool,
+    /// Service threads, each with its own connection.
+    #[arg(long, default_value_t = 4)]
+    services: usize,
+    /// Operations each service keeps in flight.
+    #[arg(long, default_value_t = 100)]
+    outstanding: usize,
+    /// Bytes of every value written.
+    #[arg(long, default_value_t = 150)]
+    value_size: usize,
+    /// read, 95-5, 50-50 or write: the percentage of reads and writes.
+    #[arg(long, default_value = "read")]
+    mix: Mix,
+    /// Number of distinct keys; key ids are 0..keys.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// uniform or zipfian (exponent 0.99, key 0 hottest).
+    #[arg(long, default_value = "uniform")]
+    dist: KeyDist,
+    /// Write every key once before measuring: --preload false to skip.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    preload: bool,
+    /// Seconds of unmeasured load before the measurement.
+    #[arg(long, default_value_t = 2.0)]
+    warmup_s: f64,
+    /// Seconds of measurement.
+    #[arg(long, default_value_t = 10.0)]
+    duration_s: f64,
+    /// Seed of every random choice; the same seed gives the same operations.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(failed) => {
+            eprintln!("bench: {failed} operations failed; see the errors line of the report");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the bench and prints its report; returns the number of failed operations.
+fn run(args: &Args) -> Result<u64, BenchError> {
+    let config = LoadConfig {
+        services: args.services,
+        outstanding: args.outstanding,
+        value_size: args.value_size,
+        keys: args.keys,
+        mix: args.mix,
+        dist: args.dist,
+        preload: args.preload,
+        warmup: seconds("--warmup-s", args.warmup_s)?,
+        duration: seconds("--duration-s", args.duration_s)?,
+        seed: args.seed,
+        ..LoadConfig::default()
+    };
+    config.validate()?;
+    if args.spawn && args.target != TargetKind::Dds {
+        return Err(BenchError::Config(
+            "--spawn starts DDS bricks; it needs --target dds".to_string(),
+        ));
+    }
+
+    // Held until the end of the run; dropping it stops the bricks.
+    let cluster = if args.spawn {
+        Some(LocalCluster::start(&args.config, &find_brick_binary()?)?)
+    } else {
+        None
+    };
+    let target: Box<dyn Target> = match args.target {
+        TargetKind::Redis => Box::new(RedisTarget::new(args.redis_addr)),
+        TargetKind::Dds => {
+            let pids = cluster.as_ref().map(|c| c.pids()).unwrap_or_default();
+            bench::dds::dds_target(&args.config, pids)?
+        }
+    };
+
+    let show_progress = !args.json && std::io::stdout().is_terminal();
+    let report = bench::run(target.as_ref(), &config, show_progress)?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{report}");
+    }
+    Ok(report.error_count())
+}
+
+/// A duration from seconds on the command line.
+fn seconds(flag: &str, value: f64) -> Result<Duration, BenchError> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| BenchError::Config(format!("{flag} must be a number of seconds, not {value}")))
+}
