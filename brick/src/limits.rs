@@ -28,3 +28,6 @@ pub const COMPACTION_STEP_BYTES: usize = 256 * 1024;
 pub const LEASE_MARGIN: Duration = Duration::from_millis(50);
 
 const _: () = assert!(WAITING_READS_MAX <= PREPARED_MAX * 16);
+
+/// Probes one exclusion sends when connections to the target keep breaking.
+pub const PROBES_MAX: u32 = 4;

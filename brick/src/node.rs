@@ -177,6 +177,9 @@ struct Exclusion {
     /// Whether an answered probe cancels the removal. A brick removed
     /// because it restarted is alive, and is removed all the same.
     probe: bool,
+    /// Probes sent: a probe lost with its connection is sent again, a
+    /// bounded number of times, before the deadline.
+    probes_sent: u32,
     probe_deadline: Instant,
     probe_answered: bool,
     /// Client requests waiting for the result.
@@ -236,6 +239,8 @@ pub struct Node {
     /// Peers this node has been asked to exclude; it grants them nothing.
     exclusions: BTreeMap<(RgId, BrickId), Exclusion>,
     next_renewal: Instant,
+    /// When `watch_peers` last ran, to notice this node's own stalls.
+    last_watch: Instant,
 
     peer_pending: BTreeMap<u64, PeerPending>,
     next_request_id: u64,
@@ -278,6 +283,7 @@ impl Node {
             peer_incarnations: HashMap::new(),
             exclusions: BTreeMap::new(),
             next_renewal: now,
+            last_watch: now,
             peer_pending: BTreeMap::new(),
             next_request_id: 1,
             transmits: VecDeque::new(),
@@ -800,7 +806,25 @@ impl Node {
         self.locks.remove(&lock_key);
         if let Some(waiters) = self.waiting_reads.remove(&lock_key) {
             self.waiting_reads_count -= waiters.len();
-            let reply = self.read_value(lock_key.0, &lock_key.1);
+            // The group may have changed while the reads waited: they are
+            // answered only if this node may still serve them.
+            let member = self
+                .maps
+                .rg
+                .get(tx.rg)
+                .is_some_and(|e| e.bricks.contains(&self.id));
+            let reply = if member && self.lease_valid(now, tx.rg) {
+                self.read_value(lock_key.0, &lock_key.1)
+            } else {
+                Reply::Error(ErrorReply {
+                    code: ErrorCode::Fenced,
+                    message: format!(
+                        "{} lost its read lease for {} while the read waited",
+                        self.id, tx.rg
+                    ),
+                    maps: Some(self.maps.encode()),
+                })
+            };
             for (conn, request_id) in waiters {
                 self.reply(conn, request_id, reply.clone());
             }
@@ -858,7 +882,7 @@ impl Node {
             // Someone changed the group already: the caller catches up.
             return Some(Reply::Maps(self.maps.encode()));
         }
-        if self.exclusion_leader(rg, brick) != Some(self.id) {
+        if self.exclusion_leader(rg, brick) != Some(self.id) || self.config.amnesiac {
             return Some(error(
                 ErrorCode::Refused,
                 format!("{} does not lead the removal of {brick} from {rg}", self.id),
@@ -881,6 +905,10 @@ impl Node {
     /// answers the probe is kept; without, it is removed regardless (it
     /// restarted and lost state).
     fn start_exclusion(&mut self, now: Instant, rg: RgId, brick: BrickId, probe: bool) {
+        if self.config.amnesiac {
+            // A brick that lost its state after a crash decides nothing.
+            return;
+        }
         if let Some(existing) = self.exclusions.get_mut(&(rg, brick)) {
             existing.probe &= probe;
             return;
@@ -909,6 +937,7 @@ impl Node {
                         Duration::ZERO
                     },
                 probe_answered: false,
+                probes_sent: u32::from(probe),
                 waiters: Vec::new(),
             },
         );
@@ -1214,10 +1243,24 @@ impl Node {
             .map(|(id, _)| *id)
             .collect();
         for request_id in lost {
-            if let Some(PeerPending::TxStatus { txid, peer }) =
-                self.peer_pending.remove(&request_id)
-            {
-                self.status_reply(now, txid, peer, None);
+            match self.peer_pending.remove(&request_id) {
+                Some(PeerPending::TxStatus { txid, peer }) => {
+                    self.status_reply(now, txid, peer, None)
+                }
+                Some(PeerPending::Probe { rg, peer }) => {
+                    // A broken connection is not an unanswered probe: ask
+                    // again on a new one while there is time.
+                    if let Some(exclusion) = self.exclusions.get_mut(&(rg, peer)) {
+                        if exclusion.probe
+                            && now < exclusion.probe_deadline
+                            && exclusion.probes_sent < limits::PROBES_MAX
+                        {
+                            exclusion.probes_sent += 1;
+                            self.send_peer(peer, Request::Ping, PeerPending::Probe { rg, peer });
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -1286,6 +1329,24 @@ impl Node {
     /// Starts removing peers that stopped answering, where this node leads
     /// their removal.
     fn watch_peers(&mut self, now: Instant) {
+        // Silence counts only while this node was running: after a stall
+        // (SIGSTOP, or a starved process) every peer gets a fresh chance,
+        // or a resumed brick would try to remove the peers that removed it.
+        let stalled = now.duration_since(self.last_watch) > self.config.renew_interval() * 2;
+        self.last_watch = now;
+        if stalled {
+            log::info!(
+                "{}: resumed after a stall; peers' silence is measured afresh",
+                self.id
+            );
+            for heard in self.last_heard.values_mut() {
+                *heard = now;
+            }
+            return;
+        }
+        if self.config.amnesiac {
+            return;
+        }
         for (rg, _, bricks) in self.member_groups() {
             let me = self.id;
             for peer in bricks.iter().copied().filter(|b| *b != me) {
@@ -1303,7 +1364,7 @@ impl Node {
         let due: Vec<TxId> = self
             .prepared
             .iter()
-            .filter(|(_, tx)| tx.deadline <= now && tx.round.is_none())
+            .filter(|(_, tx)| tx.deadline <= now)
             .map(|(txid, _)| *txid)
             .collect();
         for txid in due {
@@ -1334,6 +1395,8 @@ impl Node {
                 continue;
             }
             let tx = self.prepared.get_mut(&txid).unwrap();
+            // If some answer never comes, the round starts over then.
+            tx.deadline = now + self.config.prepare_timeout;
             tx.round = Some(StatusRound {
                 waiting: asked.iter().copied().collect(),
                 any_aborted: false,
