@@ -168,6 +168,8 @@ enum PeerPending {
         peer: BrickId,
     },
     PushMaps,
+    /// Maps asked of a peer after this node stalled.
+    FetchMaps,
 }
 
 /// A membership change this node is driving as its group's leader.
@@ -241,6 +243,11 @@ pub struct Node {
     next_renewal: Instant,
     /// When `watch_peers` last ran, to notice this node's own stalls.
     last_watch: Instant,
+    /// When the node last handled anything, and until when, after a stall,
+    /// it leads no removal (it may have been removed itself meanwhile and
+    /// first asks its peers for their maps).
+    last_active: Instant,
+    stalled_until: Instant,
 
     peer_pending: BTreeMap<u64, PeerPending>,
     next_request_id: u64,
@@ -284,6 +291,8 @@ impl Node {
             exclusions: BTreeMap::new(),
             next_renewal: now,
             last_watch: now,
+            last_active: now,
+            stalled_until: now,
             peer_pending: BTreeMap::new(),
             next_request_id: 1,
             transmits: VecDeque::new(),
@@ -372,6 +381,7 @@ impl Node {
         request_id: u64,
         request: Request,
     ) {
+        self.note_time(now);
         let reply = match request {
             Request::Ping => Some(Reply::Pong),
             Request::GetMaps => Some(Reply::Maps(self.maps.encode())),
@@ -882,7 +892,10 @@ impl Node {
             // Someone changed the group already: the caller catches up.
             return Some(Reply::Maps(self.maps.encode()));
         }
-        if self.exclusion_leader(rg, brick) != Some(self.id) || self.config.amnesiac {
+        if self.exclusion_leader(rg, brick) != Some(self.id)
+            || self.config.amnesiac
+            || now < self.stalled_until
+        {
             return Some(error(
                 ErrorCode::Refused,
                 format!("{} does not lead the removal of {brick} from {rg}", self.id),
@@ -905,7 +918,7 @@ impl Node {
     /// answers the probe is kept; without, it is removed regardless (it
     /// restarted and lost state).
     fn start_exclusion(&mut self, now: Instant, rg: RgId, brick: BrickId, probe: bool) {
-        if self.config.amnesiac {
+        if self.config.amnesiac || now < self.stalled_until {
             // A brick that lost its state after a crash decides nothing.
             return;
         }
@@ -1136,6 +1149,7 @@ impl Node {
         request_id: u64,
         reply: Reply,
     ) {
+        self.note_time(now);
         let Some(pending) = self.peer_pending.remove(&request_id) else {
             log::debug!(
                 "{}: reply from {peer} to unknown request {request_id}",
@@ -1173,6 +1187,11 @@ impl Node {
                 self.status_reply(now, txid, peer, state);
             }
             PeerPending::PushMaps => {}
+            PeerPending::FetchMaps => {
+                if let Reply::Maps(bytes) = reply {
+                    self.push_maps(now, &bytes);
+                }
+            }
         }
     }
 
@@ -1238,7 +1257,7 @@ impl Node {
                 PeerPending::Lease { peer: p, .. }
                 | PeerPending::Probe { peer: p, .. }
                 | PeerPending::TxStatus { peer: p, .. } => *p == peer,
-                PeerPending::PushMaps => false,
+                PeerPending::PushMaps | PeerPending::FetchMaps => false,
             })
             .map(|(id, _)| *id)
             .collect();
@@ -1267,6 +1286,7 @@ impl Node {
 
     /// The driver calls this when `poll_timeout` has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.note_time(now);
         while let Some((at, txid)) = self.outcome_expiry.front().copied() {
             if at > now {
                 break;
@@ -1323,6 +1343,39 @@ impl Node {
                 PeerPending::Lease { sent_at, .. } => cutoff.is_none_or(|c| *sent_at > c),
                 _ => true,
             });
+        }
+    }
+
+    /// Notices a stall of this node (SIGSTOP, or a starved process): the
+    /// driver calls it at least once per renewal interval, so a longer gap
+    /// means the node was not running. After one it leads no removal for a
+    /// lease period and fetches every peer's maps, since the group may have
+    /// removed it meanwhile.
+    fn note_time(&mut self, now: Instant) {
+        let gap = now.saturating_duration_since(self.last_active);
+        self.last_active = now;
+        if gap <= self.config.renew_interval() * 2 {
+            return;
+        }
+        log::info!(
+            "{}: stalled for {gap:?}; catching up with its peers",
+            self.id
+        );
+        self.stalled_until = now + self.config.lease;
+        for heard in self.last_heard.values_mut() {
+            *heard = now;
+        }
+        let mut bricks: Vec<BrickId> = self
+            .maps
+            .rg
+            .iter()
+            .flat_map(|(_, e)| e.bricks.iter().copied())
+            .collect();
+        bricks.sort();
+        bricks.dedup();
+        let me = self.id;
+        for brick in bricks.into_iter().filter(|b| *b != me) {
+            self.send_peer(brick, Request::GetMaps, PeerPending::FetchMaps);
         }
     }
 
