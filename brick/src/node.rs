@@ -308,6 +308,12 @@ impl Node {
         &self.maps
     }
 
+    /// Whether the node restarted after a crash and serves only groups it
+    /// is alone in.
+    pub fn is_amnesiac(&self) -> bool {
+        self.config.amnesiac
+    }
+
     /// The partitions this node holds, for flushing at shutdown.
     pub fn partitions(&self) -> impl Iterator<Item = (&PartitionId, &Partition)> {
         self.partitions.iter()
