@@ -1,0 +1,72 @@
+//! Measures what the linearizability checker costs as segments grow: for
+//! each shape, generated single-key histories are checked as recorded
+//! (linearizable) and after one read is broken (not linearizable), and the
+//! slowest check of each kind is printed.
+//!
+//! `cargo run --release -p sim --example check_cost [seed]`
+//!
+//! A shape whose slowest check passes `SLOW_CHECK_MS_MAX` ends the sweep for
+//! that client count, so the run stays short on any machine.
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use sim::generate::{break_one_read, linearizable_history, GenConfig};
+use sim::linearizability::{check_with, CheckConfig};
+
+const HISTORIES_PER_SHAPE: usize = 20;
+const OPS_PER_HISTORY: u32 = 200;
+const SLOW_CHECK_MS_MAX: u128 = 2_000;
+
+fn main() {
+    let seed: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    println!("seed {seed}; {HISTORIES_PER_SHAPE} histories of {OPS_PER_HISTORY} operations on one key per shape");
+    println!("clients  quiet every  largest segment  most steps  slowest pass  slowest rejection  verdicts ok");
+    // No limit on segments here: the point is to see what they cost.
+    let config = CheckConfig {
+        search_steps_max: u64::MAX,
+        segment_ops_max: usize::MAX,
+        ops_per_key_max: usize::MAX,
+    };
+    for clients in [2, 3, 4, 5, 6] {
+        for quiesce_every_ops in [4, 8, 12, 16, 24, 32, 48, 0] {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let shape = GenConfig {
+                clients,
+                keys: 1,
+                ops: OPS_PER_HISTORY,
+                unknown_per_mille: 20,
+                quiesce_every_ops,
+            };
+            let (mut largest, mut steps, mut slowest_pass, mut slowest_reject) =
+                (0, 0, Duration::ZERO, Duration::ZERO);
+            let mut verdicts_ok = true;
+            for _ in 0..HISTORIES_PER_SHAPE {
+                let mut history = linearizable_history(&mut rng, &shape);
+                let started = Instant::now();
+                let report = check_with(&history, &config);
+                slowest_pass = slowest_pass.max(started.elapsed());
+                verdicts_ok &= report.is_ok();
+                largest = largest.max(report.keys[0].segment_ops_largest);
+                steps = steps.max(report.keys[0].search_steps_largest);
+                if break_one_read(&mut history, &mut rng).is_some() {
+                    let started = Instant::now();
+                    let report = check_with(&history, &config);
+                    slowest_reject = slowest_reject.max(started.elapsed());
+                    verdicts_ok &= !report.is_ok();
+                }
+            }
+            println!(
+                "{clients:>7}  {quiesce_every_ops:>11}  {largest:>15}  {steps:>10}  {:>12.1?}  {:>17.1?}  {verdicts_ok}",
+                slowest_pass, slowest_reject
+            );
+            if slowest_pass.max(slowest_reject).as_millis() > SLOW_CHECK_MS_MAX {
+                break;
+            }
+        }
+    }
+}

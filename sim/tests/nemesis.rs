@@ -1,0 +1,170 @@
+//! Real-process nemesis: bricks on 127.0.0.x, client threads recording
+//! histories through ddslib, and a nemesis that kill -9s and restarts
+//! bricks and stops and resumes them, for a bounded time (`NEMESIS_SECS`,
+//! 30 by default). Afterwards every key's history must be linearizable and
+//! the live replicas of every partition identical.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use brick::testkit::{ClusterSpec, TestCluster};
+use ddslib::{Dds, DdsError, Output};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sim::history::{HistoryRecorder, OpKind, OpResult};
+use wire::{Reply, Request};
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+const KEYS: u64 = 10;
+
+/// One client thread: random operations on a few keys until `stop`.
+fn client(
+    config: std::path::PathBuf,
+    index: u64,
+    seed: u64,
+    recorder: Arc<HistoryRecorder>,
+    stop: Arc<AtomicBool>,
+) -> u64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ index);
+    let mut dds = Dds::connect_config(&config).expect("connect");
+    let mut done = 0;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("k{}", rng.random_range(0..KEYS)).into_bytes();
+        let roll = rng.random_range(0..10);
+        n += 1;
+        // Gets and puts of distinct values only: a remove whose outcome is
+        // unknown writes "absent", a value many reads see, which makes the
+        // checker's work grow with the whole history. The simulator covers
+        // removes on short histories.
+        let (kind, result) = if roll < 5 {
+            let handle = recorder.invoke(index, key.clone(), OpKind::Get);
+            (handle, dds.get("t", &key).map(|v| Output::Value(Some(v))))
+        } else {
+            let value = format!("c{index}-{n}").into_bytes();
+            let handle = recorder.invoke(index, key.clone(), OpKind::Put(value.clone()));
+            (handle, dds.put("t", &key, &value).map(|_| Output::Done))
+        };
+        // Paced, so the history stays small enough to check.
+        std::thread::sleep(Duration::from_millis(8));
+        match result {
+            Ok(Output::Value(v)) => recorder.complete(kind, OpResult::Value(v)),
+            Ok(Output::Done) => recorder.complete(kind, OpResult::Ok),
+            Err(DdsError::NotFound) => recorder.complete(kind, OpResult::Value(None)),
+            Err(_) => {
+                recorder.unknown(kind);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        done += 1;
+    }
+    done
+}
+
+#[test]
+fn nemesis_keeps_histories_linearizable() {
+    let seed = env_u64("SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    });
+    let secs = env_u64("NEMESIS_SECS").unwrap_or(30);
+    println!("nemesis: seed {seed} (replay with SEED={seed}), {secs} s");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut cluster = TestCluster::start(ClusterSpec {
+        bricks: 4,
+        replicas: 2,
+        partitions: 4,
+        ..ClusterSpec::default()
+    });
+    {
+        let mut dds = Dds::connect_config(cluster.config_path()).unwrap();
+        dds.create_table("t").unwrap();
+    }
+    let recorder = Arc::new(HistoryRecorder::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..3u64)
+        .map(|i| {
+            let (config, recorder, stop) = (
+                cluster.config_path().to_path_buf(),
+                Arc::clone(&recorder),
+                Arc::clone(&stop),
+            );
+            std::thread::spawn(move || client(config, i, seed, recorder, stop))
+        })
+        .collect();
+
+    let (mut kills, mut pauses) = (0, 0);
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(rng.random_range(1000..3000)));
+        let index = rng.random_range(0..cluster.bricks.len());
+        if rng.random_bool(0.5) {
+            kills += 1;
+            cluster.bricks[index].kill();
+            std::thread::sleep(Duration::from_millis(rng.random_range(100..1500)));
+            cluster.restart(index);
+        } else {
+            pauses += 1;
+            cluster.bricks[index].pause();
+            std::thread::sleep(Duration::from_millis(rng.random_range(200..1200)));
+            cluster.bricks[index].resume();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let ops: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+
+    // Final reads of every key, after the faults.
+    let mut dds = Dds::connect_config(cluster.config_path()).unwrap();
+    for k in 0..KEYS {
+        let key = format!("k{k}").into_bytes();
+        let handle = recorder.invoke(100, key.clone(), OpKind::Get);
+        match dds.get("t", &key) {
+            Ok(v) => recorder.complete(handle, OpResult::Value(Some(v))),
+            Err(DdsError::NotFound) => recorder.complete(handle, OpResult::Value(None)),
+            Err(e) => panic!("final read of k{k} failed after the faults healed: {e}"),
+        }
+    }
+    let history = recorder.finish();
+    // An operation held up by a fault overlaps every operation the other
+    // clients finish meanwhile; allow the largest segments the checker can.
+    let config = sim::linearizability::CheckConfig {
+        segment_ops_max: sim::linearizability::SEGMENT_OPS_LIMIT,
+        ..sim::linearizability::CheckConfig::default()
+    };
+    let report = sim::linearizability::check_with(&history, &config);
+    println!(
+        "nemesis: {ops} operations, {kills} kill -9 + restarts, {pauses} pauses; checked {} ops",
+        report.ops()
+    );
+    assert!(report.is_ok(), "seed {seed}: not linearizable:\n{report}");
+
+    // Live replicas of every partition hold the same data.
+    dds.refresh_maps().unwrap();
+    let maps = dds.maps().clone();
+    for (leaf, rg) in maps.dp.leaves() {
+        let members = maps.rg.get(rg).unwrap().bricks.clone();
+        let mut sums = Vec::new();
+        for brick in &members {
+            let reply = dds.call(
+                *brick,
+                Request::PartitionChecksum { partition: leaf },
+                Duration::from_secs(2),
+            );
+            match reply {
+                Ok(Reply::Checksum { crc, keys }) => sums.push((*brick, crc, keys)),
+                other => panic!("checksum of {leaf} at {brick}: {other:?}"),
+            }
+        }
+        assert!(
+            sums.windows(2)
+                .all(|w| (w[0].1, w[0].2) == (w[1].1, w[1].2)),
+            "seed {seed}: replicas of {leaf} differ: {sums:?}"
+        );
+    }
+}
