@@ -180,6 +180,10 @@ struct OpState {
     phase: Phase,
     attempts: u32,
     deadline: Instant,
+    /// Whether the last thing that went wrong was a request left
+    /// unanswered, so that giving up says `Timeout` rather than
+    /// `Unavailable`.
+    timed_out: bool,
 }
 
 /// An error that ends the operation, or says to retry it.
@@ -261,6 +265,7 @@ impl Core {
                 phase: Phase::Backoff,
                 attempts: 0,
                 deadline: now,
+                timed_out: false,
             },
         );
         self.start(now, id);
@@ -325,13 +330,13 @@ impl Core {
         state.attempts += 1;
         if state.attempts > self.config.retries_max {
             let what = describe(&state.op);
-            self.complete(
-                id,
-                Err(DdsError::Unavailable(format!(
-                    "{what}: gave up after {} attempts",
-                    self.config.retries_max
-                ))),
-            );
+            let message = format!("{what}: gave up after {} attempts", self.config.retries_max);
+            let error = if state.timed_out {
+                DdsError::Timeout(message)
+            } else {
+                DdsError::Unavailable(message)
+            };
+            self.complete(id, Err(error));
             return;
         }
         let deadline = now + self.config.request_timeout;
@@ -459,6 +464,7 @@ impl Core {
         let Some(state) = self.ops.get_mut(&id) else {
             return;
         };
+        state.timed_out = false;
         match &mut state.phase {
             Phase::Reading { .. } => self.read_reply(now, id, brick, Some(reply)),
             Phase::Preparing(_) => self.vote(now, id, brick, Some(reply)),
@@ -548,6 +554,9 @@ impl Core {
                     if lost.is_empty() {
                         // Nothing outstanding (a push, for example): restart.
                         self.start(now, id);
+                    }
+                    if let Some(state) = self.ops.get_mut(&id) {
+                        state.timed_out = true;
                     }
                     for (brick, request_id) in lost {
                         self.requests.remove(&(brick, request_id));
@@ -1104,5 +1113,97 @@ fn describe(op: &Op) -> &'static str {
         Op::Remove { .. } => "remove",
         Op::CreateTable { .. } => "create_table",
         Op::DestroyTable { .. } => "destroy_table",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn maps() -> Maps {
+        maps::ClusterConfig::for_simulation(3, 2, 4).initial_maps()
+    }
+
+    /// Runs the core's timers until `op` completes, answering nothing.
+    fn run_silent(core: &mut Core, mut now: Instant, op: OpId) -> Result<Output, DdsError> {
+        for _ in 0..10_000 {
+            while core.poll_transmit().is_some() {}
+            if let Some((id, result)) = core.poll_completion() {
+                assert_eq!(id, op);
+                return result;
+            }
+            now = core
+                .poll_timeout()
+                .expect("a pending operation has a deadline")
+                .max(now);
+            core.handle_timeout(now);
+        }
+        panic!("the operation never completed");
+    }
+
+    #[test]
+    fn unanswered_requests_end_in_timeout() {
+        let start = Instant::now();
+        let mut core = Core::new(CoreConfig::default(), maps());
+        let op = core.submit(
+            start,
+            Op::Get {
+                table: b"t".to_vec(),
+                key: b"k".to_vec(),
+            },
+        );
+        assert!(matches!(
+            run_silent(&mut core, start, op),
+            Err(DdsError::Timeout(_))
+        ));
+    }
+
+    #[test]
+    fn unreachable_bricks_end_in_unavailable() {
+        let start = Instant::now();
+        let mut core = Core::new(CoreConfig::default(), maps());
+        let op = core.submit(
+            start,
+            Op::Get {
+                table: b"t".to_vec(),
+                key: b"k".to_vec(),
+            },
+        );
+        let mut now = start;
+        for _ in 0..10_000 {
+            while let Some((brick, _, _)) = core.poll_transmit() {
+                core.handle_unreachable(now, brick);
+            }
+            if let Some((id, result)) = core.poll_completion() {
+                assert_eq!(id, op);
+                assert!(
+                    matches!(result, Err(DdsError::Unavailable(_))),
+                    "{result:?}"
+                );
+                return;
+            }
+            if let Some(at) = core.poll_timeout() {
+                now = at.max(now);
+                core.handle_timeout(now);
+            }
+        }
+        panic!("the operation never completed");
+    }
+
+    #[test]
+    fn limits_are_checked_before_sending() {
+        let mut core = Core::new(CoreConfig::default(), maps());
+        let key = vec![0u8; wire::limits::KEY_SIZE_MAX + 1];
+        let op = core.submit(
+            Instant::now(),
+            Op::Get {
+                table: b"t".to_vec(),
+                key,
+            },
+        );
+        assert!(core.poll_transmit().is_none());
+        let (id, result) = core.poll_completion().unwrap();
+        assert_eq!(id, op);
+        assert!(matches!(result, Err(DdsError::InvalidArgument(_))));
     }
 }
