@@ -1035,13 +1035,7 @@ impl Node {
 
     fn push_maps_to_all(&mut self) {
         let maps = self.maps.encode();
-        let mut bricks: Vec<BrickId> = Vec::new();
-        for (_, entry) in self.maps.rg.iter() {
-            bricks.extend(entry.bricks.iter().copied());
-        }
-        bricks.sort();
-        bricks.dedup();
-        for brick in bricks {
+        for brick in self.maps.bricks() {
             if brick != self.id {
                 self.send_peer(
                     brick,
@@ -1371,16 +1365,8 @@ impl Node {
         for heard in self.last_heard.values_mut() {
             *heard = now;
         }
-        let mut bricks: Vec<BrickId> = self
-            .maps
-            .rg
-            .iter()
-            .flat_map(|(_, e)| e.bricks.iter().copied())
-            .collect();
-        bricks.sort();
-        bricks.dedup();
         let me = self.id;
-        for brick in bricks.into_iter().filter(|b| *b != me) {
+        for brick in self.maps.bricks().into_iter().filter(|b| *b != me) {
             self.send_peer(brick, Request::GetMaps, PeerPending::FetchMaps);
         }
     }

@@ -376,15 +376,7 @@ impl Core {
     }
 
     fn all_bricks(&self) -> Vec<BrickId> {
-        let mut bricks: Vec<BrickId> = self
-            .maps
-            .rg
-            .iter()
-            .flat_map(|(_, e)| e.bricks.iter().copied())
-            .collect();
-        bricks.sort();
-        bricks.dedup();
-        bricks
+        self.maps.bricks()
     }
 
     /// Reads are spread over the replicas in turn, skipping those tried.

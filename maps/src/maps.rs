@@ -159,6 +159,18 @@ impl Maps {
         crc32fast::hash(&self.encode())
     }
 
+    /// Every brick that some group lists, in ascending id order.
+    pub fn bricks(&self) -> Vec<BrickId> {
+        let mut bricks: Vec<BrickId> = self
+            .rg
+            .iter()
+            .flat_map(|(_, e)| e.bricks.iter().copied())
+            .collect();
+        bricks.sort();
+        bricks.dedup();
+        bricks
+    }
+
     /// The partitions whose group lists `brick`, in ascending id order:
     /// what the brick must hold.
     pub fn partitions_of(&self, brick: BrickId) -> Vec<PartitionId> {
