@@ -80,10 +80,9 @@
 //!
 //! # Cost
 //!
-//! Before a segment is searched, `search_steps_bound` counts the most
-//! steps the tester could take on it; a segment over
-//! [`CheckConfig::search_steps_max`] gets the verdict
-//! [`Verdict::TooCostly`]. The count ignores the register's rules, which cut
+//! Before the tester first searches a set of operations, the checker counts
+//! the most steps that search could take; a count over
+//! [`CheckConfig::search_steps_max`] gives the verdict [`Verdict::TooCostly`]. The count ignores the register's rules, which cut
 //! most searches far shorter, so it is pessimistic. Further limits:
 //! [`CheckConfig::segment_ops_max`] operations per segment,
 //! [`CheckConfig::ops_per_key_max`] per key, and
@@ -533,19 +532,6 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
             return report;
         }
     }
-    for segment in &plan.segments {
-        match search_steps_bound(&entries, segment, config.search_steps_max) {
-            Some(steps) => report.search_steps_largest = report.search_steps_largest.max(steps),
-            None => {
-                report.verdict = Verdict::TooCostly {
-                    segment_ops: segment.ops(),
-                    search_steps_max: config.search_steps_max,
-                };
-                return report;
-            }
-        }
-    }
-
     // What may pass from one segment to the next: the register's value and
     // the unknown writes that have not taken effect yet and still may.
     let mut states: BTreeSet<(Option<ValueId>, Vec<usize>)> = BTreeSet::from([(None, Vec::new())]);
@@ -553,6 +539,8 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
         let last = number + 1 == plan.segments.len();
         let mut next_states = BTreeSet::new();
         let mut memo: HashMap<Call, bool> = HashMap::new();
+        // Each set of operations fed is counted once, before its first search.
+        let mut counted: HashSet<(Vec<usize>, Vec<usize>)> = HashSet::new();
         let mut orderable = |call: Call| -> bool {
             if let Some(&known) = memo.get(&call) {
                 return known;
@@ -569,6 +557,28 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
         };
         for (start, pending) in &states {
             for choice in plan.choices(&entries, number, pending) {
+                let fed = Fed {
+                    entries: &entries,
+                    returned: &segment.returned,
+                    open: &choice.open,
+                    applied: &choice.applied,
+                };
+                if counted.insert((choice.open.clone(), choice.applied.clone())) {
+                    match fed.search_steps_bound(!last, config.search_steps_max) {
+                        Some(steps) => {
+                            report.search_steps_largest = report.search_steps_largest.max(steps);
+                        }
+                        None => {
+                            report.verdict = Verdict::TooCostly {
+                                segment_ops: fed.returned.len()
+                                    + fed.open.len()
+                                    + fed.applied.len(),
+                                search_steps_max: config.search_steps_max,
+                            };
+                            return report;
+                        }
+                    }
+                }
                 let call = |end| Call {
                     start: *start,
                     end,
@@ -581,12 +591,6 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
                 if last {
                     return report;
                 }
-                let fed = Fed {
-                    entries: &entries,
-                    returned: &segment.returned,
-                    open: &choice.open,
-                    applied: &choice.applied,
-                };
                 for end in fed.end_candidates(*start) {
                     let state = (end, choice.pending.clone());
                     if !next_states.contains(&state) && orderable(call(Some(end))) {
@@ -952,6 +956,79 @@ struct Fed<'a> {
 }
 
 impl Fed<'_> {
+    /// Counts the steps the tester's search could take on these operations
+    /// before it runs, with the final read if `with_end`: `None` if more
+    /// than `steps_max`.
+    ///
+    /// The search places one operation at a time, any whose predecessors in
+    /// real time are placed, backtracks on a dead end and remembers nothing,
+    /// so in the worst case it visits every sequence of placements once: as
+    /// many steps as there are paths from the empty set to any reachable set
+    /// of placed operations, ending where every returned operation is
+    /// placed. A layer-by-layer count over those sets gives that number
+    /// exactly, before the register's rules prune anything, so it is an
+    /// upper bound.
+    fn search_steps_bound(&self, with_end: bool, steps_max: u64) -> Option<u64> {
+        // (invocation, return) for each operation as `orderable` feeds it:
+        // open ones never return, applied ones return after everything, and
+        // the final read comes after that.
+        let mut spans: Vec<(u64, Option<u64>)> = Vec::new();
+        for &i in self.returned {
+            spans.push((self.entries[i].invoke_ns, self.entries[i].return_ns));
+        }
+        for &u in self.open {
+            spans.push((self.entries[u].invoke_ns, None));
+        }
+        for &u in self.applied {
+            spans.push((self.entries[u].invoke_ns, Some(u64::MAX - 1)));
+        }
+        if with_end {
+            spans.push((u64::MAX, Some(u64::MAX)));
+        }
+        assert!(
+            spans.len() <= 128,
+            "segments are capped at SEGMENT_OPS_LIMIT operations"
+        );
+        let bit = |i: usize| 1u128 << i;
+        let must: u128 = (0..spans.len())
+            .filter(|&i| spans[i].1.is_some())
+            .map(bit)
+            .sum();
+        // The operations that returned before each one was invoked.
+        let before: Vec<u128> = spans
+            .iter()
+            .map(|&(invoke_ns, _)| {
+                (0..spans.len())
+                    .filter(|&j| spans[j].1.is_some_and(|return_ns| return_ns < invoke_ns))
+                    .map(bit)
+                    .sum()
+            })
+            .collect();
+        let mut steps: u64 = 0;
+        let mut layer: HashMap<u128, u64> = HashMap::from([(0, 1)]);
+        while !layer.is_empty() {
+            let mut next: HashMap<u128, u64> = HashMap::new();
+            for (&placed, &paths) in &layer {
+                steps = steps.saturating_add(paths);
+                if steps > steps_max || next.len() > SEARCH_SETS_MAX {
+                    return None;
+                }
+                // The search stops once every returned operation is placed.
+                if placed & must == must {
+                    continue;
+                }
+                for (i, &needed) in before.iter().enumerate() {
+                    if placed & bit(i) == 0 && placed & needed == needed {
+                        let count = next.entry(placed | bit(i)).or_insert(0);
+                        *count = count.saturating_add(paths);
+                    }
+                }
+            }
+            layer = next;
+        }
+        Some(steps)
+    }
+
     /// The values the segment may leave in the register when it started with
     /// `start`: those of writes that no returned write of the segment follows
     /// in real time, and `start` itself if no write must take effect.
@@ -1072,73 +1149,7 @@ impl Fed<'_> {
     }
 }
 
-/// Counts the steps the tester's search could take on a segment before it
-/// runs: `None` if more than `steps_max`.
-///
-/// The search places one operation at a time, any whose predecessors in
-/// real time are placed, backtracks on a dead end and remembers nothing,
-/// so in the worst case it visits every sequence of placements once: as
-/// many steps as there are paths from the empty set to any reachable set of
-/// placed operations. A layer-by-layer count over those sets gives that
-/// number exactly, before the register's rules prune anything, so it is an
-/// upper bound. It is counted for the segment with every unknown write that
-/// may take effect in it fed as open (a superset of every call's steps) and
-/// the final read.
-fn search_steps_bound(entries: &[Entry], segment: &Segment, steps_max: u64) -> Option<u64> {
-    // Operations as (invocation, return); None returns for open ones, and
-    // the final read comes after every return.
-    let mut spans: Vec<(u64, Option<u64>)> = segment
-        .returned
-        .iter()
-        .chain(&segment.carried)
-        .map(|&i| (entries[i].invoke_ns, entries[i].return_ns))
-        .collect();
-    spans.push((u64::MAX, Some(u64::MAX)));
-    assert!(
-        spans.len() <= 128,
-        "segments are capped at SEGMENT_OPS_LIMIT operations"
-    );
-    let bit = |i: usize| 1u128 << i;
-    let must: u128 = (0..spans.len())
-        .filter(|&i| spans[i].1.is_some())
-        .map(bit)
-        .sum();
-    // The operations that returned before each one was invoked.
-    let before: Vec<u128> = spans
-        .iter()
-        .map(|&(invoke_ns, _)| {
-            (0..spans.len())
-                .filter(|&j| spans[j].1.is_some_and(|return_ns| return_ns < invoke_ns))
-                .map(bit)
-                .sum()
-        })
-        .collect();
-    let mut steps: u64 = 0;
-    let mut layer: HashMap<u128, u64> = HashMap::from([(0, 1)]);
-    while !layer.is_empty() {
-        let mut next: HashMap<u128, u64> = HashMap::new();
-        for (&placed, &paths) in &layer {
-            steps = steps.saturating_add(paths);
-            if steps > steps_max || next.len() > SEARCH_SETS_MAX {
-                return None;
-            }
-            // The search stops once every returned operation is placed.
-            if placed & must == must {
-                continue;
-            }
-            for (i, &needed) in before.iter().enumerate() {
-                if placed & bit(i) == 0 && placed & needed == needed {
-                    let count = next.entry(placed | bit(i)).or_insert(0);
-                    *count = count.saturating_add(paths);
-                }
-            }
-        }
-        layer = next;
-    }
-    Some(steps)
-}
-
-/// The most sets of placed operations [`search_steps_bound`] keeps in one
+/// The most sets of placed operations `Fed::search_steps_bound` keeps in one
 /// layer; more means a search far beyond any sensible step limit.
 const SEARCH_SETS_MAX: usize = 1 << 20;
 
