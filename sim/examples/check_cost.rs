@@ -1,7 +1,9 @@
-//! Measures what the linearizability checker costs as segments grow: for
-//! each shape, generated single-key histories are checked as recorded
-//! (linearizable) and after one read is broken (not linearizable), and the
-//! slowest check of each kind is printed.
+//! Measures what the linearizability checker costs as histories overlap
+//! more: for each shape, generated single-key histories are checked as
+//! recorded (linearizable) and after one read is broken (not linearizable),
+//! with no limits, and the slowest check of each kind is printed with the
+//! largest search-step count, and how many of the histories the default
+//! step limit would have refused as too costly.
 //!
 //! `cargo run --release -p sim --example check_cost [seed]`
 //!
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sim::generate::{break_one_read, linearizable_history, GenConfig};
-use sim::linearizability::{check_with, CheckConfig};
+use sim::linearizability::{check_with, CheckConfig, SEARCH_STEPS_MAX_DEFAULT};
 
 const HISTORIES_PER_SHAPE: usize = 20;
 const OPS_PER_HISTORY: u32 = 200;
@@ -24,9 +26,14 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    println!("seed {seed}; {HISTORIES_PER_SHAPE} histories of {OPS_PER_HISTORY} operations on one key per shape");
-    println!("clients  quiet every  largest segment  most steps  slowest pass  slowest rejection  verdicts ok");
-    // No limit on segments here: the point is to see what they cost.
+    println!(
+        "seed {seed}; {HISTORIES_PER_SHAPE} histories of {OPS_PER_HISTORY} operations on one key \
+         per shape; \"quiet every\" 0 means never"
+    );
+    println!(
+        "clients  quiet every  largest segment  most steps  over default  slowest pass  \
+         slowest rejection  verdicts right"
+    );
     let config = CheckConfig {
         search_steps_max: u64::MAX,
         segment_ops_max: usize::MAX,
@@ -42,27 +49,32 @@ fn main() {
                 unknown_per_mille: 20,
                 quiesce_every_ops,
             };
-            let (mut largest, mut steps, mut slowest_pass, mut slowest_reject) =
-                (0, 0, Duration::ZERO, Duration::ZERO);
-            let mut verdicts_ok = true;
+            let (mut largest, mut steps, mut over_default) = (0, 0, 0);
+            let (mut slowest_pass, mut slowest_reject) = (Duration::ZERO, Duration::ZERO);
+            let mut verdicts_right = true;
             for _ in 0..HISTORIES_PER_SHAPE {
                 let mut history = linearizable_history(&mut rng, &shape);
                 let started = Instant::now();
                 let report = check_with(&history, &config);
                 slowest_pass = slowest_pass.max(started.elapsed());
-                verdicts_ok &= report.is_ok();
-                largest = largest.max(report.keys[0].segment_ops_largest);
-                steps = steps.max(report.keys[0].search_steps_largest);
+                verdicts_right &= report.is_ok();
+                let key = &report.keys[0];
+                largest = largest.max(key.segment_ops_largest);
+                steps = steps.max(key.search_steps_largest);
+                if key.search_steps_largest > SEARCH_STEPS_MAX_DEFAULT {
+                    over_default += 1;
+                }
                 if break_one_read(&mut history, &mut rng).is_some() {
                     let started = Instant::now();
                     let report = check_with(&history, &config);
                     slowest_reject = slowest_reject.max(started.elapsed());
-                    verdicts_ok &= !report.is_ok();
+                    verdicts_right &= !report.is_ok();
                 }
             }
             println!(
-                "{clients:>7}  {quiesce_every_ops:>11}  {largest:>15}  {steps:>10}  {:>12.1?}  {:>17.1?}  {verdicts_ok}",
-                slowest_pass, slowest_reject
+                "{clients:>7}  {quiesce_every_ops:>11}  {largest:>15}  {steps:>10}  \
+                 {over_default:>9}/{HISTORIES_PER_SHAPE}  {slowest_pass:>12.1?}  \
+                 {slowest_reject:>17.1?}  {verdicts_right}"
             );
             if slowest_pass.max(slowest_reject).as_millis() > SLOW_CHECK_MS_MAX {
                 break;

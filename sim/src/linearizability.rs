@@ -63,12 +63,15 @@
 //! 5. The checker walks the segments with the set of such states that the
 //!    operations before can leave, starting from {absent, none pending}. In
 //!    each segment, an unknown write whose span ends there is fed as open;
-//!    one whose span goes on is either applied there (fed as an operation
-//!    that returns after everything) or left pending, and both are tried —
-//!    but applying it is only tried where a read of its value returned after
-//!    its invocation (otherwise applying it there is the same as applying it
-//!    at the start of the next segment, or never), and of the pending
-//!    removes invoked earlier, those that expire first are applied first.
+//!    one whose span goes on is either applied there or left pending, and
+//!    both are tried. Applying it there is only tried where a read of its
+//!    value returned after its invocation, and it is fed as returning by the
+//!    last such read: in a valid order where it takes effect there but no
+//!    read there follows it before the next write, it can as well take
+//!    effect at the start of the next segment, or never. So no more writes
+//!    of a value are applied there than it has reads of the value, and
+//!    pending removes invoked earlier, being interchangeable, are tried by
+//!    number only.
 //!    For each start state and choice, the tester checks the segment
 //!    followed by a read of each value the segment may end with (the values
 //!    of writes that no returned write and no read of another value follows
@@ -82,15 +85,16 @@
 //!
 //! Before the tester first searches a set of operations, the checker counts
 //! the most steps that search could take; a count over
-//! [`CheckConfig::search_steps_max`] gives the verdict [`Verdict::TooCostly`]. The count ignores the register's rules, which cut
-//! most searches far shorter, so it is pessimistic. Further limits:
-//! [`CheckConfig::segment_ops_max`] operations per segment,
-//! [`CheckConfig::ops_per_key_max`] per key, and
-//! [`UNKNOWN_WRITES_CARRIED_MAX`] unknown writes that may take effect in one
-//! segment. Every limit gives a verdict of its own, and none of them is a
-//! pass. The number of questions per segment grows with the number of
-//! states passed between segments (values times pending sets), which is
-//! small when puts write distinct values.
+//! [`CheckConfig::search_steps_max`] stops the check. The count ignores the
+//! register's rules, which cut most searches far shorter, so it is
+//! pessimistic. The other limits: [`CheckConfig::segment_ops_max`]
+//! operations per segment, [`CheckConfig::ops_per_key_max`] per key,
+//! [`UNKNOWN_WRITE_CHOICES_MAX`] ways to place unknown writes in one
+//! segment, and [`SEARCHES_PER_KEY_MAX`] searches per key (their number
+//! grows with the states passed between segments, values times pending
+//! sets, which stay few when puts write distinct values). Reaching any of
+//! them gives the verdict [`Verdict::TooLarge`], which names the limit and
+//! is not a pass.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -124,16 +128,20 @@ pub const OPS_PER_KEY_MAX_DEFAULT: usize = 100_000;
 /// The environment variable that overrides [`OPS_PER_KEY_MAX_DEFAULT`].
 pub const OPS_PER_KEY_MAX_ENV: &str = "DDS_CHECK_OPS_PER_KEY_MAX";
 
-/// The most unknown writes that may take effect in one segment. Each one
-/// that may also take effect in a later segment doubles the orders tried,
-/// so this is a fixed limit, not a setting.
-pub const UNKNOWN_WRITES_CARRIED_MAX: usize = 8;
+/// The most ways of choosing, in one segment, which unknown writes take
+/// effect there and which later; each is searched, so this is a fixed
+/// limit, not a setting.
+pub const UNKNOWN_WRITE_CHOICES_MAX: u64 = 256;
+
+/// The most searches the checker runs for one key; the number grows with
+/// the states passed between segments, which unknown outcomes multiply.
+pub const SEARCHES_PER_KEY_MAX: u64 = 100_000;
 
 /// Limits of a check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckConfig {
-    /// The most steps the tester's search may take on one segment in the
-    /// worst case, as counted before it runs.
+    /// The most steps one search of the tester may take in the worst case,
+    /// as counted before it runs.
     pub search_steps_max: u64,
     /// The most operations one segment (a stretch of overlapping operations,
     /// see the module documentation) may have; values above
@@ -181,7 +189,7 @@ impl CheckConfig {
     }
 }
 
-/// The environment holds a limit that is not a positive whole number.
+/// The environment holds a limit that is not a whole number in its range.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckConfigError {
     pub name: &'static str,
@@ -255,27 +263,13 @@ pub enum Verdict {
     Linearizable,
     /// No order of the operations respects both real time and the register.
     NotLinearizable,
-    /// A segment has more operations than the limit; nothing was checked.
+    /// A limit was reached before the check could finish; this is not a
+    /// pass. `found` is what was met (one more than `max` when only "more
+    /// than the limit" is known).
     TooLarge {
-        segment_ops: usize,
-        segment_ops_max: usize,
-    },
-    /// The search on a segment could take more steps than the limit;
-    /// nothing was checked.
-    TooCostly {
-        segment_ops: usize,
-        search_steps_max: u64,
-    },
-    /// The key has more operations than the limit; nothing was checked.
-    TooManyOps {
-        ops: usize,
-        ops_max: usize,
-    },
-    /// More unknown writes than the limit may take effect in one segment;
-    /// nothing was checked.
-    TooManyUnknownWrites {
-        open: usize,
-        open_max: usize,
+        limit: Limit,
+        found: u64,
+        max: u64,
     },
     /// The history itself is impossible (a return before its invocation, a
     /// result that does not fit the operation).
@@ -284,39 +278,61 @@ pub enum Verdict {
     },
 }
 
+/// The limits that can stop a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// [`CheckConfig::ops_per_key_max`]: operations on one key.
+    OpsPerKey,
+    /// [`CheckConfig::segment_ops_max`]: operations in one segment.
+    SegmentOps,
+    /// [`CheckConfig::search_steps_max`]: steps of one search, counted
+    /// before it runs.
+    SearchSteps,
+    /// [`UNKNOWN_WRITE_CHOICES_MAX`]: ways of choosing which unknown
+    /// writes take effect in a segment and which later.
+    UnknownWriteChoices,
+    /// [`SEARCHES_PER_KEY_MAX`]: searches for one key.
+    SearchesPerKey,
+}
+
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Verdict::Linearizable => write!(f, "linearizable"),
             Verdict::NotLinearizable => write!(f, "NOT linearizable"),
-            Verdict::TooLarge {
-                segment_ops,
-                segment_ops_max,
-            } => write!(
-                f,
-                "too large to check: {segment_ops} overlapping operations to order at once, the \
-                 limit is {segment_ops_max}; use fewer concurrent clients per key or raise \
-                 {SEGMENT_OPS_MAX_ENV}"
-            ),
-            Verdict::TooCostly {
-                segment_ops,
-                search_steps_max,
-            } => write!(
-                f,
-                "too costly to check: ordering {segment_ops} overlapping operations could take \
-                 more than {search_steps_max} search steps; use fewer concurrent clients per key \
-                 or raise {SEARCH_STEPS_MAX_ENV}"
-            ),
-            Verdict::TooManyOps { ops, ops_max } => write!(
-                f,
-                "too large to check: {ops} operations, the limit is {ops_max}; spread the \
-                 workload over more keys or raise {OPS_PER_KEY_MAX_ENV}"
-            ),
-            Verdict::TooManyUnknownWrites { open, open_max } => write!(
-                f,
-                "too large to check: {open} writes with unknown outcome may take effect in one \
-                 stretch of operations, the limit is {open_max}; inject fewer faults per key"
-            ),
+            Verdict::TooLarge { limit, found, max } => {
+                write!(f, "too large to check: ")?;
+                match limit {
+                    Limit::OpsPerKey => write!(
+                        f,
+                        "{found} operations on the key, the limit is {max}; spread the workload \
+                         over more keys or raise {OPS_PER_KEY_MAX_ENV}"
+                    ),
+                    Limit::SegmentOps => write!(
+                        f,
+                        "{found} overlapping operations to order at once, the limit is {max}; use \
+                         fewer concurrent clients per key or raise {SEGMENT_OPS_MAX_ENV} (at most \
+                         {SEGMENT_OPS_LIMIT})"
+                    ),
+                    Limit::SearchSteps => write!(
+                        f,
+                        "ordering one stretch of overlapping operations could take more than \
+                         {max} search steps; use fewer concurrent clients per key, let them pause \
+                         together now and then, or raise {SEARCH_STEPS_MAX_ENV}"
+                    ),
+                    Limit::UnknownWriteChoices => write!(
+                        f,
+                        "{found} ways for writes with unknown outcome to take effect in one \
+                         stretch of operations or later, the limit is {max}; inject fewer faults \
+                         per key"
+                    ),
+                    Limit::SearchesPerKey => write!(
+                        f,
+                        "more than {max} searches for one key; inject fewer faults per key or \
+                         write a distinct value with every put"
+                    ),
+                }
+            }
             Verdict::Malformed { reason } => write!(f, "malformed history: {reason}"),
         }
     }
@@ -503,9 +519,10 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
         return report;
     }
     if ops.len() > config.ops_per_key_max {
-        report.verdict = Verdict::TooManyOps {
-            ops: ops.len(),
-            ops_max: config.ops_per_key_max,
+        report.verdict = Verdict::TooLarge {
+            limit: Limit::OpsPerKey,
+            found: ops.len() as u64,
+            max: config.ops_per_key_max as u64,
         };
         return report;
     }
@@ -518,33 +535,30 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
     let segment_ops_max = config.segment_ops_max.min(SEGMENT_OPS_LIMIT);
     if report.segment_ops_largest > segment_ops_max {
         report.verdict = Verdict::TooLarge {
-            segment_ops: report.segment_ops_largest,
-            segment_ops_max,
+            limit: Limit::SegmentOps,
+            found: report.segment_ops_largest as u64,
+            max: segment_ops_max as u64,
         };
         return report;
-    }
-    if let Some(open) = plan.segments.iter().map(|s| s.carried.len()).max() {
-        if open > UNKNOWN_WRITES_CARRIED_MAX {
-            report.verdict = Verdict::TooManyUnknownWrites {
-                open,
-                open_max: UNKNOWN_WRITES_CARRIED_MAX,
-            };
-            return report;
-        }
     }
     // What may pass from one segment to the next: the register's value and
     // the unknown writes that have not taken effect yet and still may.
     let mut states: BTreeSet<(Option<ValueId>, Vec<usize>)> = BTreeSet::from([(None, Vec::new())]);
+    let mut searches: u64 = 0;
     for (number, segment) in plan.segments.iter().enumerate() {
         let last = number + 1 == plan.segments.len();
         let mut next_states = BTreeSet::new();
         let mut memo: HashMap<Call, bool> = HashMap::new();
         // Each set of operations fed is counted once, before its first search.
         let mut counted: HashSet<(Vec<usize>, Vec<usize>)> = HashSet::new();
-        let mut orderable = |call: Call| -> bool {
+        let mut orderable = |call: Call| -> Option<bool> {
             if let Some(&known) = memo.get(&call) {
-                return known;
+                return Some(known);
             }
+            if searches == SEARCHES_PER_KEY_MAX {
+                return None;
+            }
+            searches += 1;
             let fed = Fed {
                 entries: &entries,
                 returned: &segment.returned,
@@ -553,10 +567,21 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
             };
             let answer = fed.orderable(call.start, call.end);
             memo.insert(call, answer);
-            answer
+            Some(answer)
         };
         for (start, pending) in &states {
-            for choice in plan.choices(&entries, number, pending) {
+            let choices = match plan.choices(&entries, number, pending) {
+                Ok(choices) => choices,
+                Err(count) => {
+                    report.verdict = Verdict::TooLarge {
+                        limit: Limit::UnknownWriteChoices,
+                        found: count,
+                        max: UNKNOWN_WRITE_CHOICES_MAX,
+                    };
+                    return report;
+                }
+            };
+            for choice in choices {
                 let fed = Fed {
                     entries: &entries,
                     returned: &segment.returned,
@@ -569,11 +594,10 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
                             report.search_steps_largest = report.search_steps_largest.max(steps);
                         }
                         None => {
-                            report.verdict = Verdict::TooCostly {
-                                segment_ops: fed.returned.len()
-                                    + fed.open.len()
-                                    + fed.applied.len(),
-                                search_steps_max: config.search_steps_max,
+                            report.verdict = Verdict::TooLarge {
+                                limit: Limit::SearchSteps,
+                                found: config.search_steps_max.saturating_add(1),
+                                max: config.search_steps_max,
                             };
                             return report;
                         }
@@ -585,16 +609,23 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
                     open: choice.open.clone(),
                     applied: choice.applied.clone(),
                 };
-                if !orderable(call(None)) {
-                    continue;
-                }
-                if last {
-                    return report;
+                match orderable(call(None)) {
+                    None => return searches_exhausted(report),
+                    Some(false) => continue,
+                    Some(true) if last => return report,
+                    Some(true) => {}
                 }
                 for end in fed.end_candidates(*start) {
                     let state = (end, choice.pending.clone());
-                    if !next_states.contains(&state) && orderable(call(Some(end))) {
-                        next_states.insert(state);
+                    if next_states.contains(&state) {
+                        continue;
+                    }
+                    match orderable(call(Some(end))) {
+                        None => return searches_exhausted(report),
+                        Some(true) => {
+                            next_states.insert(state);
+                        }
+                        Some(false) => {}
                     }
                 }
             }
@@ -615,6 +646,15 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
     report
 }
 
+fn searches_exhausted(mut report: KeyReport) -> KeyReport {
+    report.verdict = Verdict::TooLarge {
+        limit: Limit::SearchesPerKey,
+        found: SEARCHES_PER_KEY_MAX + 1,
+        max: SEARCHES_PER_KEY_MAX,
+    };
+    report
+}
+
 /// One question to the tester about a segment, remembered per segment
 /// because different states often ask the same one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -629,7 +669,8 @@ struct Call {
 struct Choice {
     /// Fed as open: they may take effect here or never.
     open: Vec<usize>,
-    /// Fed as returning after everything: they take effect here.
+    /// Fed as returning by the last read of their value here: they take
+    /// effect here.
     applied: Vec<usize>,
     /// Not fed: they may take effect in a later segment.
     pending: Vec<usize>,
@@ -884,16 +925,35 @@ impl Plan {
     /// when a read of this segment returned its value after its invocation:
     /// otherwise, in any valid order, it is followed here by a write before
     /// any read (and can be deleted) or by nothing (and can as well take
-    /// effect at the start of the next segment). Pending removes invoked
-    /// before this segment differ only in how long they stay useful, so when
-    /// j of them are applied here, they are the j that expire first.
-    fn choices(&self, entries: &[Entry], number: usize, pending: &[usize]) -> Vec<Choice> {
+    /// effect at the start of the next segment). For the same reason each
+    /// write applied here is followed by reads of its value of its own, so
+    /// no more writes of a value are applied than this segment has reads of
+    /// it. Pending removes invoked before this segment are interchangeable
+    /// from here on (all were invoked before anything here, and all can
+    /// explain the same reads of absent), so only how many of them are
+    /// applied is tried.
+    ///
+    /// Fails with the number of choices when that is more than
+    /// [`UNKNOWN_WRITE_CHOICES_MAX`].
+    fn choices(
+        &self,
+        entries: &[Entry],
+        number: usize,
+        pending: &[usize],
+    ) -> Result<Vec<Choice>, u64> {
         let segment = &self.segments[number];
         let last = number + 1 == self.segments.len();
+        let mut reads_of: HashMap<Option<ValueId>, usize> = HashMap::new();
+        for &i in &segment.returned {
+            if let Some(RegisterRet::GetOk(value)) = entries[i].ret {
+                *reads_of.entry(value).or_insert(0) += 1;
+            }
+        }
         let mut open = Vec::new();
         let mut deferred = Vec::new();
         let mut removes_before = Vec::new();
-        let mut others = Vec::new();
+        // The other writes that may be applied here, by value.
+        let mut groups: BTreeMap<Option<ValueId>, Vec<usize>> = BTreeMap::new();
         for &u in pending.iter().chain(&segment.born) {
             let entry = &entries[u];
             let written = entry.written();
@@ -907,42 +967,101 @@ impl Plan {
                 deferred.push(u);
             } else if entry.op == RegisterOp::Remove && pending.contains(&u) {
                 removes_before.push(u);
-            } else {
-                others.push(u);
+            } else if let Some(value) = written {
+                groups.entry(value).or_default().push(u);
             }
         }
+        let cap = |value: Option<ValueId>| reads_of.get(&value).copied().unwrap_or(0);
+        // Count first, then build, so that a segment with many choices costs
+        // nothing before it is refused.
+        let removes_here = groups.get(&None).map_or(0, Vec::len);
+        let mut count: u64 = (0..=removes_before.len().min(cap(None)))
+            .map(|j| subsets_up_to_count(removes_here, cap(None) - j))
+            .fold(0, u64::saturating_add);
+        for (&value, group) in &groups {
+            if value.is_some() {
+                count = count.saturating_mul(subsets_up_to_count(group.len(), cap(value)));
+            }
+        }
+        if count > UNKNOWN_WRITE_CHOICES_MAX {
+            return Err(count);
+        }
+
         open.sort_unstable();
-        removes_before.sort_by_key(|&u| (entries[u].span_end_ns, u));
-        let mut choices = Vec::new();
-        for removes_applied in 0..=removes_before.len() {
-            for mask in 0..1u32 << others.len() {
-                let mut applied = removes_before[..removes_applied].to_vec();
-                applied.extend(
-                    (0..others.len())
-                        .filter(|b| mask & (1 << b) != 0)
-                        .map(|b| others[b]),
-                );
+        removes_before.sort_unstable();
+        // Every combination of: a number j of the earlier removes, removes
+        // of this segment, and writes of each other value.
+        let mut partial: Vec<Vec<usize>> = Vec::new();
+        let no_removes_here = Vec::new();
+        let removes_here = groups.get(&None).unwrap_or(&no_removes_here);
+        for j in 0..=removes_before.len().min(cap(None)) {
+            for mut subset in subsets_up_to(removes_here, cap(None) - j) {
+                subset.extend_from_slice(&removes_before[..j]);
+                partial.push(subset);
+            }
+        }
+        for (&value, group) in &groups {
+            if value.is_none() {
+                continue;
+            }
+            let subsets = subsets_up_to(group, cap(value));
+            partial = partial
+                .iter()
+                .flat_map(|base| {
+                    subsets
+                        .iter()
+                        .map(move |subset| [base.as_slice(), subset].concat())
+                })
+                .collect();
+        }
+        let choices = partial
+            .into_iter()
+            .map(|mut applied| {
+                applied.sort_unstable();
                 let mut pending: Vec<usize> = deferred
                     .iter()
-                    .chain(&removes_before[removes_applied..])
-                    .chain(
-                        (0..others.len())
-                            .filter(|b| mask & (1 << b) == 0)
-                            .map(|b| &others[b]),
-                    )
+                    .chain(&removes_before)
+                    .chain(groups.values().flatten())
                     .copied()
+                    .filter(|u| !applied.contains(u))
                     .collect();
-                applied.sort_unstable();
                 pending.sort_unstable();
-                choices.push(Choice {
+                Choice {
                     open: open.clone(),
                     applied,
                     pending,
-                });
-            }
-        }
-        choices
+                }
+            })
+            .collect();
+        Ok(choices)
     }
+}
+
+/// The number of subsets of `n` items with at most `size_max` members,
+/// saturating.
+fn subsets_up_to_count(n: usize, size_max: usize) -> u64 {
+    // C(n, j) for j = 0, 1, ..., built up one factor at a time.
+    let mut total: u64 = 0;
+    let mut binomial: u64 = 1;
+    for j in 0..=n.min(size_max) {
+        total = total.saturating_add(binomial);
+        binomial = binomial.saturating_mul((n - j) as u64) / (j as u64 + 1);
+    }
+    total
+}
+
+/// The subsets of `items` with at most `size_max` members.
+fn subsets_up_to(items: &[usize], size_max: usize) -> Vec<Vec<usize>> {
+    let mut subsets = vec![Vec::new()];
+    for &item in items {
+        let with: Vec<Vec<usize>> = subsets
+            .iter()
+            .filter(|s| s.len() < size_max)
+            .map(|s| [s.as_slice(), &[item]].concat())
+            .collect();
+        subsets.extend(with);
+    }
+    subsets
 }
 
 /// The operations of one segment as one call to the tester sees them.
@@ -956,6 +1075,24 @@ struct Fed<'a> {
 }
 
 impl Fed<'_> {
+    /// When an applied write has taken effect at the latest: by the last
+    /// return of a read of its value here that returned after its
+    /// invocation. Applied writes are only tried where such a read exists,
+    /// and one that no such read follows before the next write could as
+    /// well not take effect here (see [`Plan::choices`]).
+    fn applied_return_ns(&self, u: usize) -> u64 {
+        let entry = &self.entries[u];
+        let written = entry.written();
+        self.returned
+            .iter()
+            .map(|&i| &self.entries[i])
+            .filter(|r| matches!(r.ret, Some(RegisterRet::GetOk(v)) if Some(v) == written))
+            .filter_map(|r| r.return_ns)
+            .filter(|&t| t > entry.invoke_ns)
+            .max()
+            .unwrap_or(u64::MAX - 1)
+    }
+
     /// Counts the steps the tester's search could take on these operations
     /// before it runs, with the final read if `with_end`: `None` if more
     /// than `steps_max`.
@@ -970,8 +1107,8 @@ impl Fed<'_> {
     /// upper bound.
     fn search_steps_bound(&self, with_end: bool, steps_max: u64) -> Option<u64> {
         // (invocation, return) for each operation as `orderable` feeds it:
-        // open ones never return, applied ones return after everything, and
-        // the final read comes after that.
+        // open ones never return, applied ones return by their last read
+        // here, and the final read comes after everything.
         let mut spans: Vec<(u64, Option<u64>)> = Vec::new();
         for &i in self.returned {
             spans.push((self.entries[i].invoke_ns, self.entries[i].return_ns));
@@ -980,7 +1117,7 @@ impl Fed<'_> {
             spans.push((self.entries[u].invoke_ns, None));
         }
         for &u in self.applied {
-            spans.push((self.entries[u].invoke_ns, Some(u64::MAX - 1)));
+            spans.push((self.entries[u].invoke_ns, Some(self.applied_return_ns(u))));
         }
         if with_end {
             spans.push((u64::MAX, Some(u64::MAX)));
@@ -1068,12 +1205,13 @@ impl Fed<'_> {
                 }
             }
         }
-        // An applied write may take effect after everything else.
-        ends.extend(
-            self.applied
-                .iter()
-                .filter_map(|&u| self.entries[u].written()),
-        );
+        for &u in self.applied {
+            if let Some(value) = self.entries[u].written() {
+                if may_be_last(self.applied_return_ns(u), value) {
+                    ends.insert(value);
+                }
+            }
+        }
         // With no write taking effect, every read returns the start value.
         if returned_writes.is_empty()
             && self.applied.is_empty()
@@ -1091,7 +1229,6 @@ impl Fed<'_> {
         // Events sort by time; at equal times invocations go first, so that
         // an invocation at the instant of another operation's return counts
         // as overlapping it, the reading that accepts more histories.
-        // Applied unknown writes return after everything.
         let mut events: Vec<(u64, u8, usize)> = Vec::new();
         for &i in self.returned {
             let entry = &self.entries[i];
@@ -1107,7 +1244,7 @@ impl Fed<'_> {
         }
         for &u in self.applied {
             events.push((self.entries[u].invoke_ns, 0, u));
-            events.push((u64::MAX, 1, u));
+            events.push((self.applied_return_ns(u), 1, u));
         }
         events.sort_unstable();
 
