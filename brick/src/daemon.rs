@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use maps::config::ClusterConfig;
 use maps::BrickId;
 
-use crate::node::{Node, NodeConfig};
+use crate::node::{partition_of_file_name, Node, NodeConfig, RecoveryConfig, Storage};
 use crate::server::Server;
 use crate::store::{Backing, Partition};
 
@@ -54,10 +54,7 @@ impl fmt::Display for DaemonError {
 
 impl std::error::Error for DaemonError {}
 
-/// The arena file of a partition in a brick's data directory.
-pub fn arena_path(dir: &Path, partition: maps::PartitionId) -> PathBuf {
-    dir.join(format!("partition-{:x}.arena", partition.0))
-}
+pub use crate::node::arena_path;
 
 /// Runs brick `id` of the cluster in `config_path` until `stop` is set.
 pub fn run(
@@ -81,7 +78,19 @@ pub fn run(
     let _ = std::fs::remove_file(&marker);
     let mut had_data = false;
     let mut partitions = BTreeMap::new();
-    for partition in maps.partitions_of(id) {
+    // The partitions of the initial maps, and any other this brick received
+    // by a copy before it stopped.
+    let mut wanted: std::collections::BTreeSet<maps::PartitionId> =
+        maps.partitions_of(id).into_iter().collect();
+    let entries = std::fs::read_dir(&dir).map_err(|e| DaemonError::DataDir(dir.clone(), e))?;
+    for entry in entries.flatten() {
+        if let Some(partition) = entry.file_name().to_str().and_then(partition_of_file_name) {
+            if maps.dp.rg_of(partition).is_some() {
+                wanted.insert(partition);
+            }
+        }
+    }
+    for partition in wanted {
         let path = arena_path(&dir, partition);
         had_data |= path.exists();
         let (store, report) = Partition::open(Backing::File(path.clone()), capacity)
@@ -101,6 +110,7 @@ pub fn run(
         partitions.insert(partition, store);
     }
     let t = &config.timeouts;
+    let r = &config.recovery;
     let node_config = NodeConfig {
         lease: Duration::from_millis(t.lease_ms),
         prepare_timeout: Duration::from_millis(t.prepare_ms),
@@ -108,6 +118,17 @@ pub fn run(
         outcome_retention: Duration::from_secs(60),
         incarnation: incarnation(),
         amnesiac: had_data && !clean,
+        restarted: had_data,
+        replicas: config.cluster.replicas as usize,
+        bricks: directory.keys().copied().collect(),
+        partition_capacity: capacity,
+        storage: Storage::Dir(dir.clone()),
+        recovery: RecoveryConfig {
+            heal_after: Duration::from_millis(r.heal_after_ms),
+            grace: Duration::from_millis(r.grace_ms),
+            copy_lease: Duration::from_millis(r.copy_lease_ms),
+            copy_rate: r.copy_rate_mb_s * 1024 * 1024,
+        },
     };
     if had_data && !clean {
         log::warn!(

@@ -31,3 +31,6 @@ const _: () = assert!(WAITING_READS_MAX <= PREPARED_MAX * 16);
 
 /// Probes one exclusion sends when connections to the target keep breaking.
 pub const PROBES_MAX: u32 = 4;
+
+/// Copies a brick receives at once.
+pub const INCOMING_COPIES_MAX: usize = 4;

@@ -46,6 +46,10 @@ use wire::{ErrorCode, ErrorReply, Reply, Request, TxId, TxState, Write};
 use crate::limits;
 use crate::store::{record_bytes, CompactStatus, Partition, StoreError};
 
+mod recovery;
+
+pub use recovery::{arena_path, partition_of_file_name, RecoveryConfig, Storage};
+
 /// A client connection, as the driver names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
@@ -85,9 +89,22 @@ pub struct NodeConfig {
     pub incarnation: u64,
     /// The brick restarted after a crash: it lost its transaction table, so
     /// it serves nothing in groups with other members (it waits to be
-    /// removed and recovered) and says "unknown", never "aborted", about
-    /// transactions it does not know.
+    /// removed and recovered).
     pub amnesiac: bool,
+    /// The brick held data when it started (after a crash or a clean
+    /// stop): it says "unknown", never "aborted", about transactions it
+    /// does not know, since it may have seen them before.
+    pub restarted: bool,
+    /// Members every replica group should have (`cluster.replicas`).
+    pub replicas: usize,
+    /// Every brick of the cluster: where a group short of members looks
+    /// for a new one.
+    pub bricks: Vec<BrickId>,
+    /// Bytes of a partition's arena.
+    pub partition_capacity: u64,
+    /// Where partitions received by a copy are kept.
+    pub storage: Storage,
+    pub recovery: RecoveryConfig,
 }
 
 impl NodeConfig {
@@ -170,6 +187,19 @@ enum PeerPending {
     PushMaps,
     /// Maps asked of a peer after this node stalled.
     FetchMaps,
+    Capacity {
+        rg: RgId,
+        peer: BrickId,
+    },
+    CopyBegin {
+        partition: PartitionId,
+        peer: BrickId,
+    },
+    CopyChunk {
+        partition: PartitionId,
+        peer: BrickId,
+    },
+    CopyAbort,
 }
 
 /// A membership change this node is driving as its group's leader.
@@ -253,6 +283,7 @@ pub struct Node {
     next_request_id: u64,
     transmits: VecDeque<Transmit>,
     counters: Counters,
+    recovery: recovery::Recovery,
 }
 
 impl Node {
@@ -271,7 +302,7 @@ impl Node {
                 tables.insert(marker[1..].to_vec());
             }
         }
-        Node {
+        let mut node = Node {
             id,
             config,
             maps,
@@ -297,7 +328,10 @@ impl Node {
             next_request_id: 1,
             transmits: VecDeque::new(),
             counters: Counters::default(),
-        }
+            recovery: recovery::Recovery::default(),
+        };
+        node.note_members(now);
+        node
     }
 
     pub fn id(&self) -> BrickId {
@@ -312,6 +346,22 @@ impl Node {
     /// is alone in.
     pub fn is_amnesiac(&self) -> bool {
         self.config.amnesiac
+    }
+
+    /// Whether the node's amnesia applies to `rg`: it restarted after a
+    /// crash and has not received the group's partition by a copy since.
+    pub fn is_amnesiac_in(&self, rg: RgId) -> bool {
+        self.amnesiac_in(rg)
+    }
+
+    /// Recovery copies this node sent that ended with the target joining.
+    pub fn copies_finished(&self) -> u64 {
+        self.recovery.counters.finished
+    }
+
+    /// Whether a recovery copy is under way to or from this node.
+    pub fn is_copying(&self) -> bool {
+        !self.recovery.out.is_empty() || !self.recovery.incoming.is_empty()
     }
 
     /// The partitions this node holds, for flushing at shutdown.
@@ -335,6 +385,9 @@ impl Node {
         }
         if let Some((at, _)) = self.outcome_expiry.front() {
             next = next.min(*at);
+        }
+        if let Some(at) = self.recovery_timeout() {
+            next = next.min(at);
         }
         Some(next)
     }
@@ -417,12 +470,14 @@ impl Node {
                 write,
                 participants,
             )),
-            Request::Commit { txid, partition: _ } => {
-                Some(self.decide(now, txid, TxState::Committed))
+            Request::Commit { txid, partition } => {
+                Some(self.decide(now, txid, partition, TxState::Committed))
             }
-            Request::Abort { txid, partition: _ } => Some(self.decide(now, txid, TxState::Aborted)),
-            Request::TxStatus { txid, partition: _ } => {
-                Some(Reply::TxState(self.status_for_peer(now, txid)))
+            Request::Abort { txid, partition } => {
+                Some(self.decide(now, txid, partition, TxState::Aborted))
+            }
+            Request::TxStatus { txid, partition } => {
+                Some(Reply::TxState(self.status_for_peer(now, txid, partition)))
             }
             Request::Exclude { rg, epoch, brick } => {
                 self.exclude(now, conn, request_id, rg, epoch, brick)
@@ -435,6 +490,21 @@ impl Node {
                 incarnation,
             } => Some(self.grant_lease(now, rg, epoch, from, incarnation)),
             Request::Stats => Some(Reply::Stats(self.stats())),
+            Request::Capacity => Some(self.capacity_reply()),
+            Request::CopyBegin {
+                rg,
+                epoch,
+                partition,
+                full,
+                maps,
+            } => Some(self.copy_begin(now, rg, epoch, partition, full, &maps)),
+            Request::CopyChunk {
+                partition,
+                offset,
+                bytes,
+                end,
+            } => Some(self.copy_chunk(now, partition, offset, &bytes, end)),
+            Request::CopyAbort { partition } => Some(self.copy_abort(partition)),
             Request::PartitionChecksum { partition } => {
                 Some(match self.partitions.get(&partition) {
                     Some(store) => {
@@ -558,7 +628,7 @@ impl Node {
     /// participant: it serves no group that has other members.
     fn amnesia_fence(&self, rg: RgId) -> Option<Reply> {
         let alone = self.maps.rg.get(rg).is_some_and(|e| e.bricks.len() == 1);
-        if self.config.amnesiac && !alone {
+        if self.amnesiac_in(rg) && !alone {
             return Some(error(
                 ErrorCode::Restarted,
                 format!(
@@ -700,6 +770,12 @@ impl Node {
                 "too many prepared transactions".to_string(),
             );
         }
+        if self.copy_holds_writes(partition) {
+            return error(
+                ErrorCode::Copying,
+                format!("{partition} is finishing a recovery copy; retry shortly"),
+            );
+        }
         let skey = store_key(table, key);
         let lock_key = (partition, skey);
         if let Some(holder) = self.locks.get(&lock_key) {
@@ -747,7 +823,13 @@ impl Node {
     /// A decision from the coordinator. Replies with the transaction's final
     /// state here, which differs from `decision` when this node decided
     /// first (as primary, after its timeout).
-    fn decide(&mut self, now: Instant, txid: TxId, decision: TxState) -> Reply {
+    fn decide(
+        &mut self,
+        now: Instant,
+        txid: TxId,
+        partition: PartitionId,
+        decision: TxState,
+    ) -> Reply {
         if self.prepared.contains_key(&txid) {
             self.finish(now, txid, decision);
             match decision {
@@ -759,8 +841,8 @@ impl Node {
         if let Some(state) = self.outcomes.get(&txid) {
             return Reply::TxState(*state);
         }
-        if self.config.amnesiac {
-            // Perhaps prepared before the crash: this brick cannot tell.
+        if self.forgot_transactions(partition) {
+            // Perhaps prepared before the restart: this brick cannot tell.
             return Reply::TxState(TxState::Unknown);
         }
         // Never prepared here: it can only end as aborted at this brick, and
@@ -770,14 +852,14 @@ impl Node {
     }
 
     /// What this node tells a peer that asks about `txid`.
-    fn status_for_peer(&mut self, now: Instant, txid: TxId) -> TxState {
+    fn status_for_peer(&mut self, now: Instant, txid: TxId, partition: PartitionId) -> TxState {
         if self.prepared.contains_key(&txid) {
             return TxState::Prepared;
         }
         if let Some(state) = self.outcomes.get(&txid) {
             return *state;
         }
-        if self.config.amnesiac {
+        if self.forgot_transactions(partition) {
             return TxState::Unknown;
         }
         self.remember(now, txid, TxState::Aborted);
@@ -787,10 +869,29 @@ impl Node {
     /// Applies the outcome of a prepared transaction, releases its lock and
     /// answers the reads that waited for it.
     fn finish(&mut self, now: Instant, txid: TxId, outcome: TxState) {
+        let partition = self.release(now, txid, Some(outcome));
+        self.remember(now, txid, outcome);
+        if self.recovery.out.contains_key(&partition) {
+            self.pump_copy(now, partition);
+        }
+    }
+
+    /// Drops a prepared transaction this node is no longer part of (its
+    /// group went on without it), without applying it or recording an
+    /// outcome.
+    fn forget_prepared(&mut self, now: Instant, txid: TxId) {
+        self.release(now, txid, None);
+    }
+
+    /// Removes a prepared transaction, applies it if `outcome` is a commit,
+    /// releases its lock and answers the reads that waited for it. Returns
+    /// its partition.
+    fn release(&mut self, now: Instant, txid: TxId, outcome: Option<TxState>) -> PartitionId {
         let tx = self
             .prepared
             .remove(&txid)
             .expect("finish of a prepared transaction");
+        let partition = tx.partition;
         let value_len = match &tx.write {
             Write::Put(value) => value.len(),
             Write::Remove => 0,
@@ -798,7 +899,7 @@ impl Node {
         if let Some(reserved) = self.reserved.get_mut(&tx.partition) {
             *reserved = reserved.saturating_sub(record_bytes(tx.store_key.len(), value_len));
         }
-        if outcome == TxState::Committed {
+        if outcome == Some(TxState::Committed) {
             let store = self
                 .partitions
                 .get_mut(&tx.partition)
@@ -845,7 +946,7 @@ impl Node {
                 self.reply(conn, request_id, reply.clone());
             }
         }
-        self.remember(now, txid, outcome);
+        partition
     }
 
     fn remember(&mut self, now: Instant, txid: TxId, state: TxState) {
@@ -899,7 +1000,7 @@ impl Node {
             return Some(Reply::Maps(self.maps.encode()));
         }
         if self.exclusion_leader(rg, brick) != Some(self.id)
-            || self.config.amnesiac
+            || self.amnesiac_in(rg)
             || now < self.stalled_until
         {
             return Some(error(
@@ -924,7 +1025,7 @@ impl Node {
     /// answers the probe is kept; without, it is removed regardless (it
     /// restarted and lost state).
     fn start_exclusion(&mut self, now: Instant, rg: RgId, brick: BrickId, probe: bool) {
-        if self.config.amnesiac || now < self.stalled_until {
+        if self.amnesiac_in(rg) || now < self.stalled_until {
             // A brick that lost its state after a crash decides nothing.
             return;
         }
@@ -1059,11 +1160,13 @@ impl Node {
         }
     }
 
-    /// After the maps changed: leases of old epochs are void.
-    fn maps_changed(&mut self, _now: Instant) {
+    /// After the maps changed: leases of old epochs are void, and copies
+    /// of groups that changed are abandoned.
+    fn maps_changed(&mut self, now: Instant) {
         let maps = &self.maps;
         self.held
             .retain(|rg, held| maps.rg.get(*rg).is_some_and(|e| e.epoch == held.epoch));
+        self.note_members(now);
     }
 
     fn grant_lease(
@@ -1074,10 +1177,8 @@ impl Node {
         from: BrickId,
         incarnation: u64,
     ) -> Reply {
-        if self.config.amnesiac {
-            if let Some(reply) = self.amnesia_fence(rg) {
-                return reply;
-            }
+        if let Some(reply) = self.amnesia_fence(rg) {
+            return reply;
         }
         let Some(entry) = self.maps.rg.get(rg) else {
             return error(
@@ -1186,12 +1287,21 @@ impl Node {
                 };
                 self.status_reply(now, txid, peer, state);
             }
-            PeerPending::PushMaps => {}
+            PeerPending::PushMaps | PeerPending::CopyAbort => {}
             PeerPending::FetchMaps => {
                 if let Reply::Maps(bytes) = reply {
                     self.push_maps(now, &bytes);
                 }
             }
+            PeerPending::Capacity { rg, peer } => {
+                let held = match reply {
+                    Reply::Capacity { held_bytes } => Some(held_bytes),
+                    _ => None,
+                };
+                self.capacity_answer(now, rg, peer, held);
+            }
+            PeerPending::CopyBegin { partition, .. } => self.copy_ready(now, partition, reply),
+            PeerPending::CopyChunk { partition, .. } => self.copy_acked(now, partition, reply),
         }
     }
 
@@ -1256,8 +1366,11 @@ impl Node {
             .filter(|(_, p)| match p {
                 PeerPending::Lease { peer: p, .. }
                 | PeerPending::Probe { peer: p, .. }
-                | PeerPending::TxStatus { peer: p, .. } => *p == peer,
-                PeerPending::PushMaps | PeerPending::FetchMaps => false,
+                | PeerPending::TxStatus { peer: p, .. }
+                | PeerPending::Capacity { peer: p, .. }
+                | PeerPending::CopyBegin { peer: p, .. }
+                | PeerPending::CopyChunk { peer: p, .. } => *p == peer,
+                PeerPending::PushMaps | PeerPending::FetchMaps | PeerPending::CopyAbort => false,
             })
             .map(|(id, _)| *id)
             .collect();
@@ -1266,6 +1379,13 @@ impl Node {
                 Some(PeerPending::TxStatus { txid, peer }) => {
                     self.status_reply(now, txid, peer, None)
                 }
+                Some(PeerPending::Capacity { rg, peer }) => {
+                    self.capacity_answer(now, rg, peer, None)
+                }
+                Some(
+                    PeerPending::CopyBegin { partition, .. }
+                    | PeerPending::CopyChunk { partition, .. },
+                ) => self.copy_peer_lost(partition),
                 Some(PeerPending::Probe { rg, peer }) => {
                     // A broken connection is not an unanswered probe: ask
                     // again on a new one while there is time.
@@ -1294,13 +1414,15 @@ impl Node {
             self.outcome_expiry.pop_front();
             self.outcomes.remove(&txid);
         }
-        if now >= self.next_renewal {
+        let tick = now >= self.next_renewal;
+        if tick {
             self.next_renewal = now + self.config.renew_interval();
             self.renew_leases(now);
             self.watch_peers(now);
         }
         self.advance_exclusions(now);
         self.resolve_transactions(now);
+        self.heal_tick(now, tick);
     }
 
     fn member_groups(&self) -> Vec<(RgId, u64, Vec<BrickId>)> {
@@ -1365,6 +1487,12 @@ impl Node {
         for heard in self.last_heard.values_mut() {
             *heard = now;
         }
+        // What this node saw before the stall is stale: a removal it was
+        // driving starts over if the peer is still silent.
+        let driving: Vec<(RgId, BrickId)> = self.exclusions.keys().copied().collect();
+        for (rg, brick) in driving {
+            self.cancel_exclusion(rg, brick, "this brick stalled while removing it");
+        }
         let me = self.id;
         for brick in self.maps.bricks().into_iter().filter(|b| *b != me) {
             self.send_peer(brick, Request::GetMaps, PeerPending::FetchMaps);
@@ -1389,10 +1517,10 @@ impl Node {
             }
             return;
         }
-        if self.config.amnesiac {
-            return;
-        }
         for (rg, _, bricks) in self.member_groups() {
+            if self.amnesiac_in(rg) {
+                continue;
+            }
             let me = self.id;
             for peer in bricks.iter().copied().filter(|b| *b != me) {
                 let heard = self.last_heard.get(&(rg, peer)).copied().unwrap_or(now);
@@ -1536,6 +1664,7 @@ impl Node {
             ("prepared".to_string(), self.prepared.len() as u64),
             ("tables".to_string(), self.tables.len() as u64),
         ];
+        self.recovery_stats(&mut out);
         for (id, partition) in &self.partitions {
             let s = partition.stats();
             let p = id.0;

@@ -354,6 +354,9 @@ pub struct Partition {
     index: Index,
     /// Sum of the sizes of the records the index points at.
     live_bytes: u64,
+    /// Wrapping sum of [`record_digest`] over the records the index points
+    /// at: the partition's digest, kept current by every write.
+    digest_sum: u64,
     compaction: Option<Compaction>,
     paused: bool,
     compactions: u64,
@@ -399,6 +402,7 @@ impl Partition {
             locations,
             index: Index::new(locations.bits()),
             live_bytes: 0,
+            digest_sum: 0,
             compaction: None,
             paused: false,
             compactions: 0,
@@ -453,7 +457,9 @@ impl Partition {
         }
         let probe = self.index.find(hash, |l| arenas.key(l) == record.key);
         if let Probe::Found(pos) = probe {
-            self.live_bytes -= arenas.record(self.index.location(pos)).bytes.len() as u64;
+            let old = arenas.record(self.index.location(pos));
+            self.live_bytes -= old.bytes.len() as u64;
+            self.digest_sum = self.digest_sum.wrapping_sub(record_digest(&old));
         }
         match (record.live, probe) {
             (true, Probe::Found(pos)) => self
@@ -470,6 +476,7 @@ impl Partition {
         }
         if record.live {
             self.live_bytes += len;
+            self.digest_sum = self.digest_sum.wrapping_add(record_digest(&record));
         }
     }
 
@@ -500,18 +507,25 @@ impl Partition {
         let arenas = Arenas::new(&self.main, &self.compaction);
         self.index.reserve_one(|l| arenas.hash(l));
         let probe = self.index.find(hash, |l| arenas.key(l) == key);
-        let old_len = match probe {
-            Probe::Found(pos) => arenas.record(self.index.location(pos)).bytes.len() as u64,
-            Probe::Vacant(_) => 0,
+        let (old_len, old_digest) = match probe {
+            Probe::Found(pos) => {
+                let old = arenas.record(self.index.location(pos));
+                (old.bytes.len() as u64, record_digest(&old))
+            }
+            Probe::Vacant(_) => (0, 0),
         };
-        let new_location = self
-            .locations
-            .at(self.main.parity(), self.main.append(true, key, value));
+        let offset = self.main.append(true, key, value);
+        let new_digest = record_digest(&self.main.record(offset));
+        let new_location = self.locations.at(self.main.parity(), offset);
         match probe {
             Probe::Found(pos) => self.index.replace(pos, new_location),
             Probe::Vacant(pos) => self.index.insert(pos, hash, new_location),
         }
         self.live_bytes = self.live_bytes - old_len + needed;
+        self.digest_sum = self
+            .digest_sum
+            .wrapping_sub(old_digest)
+            .wrapping_add(new_digest);
         Ok(())
     }
 
@@ -535,11 +549,13 @@ impl Partition {
             return Ok(true);
         }
         let arenas = Arenas::new(&self.main, &self.compaction);
-        let old_len = arenas.record(self.index.location(pos)).bytes.len() as u64;
+        let old = arenas.record(self.index.location(pos));
+        let (old_len, old_digest) = (old.bytes.len() as u64, record_digest(&old));
         self.main.append(false, key, &[]);
         let arenas = Arenas::new(&self.main, &self.compaction);
         self.index.remove(pos, |l| arenas.hash(l));
         self.live_bytes -= old_len;
+        self.digest_sum = self.digest_sum.wrapping_sub(old_digest);
         Ok(true)
     }
 
@@ -760,11 +776,12 @@ impl Partition {
             "finish the running compaction first"
         );
         let mut next = self.main.create_next(self.main.generation + 1)?;
-        let mut skipped_bytes = 0;
+        let (mut skipped_bytes, mut skipped_digest) = (0, 0);
         for (pos, l) in self.index.iter() {
             let record = self.main.record(self.locations.offset(l));
             if Some(pos) == skip {
                 skipped_bytes = record.bytes.len() as u64;
+                skipped_digest = record_digest(&record);
             } else {
                 next.append_copy(record.bytes);
             }
@@ -788,6 +805,7 @@ impl Partition {
             let arenas = Arenas::new(&self.main, &self.compaction);
             self.index.remove(pos, |l| arenas.hash(l));
             self.live_bytes -= skipped_bytes;
+            self.digest_sum = self.digest_sum.wrapping_sub(skipped_digest);
         }
         self.compactions += 1;
         self.retry_at_end = None;
@@ -814,14 +832,84 @@ impl Partition {
     /// counts), folded to 32 bits; and the number of keys. Replicas with the
     /// same data agree.
     pub fn checksum(&self) -> (u32, u64) {
-        let arenas = Arenas::new(&self.main, &self.compaction);
-        let mut sum = 0u64;
-        for (_, l) in self.index.iter() {
-            let record = arenas.record(l);
-            let key_and_value = &record.bytes[RECORD_HEADER_BYTES as usize..];
-            sum = sum.wrapping_add(xxh3_64_with_seed(key_and_value, record.key.len() as u64));
-        }
+        let sum = self.digest_sum;
         ((sum ^ (sum >> 32)) as u32, self.index.len() as u64)
+    }
+
+    /// The full 64-bit digest behind [`Partition::checksum`] and the number
+    /// of keys, kept current by every write (no scan): what a recovery copy
+    /// is verified against, and what tells a returning replica whether the
+    /// data it kept is current.
+    pub fn digest(&self) -> (u64, u64) {
+        (self.digest_sum, self.index.len() as u64)
+    }
+
+    /// Up to about `max_bytes` of the arena from `offset`, in whole records
+    /// (at least one record, whatever its size, when any is left): a chunk
+    /// of a recovery copy. `offset` must be `HEADER_BYTES` or the end of an
+    /// earlier chunk of the same [`Partition::generation`].
+    pub fn chunk(&self, offset: u64, max_bytes: usize) -> &[u8] {
+        let end = self.main.end;
+        assert!(
+            (HEADER_BYTES..=end).contains(&offset),
+            "chunk offset {offset} outside the arena's records"
+        );
+        let mut to = offset;
+        while to < end {
+            let len = self.main.record(to).bytes.len() as u64;
+            if to > offset && to + len - offset > max_bytes as u64 {
+                break;
+            }
+            to += len;
+        }
+        &self.main.bytes()[offset as usize..to as usize]
+    }
+
+    /// Appends a chunk of another arena's records (from
+    /// [`Partition::chunk`]) at `offset`, which must be this arena's end:
+    /// the receiving side of a recovery copy. Every record's crc is checked
+    /// before anything is written, so a corrupt or cut chunk changes nothing
+    /// and is refused with [`StoreError::Corrupt`]. Background compaction
+    /// must be paused while a copy is received.
+    pub fn append_chunk(&mut self, offset: u64, chunk: &[u8]) -> Result<(), StoreError> {
+        if offset != self.main.end {
+            return Err(StoreError::Corrupt {
+                offset,
+                reason: "a copy chunk does not start at the arena's end",
+            });
+        }
+        if chunk.len() as u64 > self.main.tail_free() {
+            return Err(StoreError::Full {
+                needed: chunk.len() as u64,
+                free: self.main.tail_free(),
+            });
+        }
+        let mut at = 0u64;
+        while at < chunk.len() as u64 {
+            match record::parse(chunk, at) {
+                Parsed::Record { len, .. } => at += len,
+                Parsed::End => {
+                    return Err(StoreError::Corrupt {
+                        offset: offset + at,
+                        reason: "a copy chunk holds zero bytes where a record should be",
+                    })
+                }
+                Parsed::Invalid(reason) => {
+                    return Err(StoreError::Corrupt {
+                        offset: offset + at,
+                        reason,
+                    })
+                }
+            }
+        }
+        let mut at = 0usize;
+        while at < chunk.len() {
+            let len = record::view(chunk, at as u64).bytes.len();
+            let written = self.main.append_copy(&chunk[at..at + len]);
+            self.replay(written);
+            at += len;
+        }
+        Ok(())
     }
 
     /// Every key that starts with `prefix`, sorted. Visits every key.
@@ -875,6 +963,10 @@ impl Partition {
             live_bytes += record.bytes.len() as u64;
         }
         assert_eq!(live_bytes, self.live_bytes, "live byte count");
+        let digest = self.index.iter().fold(0u64, |sum, (_, l)| {
+            sum.wrapping_add(record_digest(&arenas.record(l)))
+        });
+        assert_eq!(digest, self.digest_sum, "running digest");
         self.check_invariants_cheap();
     }
 
@@ -898,6 +990,13 @@ impl Drop for Partition {
             c.next.discard();
         }
     }
+}
+
+/// One record's share of the partition digest: xxh3 of its key and value,
+/// seeded with the key length so that the key/value split counts.
+fn record_digest(record: &Record<'_>) -> u64 {
+    let key_and_value = &record.bytes[RECORD_HEADER_BYTES as usize..];
+    xxh3_64_with_seed(key_and_value, record.key.len() as u64)
 }
 
 fn check_capacity(capacity_bytes: u64) -> Result<(), StoreError> {

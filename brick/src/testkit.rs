@@ -68,6 +68,10 @@ pub struct ClusterSpec {
     pub lease_ms: u64,
     pub probe_ms: u64,
     pub retries_max: u32,
+    pub heal_after_ms: u64,
+    pub grace_ms: u64,
+    pub copy_lease_ms: u64,
+    pub copy_rate_mb_s: u64,
 }
 
 impl Default for ClusterSpec {
@@ -82,6 +86,10 @@ impl Default for ClusterSpec {
             lease_ms: 600,
             probe_ms: 200,
             retries_max: 12,
+            heal_after_ms: 30_000,
+            grace_ms: 10_000,
+            copy_lease_ms: 1000,
+            copy_rate_mb_s: 0,
         }
     }
 }
@@ -193,6 +201,12 @@ impl TestCluster {
             toml,
             "[timeouts]\nrequest_ms = {}\nprepare_ms = {}\nlease_ms = {}\nprobe_ms = {}\nretries_max = {}\n",
             spec.request_ms, spec.prepare_ms, spec.lease_ms, spec.probe_ms, spec.retries_max
+        )
+        .unwrap();
+        writeln!(
+            toml,
+            "[recovery]\nheal_after_ms = {}\ngrace_ms = {}\ncopy_lease_ms = {}\ncopy_rate_mb_s = {}\n",
+            spec.heal_after_ms, spec.grace_ms, spec.copy_lease_ms, spec.copy_rate_mb_s
         )
         .unwrap();
         let mut addrs = Vec::new();

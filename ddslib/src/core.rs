@@ -581,7 +581,8 @@ impl Core {
             ErrorCode::LockConflict
             | ErrorCode::Busy
             | ErrorCode::Refused
-            | ErrorCode::Restarted => Next::Retry,
+            | ErrorCode::Restarted
+            | ErrorCode::Copying => Next::Retry,
             ErrorCode::PartitionFull => Next::Fail(DdsError::PartitionFull(e.message.clone())),
             ErrorCode::TableNotFound => Next::Fail(DdsError::TableNotFound(e.message.clone())),
             ErrorCode::TableExists => Next::Fail(DdsError::TableExists(e.message.clone())),

@@ -43,8 +43,8 @@ use serde::Deserialize;
 use crate::dp::DpMap;
 use crate::ids::{BrickId, RgId};
 use crate::limits::{
-    BRICKS_MAX, CONFIG_SIZE_MAX, PARTITIONS_MAX, PARTITION_CAPACITY_MB_MAX, REPLICAS_MAX,
-    RETRIES_MAX, TIMEOUT_MS_MAX,
+    BRICKS_MAX, CONFIG_SIZE_MAX, COPY_RATE_MB_S_MAX, PARTITIONS_MAX, PARTITION_CAPACITY_MB_MAX,
+    REPLICAS_MAX, RETRIES_MAX, TIMEOUT_MS_MAX,
 };
 use crate::maps::Maps;
 use crate::rg::{RgEntry, RgMap};
@@ -56,6 +56,8 @@ pub struct ClusterConfig {
     pub cluster: ClusterSettings,
     /// The `[timeouts]` section.
     pub timeouts: Timeouts,
+    /// The `[recovery]` section.
+    pub recovery: Recovery,
     /// The `[[brick]]` sections, in file order.
     pub bricks: Vec<BrickConfig>,
 }
@@ -125,6 +127,40 @@ impl Default for Timeouts {
     }
 }
 
+/// The `[recovery]` section: how replica groups that lost a brick get
+/// their replication degree back. Times in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Recovery {
+    /// How long a group may run short of `replicas` before its partitions
+    /// are copied to another live brick (the one holding the fewest bytes).
+    /// Until then only the brick that left may come back. Default 30000.
+    pub heal_after_ms: u64,
+    /// A brick that comes back within this time of leaving offers the data
+    /// it kept; if its digest equals the live replica's, it rejoins without
+    /// a copy. Later, or with a different digest, it copies in full; 0
+    /// always copies. Default 10000.
+    pub grace_ms: u64,
+    /// The longest a copy may hold a partition's writes for its last
+    /// stretch; past it the copy is abandoned and writes resume. Default
+    /// 1000.
+    pub copy_lease_ms: u64,
+    /// A cap on a copy's rate in MiB/s, so a copy does not starve the
+    /// brick's clients; 0 means no cap. Default 0.
+    pub copy_rate_mb_s: u64,
+}
+
+impl Default for Recovery {
+    fn default() -> Recovery {
+        Recovery {
+            heal_after_ms: 30_000,
+            grace_ms: 10_000,
+            copy_lease_ms: 1000,
+            copy_rate_mb_s: 0,
+        }
+    }
+}
+
 /// One `[[brick]]` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrickConfig {
@@ -153,6 +189,8 @@ struct RawConfig {
     cluster: ClusterSettings,
     #[serde(default)]
     timeouts: Timeouts,
+    #[serde(default)]
+    recovery: Recovery,
     #[serde(default)]
     brick: Vec<RawBrick>,
 }
@@ -275,6 +313,7 @@ impl ClusterConfig {
         let config = ClusterConfig {
             cluster: raw.cluster,
             timeouts: raw.timeouts,
+            recovery: raw.recovery,
             bricks,
         };
         config.validate()?;
@@ -322,6 +361,7 @@ impl ClusterConfig {
                 ..ClusterSettings::default()
             },
             timeouts: Timeouts::default(),
+            recovery: Recovery::default(),
             bricks: (1..=bricks)
                 .map(|id| BrickConfig {
                     id: BrickId(id),
@@ -370,6 +410,28 @@ impl ClusterConfig {
             ("timeouts.probe_ms", t.probe_ms),
         ] {
             check_range(field, value, TIMEOUT_MS_MAX)?;
+        }
+        let r = &self.recovery;
+        for (field, value) in [
+            ("recovery.heal_after_ms", r.heal_after_ms),
+            ("recovery.copy_lease_ms", r.copy_lease_ms),
+        ] {
+            check_range(field, value, TIMEOUT_MS_MAX)?;
+        }
+        if r.grace_ms > TIMEOUT_MS_MAX {
+            return Err(ConfigError::invalid(
+                "recovery.grace_ms",
+                format!("{} is more than the {TIMEOUT_MS_MAX} allowed", r.grace_ms),
+            ));
+        }
+        if r.copy_rate_mb_s > COPY_RATE_MB_S_MAX {
+            return Err(ConfigError::invalid(
+                "recovery.copy_rate_mb_s",
+                format!(
+                    "{} is more than the {COPY_RATE_MB_S_MAX} allowed; 0 means no cap",
+                    r.copy_rate_mb_s
+                ),
+            ));
         }
         if t.retries_max > RETRIES_MAX {
             return Err(ConfigError::invalid(

@@ -76,3 +76,6 @@ const _: () = assert!(RGS_MAX >= PARTITIONS_MAX);
 const _: () = assert!(REPLICAS_MAX <= BRICKS_MAX);
 // A uniform map of PARTITIONS_MAX leaves must fit under DEPTH_MAX.
 const _: () = assert!(PARTITIONS_MAX.trailing_zeros() < DEPTH_MAX);
+
+/// The largest copy rate cap, in MiB/s (`recovery.copy_rate_mb_s`).
+pub const COPY_RATE_MB_S_MAX: u64 = 1 << 20;

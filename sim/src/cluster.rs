@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use brick::node::{ConnId, Node, NodeConfig, Transmit};
+use brick::node::{ConnId, Node, NodeConfig, RecoveryConfig, Storage, Transmit};
 use brick::store::{Backing, Partition};
 use ddslib::core::{Core, CoreConfig, Op, OpId, Output};
 use ddslib::DdsError;
@@ -103,7 +103,7 @@ impl SimConfig {
 }
 
 /// Timing used in the simulation, in the same proportions as cluster.toml.
-fn node_config(incarnation: u64, amnesiac: bool) -> NodeConfig {
+fn node_config(incarnation: u64, amnesiac: bool, bricks: u32, replicas: u32) -> NodeConfig {
     NodeConfig {
         lease: Duration::from_millis(600),
         prepare_timeout: Duration::from_millis(600),
@@ -111,6 +111,17 @@ fn node_config(incarnation: u64, amnesiac: bool) -> NodeConfig {
         outcome_retention: Duration::from_secs(30),
         incarnation,
         amnesiac,
+        restarted: incarnation > 1,
+        replicas: replicas as usize,
+        bricks: (1..=bricks).map(BrickId).collect(),
+        partition_capacity: PARTITION_CAPACITY,
+        storage: Storage::Anonymous,
+        recovery: RecoveryConfig {
+            heal_after: Duration::from_secs(3),
+            grace: Duration::from_secs(1),
+            copy_lease: Duration::from_millis(300),
+            copy_rate: 0,
+        },
     }
 }
 
@@ -231,6 +242,8 @@ pub struct RunStats {
     pub spikes: u64,
     pub unknown_outcomes: u64,
     pub failed_ops: u64,
+    /// Recovery copies that ended with a brick joining its group.
+    pub copies: u64,
 }
 
 /// One simulated cluster.
@@ -350,7 +363,10 @@ impl Sim {
         now: Instant,
     ) -> Node {
         let mut partitions = BTreeMap::new();
-        for partition in maps.partitions_of(id) {
+        let mut held: std::collections::BTreeSet<PartitionId> =
+            maps.partitions_of(id).into_iter().collect();
+        held.extend(saved.keys().copied());
+        for partition in held {
             let store = match saved.get(&partition) {
                 Some(bytes) => {
                     Partition::reopen_anonymous(bytes, PARTITION_CAPACITY).map(|(p, _)| p)
@@ -361,7 +377,16 @@ impl Sim {
         }
         Node::new(
             id,
-            node_config(incarnation, incarnation > 1),
+            node_config(
+                incarnation,
+                incarnation > 1,
+                maps.bricks().len() as u32,
+                maps.rg
+                    .iter()
+                    .map(|(_, e)| e.bricks.len())
+                    .max()
+                    .unwrap_or(1) as u32,
+            ),
             maps.clone(),
             partitions,
             now,
@@ -948,20 +973,28 @@ impl Sim {
             // A brick restarted after a crash must have been removed from
             // every group it shares before the run counts as quiet.
             let amnesiac_member = self.bricks.iter().any(|b| {
-                b.node.as_ref().is_some_and(|n| n.is_amnesiac())
-                    && self
-                        .truth
-                        .values()
-                        .any(|(_, members)| members.len() > 1 && members.contains(&b.id))
+                b.node.as_ref().is_some_and(|n| {
+                    self.truth.iter().any(|(rg, (_, members))| {
+                        members.len() > 1 && members.contains(&b.id) && n.is_amnesiac_in(*rg)
+                    })
+                })
             });
+            // Every group is back to its full degree: the bricks that
+            // crashed rejoined by a copy.
+            let healed = self
+                .truth
+                .values()
+                .all(|(_, members)| members.len() == self.config.replicas as usize);
             let quiet = !amnesiac_member
+                && healed
                 && self.pause_until.is_none()
                 && self.crashed_until.is_none()
                 && self.network.is_empty()
-                && self
-                    .bricks
-                    .iter()
-                    .all(|b| b.node.as_ref().is_none_or(|n| n.is_quiet()));
+                && self.bricks.iter().all(|b| {
+                    b.node
+                        .as_ref()
+                        .is_none_or(|n| n.is_quiet() && !n.is_copying())
+                });
             if quiet || !self.step() {
                 break;
             }
@@ -978,6 +1011,26 @@ impl Sim {
     fn check(mut self) -> Result<RunStats, Violation> {
         if let Some(v) = self.violations.first() {
             return Err(self.fail(v.clone()));
+        }
+        for i in 0..self.bricks.len() {
+            self.observe_maps(i);
+        }
+        self.stats.copies = self
+            .bricks
+            .iter()
+            .filter_map(|b| b.node.as_ref())
+            .map(|n| n.copies_finished())
+            .sum();
+        if let Some((rg, (epoch, members))) = self
+            .truth
+            .iter()
+            .find(|(_, (_, members))| members.len() != self.config.replicas as usize)
+        {
+            return Err(self.fail(format!(
+                "{rg} has {} members at epoch {epoch} once quiet, not {}: {members:?}",
+                members.len(),
+                self.config.replicas
+            )));
         }
         let history = self.history.finish();
         let report = crate::linearizability::check(&history);
@@ -998,7 +1051,7 @@ impl Sim {
                 if let Some(node) = brick
                     .node
                     .as_ref()
-                    .filter(|n| !n.is_amnesiac() || members.len() == 1)
+                    .filter(|n| !n.is_amnesiac_in(rg) || members.len() == 1)
                 {
                     if let Some((_, store)) = node.partitions().find(|(p, _)| **p == leaf) {
                         sums.push((*member, store.checksum()));

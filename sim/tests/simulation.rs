@@ -28,6 +28,7 @@ fn seeds_hold_every_invariant() {
     let mut mix: BTreeMap<String, u64> = BTreeMap::new();
     let (mut ops, mut crashes, mut pauses, mut breaks, mut spikes, mut unknown, mut failed) =
         (0, 0, 0, 0, 0, 0, 0);
+    let mut copies = 0;
     let mut violations = Vec::new();
     for &seed in &seeds {
         let config = SimConfig::random(seed);
@@ -41,6 +42,7 @@ fn seeds_hold_every_invariant() {
                 spikes += stats.spikes;
                 unknown += stats.unknown_outcomes;
                 failed += stats.failed_ops;
+                copies += stats.copies;
             }
             Err(v) => {
                 eprintln!("{v}");
@@ -52,7 +54,7 @@ fn seeds_hold_every_invariant() {
         }
     }
     println!(
-        "simulation: {} seeds, {ops} operations; faults injected: {crashes} crashes, {pauses} pauses, {breaks} connection breaks, {spikes} delay spikes; {unknown} outcomes unknown, {failed} operations failed; {} violations",
+        "simulation: {} seeds, {ops} operations; faults injected: {crashes} crashes, {pauses} pauses, {breaks} connection breaks, {spikes} delay spikes; {unknown} outcomes unknown, {failed} operations failed; {copies} recovery copies; {} violations",
         seeds.len(),
         violations.len()
     );

@@ -22,11 +22,11 @@ use byteorder::{ByteOrder, LittleEndian};
 use maps::{BrickId, PartitionId, RgId};
 
 use crate::limits::{
-    ERROR_MESSAGE_SIZE_MAX, KEY_SIZE_MAX, MAPS_SIZE_MAX, PARTICIPANTS_MAX, STATS_ENTRIES_MAX,
-    STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
+    COPY_CHUNK_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, KEY_SIZE_MAX, MAPS_SIZE_MAX, PARTICIPANTS_MAX,
+    STATS_ENTRIES_MAX, STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
 };
 use crate::message::{
-    kind, kind_name, ErrorCode, ErrorReply, Message, Reply, Request, TxId, TxState, Write,
+    kind, kind_name, Digest, ErrorCode, ErrorReply, Message, Reply, Request, TxId, TxState, Write,
 };
 
 /// What was wrong with a field of a body.
@@ -196,6 +196,7 @@ fn error_code_from_tag(tag: u8) -> Option<ErrorCode> {
         11 => ErrorCode::UnknownTransaction,
         12 => ErrorCode::Internal,
         13 => ErrorCode::Restarted,
+        14 => ErrorCode::Copying,
         _ => return None,
     })
 }
@@ -232,13 +233,32 @@ fn bytes_len(bytes: &[u8]) -> usize {
     4 + bytes.len()
 }
 
+fn put_digest(out: &mut Vec<u8>, digest: &Option<Digest>) {
+    match digest {
+        None => put_u8(out, OPTION_NONE),
+        Some(d) => {
+            put_u8(out, OPTION_SOME);
+            put_u64(out, d.sum);
+            put_u64(out, d.keys);
+        }
+    }
+}
+
+fn digest_len(digest: &Option<Digest>) -> usize {
+    if digest.is_some() {
+        17
+    } else {
+        1
+    }
+}
+
 impl Request {
     /// Appends the body of this request to `out`. Nothing is allocated but
     /// the growth of `out`; lengths over the limits are encoded as they are
     /// (see [`Request::check_limits`]).
     pub fn encode_body(&self, out: &mut Vec<u8>) {
         match self {
-            Request::Ping | Request::GetMaps | Request::Stats => {}
+            Request::Ping | Request::GetMaps | Request::Stats | Request::Capacity => {}
             Request::CreateTable { name } | Request::DestroyTable { name } => put_bytes(out, name),
             Request::Get {
                 partition,
@@ -300,7 +320,33 @@ impl Request {
                 put_u32(out, from.0);
                 put_u64(out, *incarnation);
             }
-            Request::PartitionChecksum { partition } => put_u64(out, partition.0),
+            Request::PartitionChecksum { partition } | Request::CopyAbort { partition } => {
+                put_u64(out, partition.0)
+            }
+            Request::CopyBegin {
+                rg,
+                epoch,
+                partition,
+                full,
+                maps,
+            } => {
+                put_u32(out, rg.0);
+                put_u64(out, *epoch);
+                put_u64(out, partition.0);
+                put_u8(out, u8::from(*full));
+                put_bytes(out, maps);
+            }
+            Request::CopyChunk {
+                partition,
+                offset,
+                bytes,
+                end,
+            } => {
+                put_u64(out, partition.0);
+                put_u64(out, *offset);
+                put_bytes(out, bytes);
+                put_digest(out, end);
+            }
         }
     }
 
@@ -308,7 +354,7 @@ impl Request {
     /// caller can reserve once.
     pub fn body_len(&self) -> usize {
         match self {
-            Request::Ping | Request::GetMaps | Request::Stats => 0,
+            Request::Ping | Request::GetMaps | Request::Stats | Request::Capacity => 0,
             Request::CreateTable { name } | Request::DestroyTable { name } => bytes_len(name),
             Request::Get { table, key, .. } => 8 + 4 + bytes_len(table) + bytes_len(key),
             Request::Prepare {
@@ -334,7 +380,9 @@ impl Request {
             Request::Exclude { .. } => 16,
             Request::LeaseRenew { .. } => 24,
             Request::PushMaps { maps } => bytes_len(maps),
-            Request::PartitionChecksum { .. } => 8,
+            Request::PartitionChecksum { .. } | Request::CopyAbort { .. } => 8,
+            Request::CopyBegin { maps, .. } => 4 + 8 + 8 + 1 + bytes_len(maps),
+            Request::CopyChunk { bytes, end, .. } => 8 + 8 + bytes_len(bytes) + digest_len(end),
         }
     }
 
@@ -352,7 +400,15 @@ impl Request {
             | Request::TxStatus { .. }
             | Request::Exclude { .. }
             | Request::LeaseRenew { .. }
-            | Request::PartitionChecksum { .. } => Ok(()),
+            | Request::PartitionChecksum { .. }
+            | Request::CopyAbort { .. }
+            | Request::Capacity => Ok(()),
+            Request::CopyBegin { maps, .. } => {
+                check_bytes("CopyBegin.maps", maps.len(), MAPS_SIZE_MAX)
+            }
+            Request::CopyChunk { bytes, .. } => {
+                check_bytes("CopyChunk.bytes", bytes.len(), COPY_CHUNK_SIZE_MAX)
+            }
             Request::CreateTable { name } => {
                 check_bytes("CreateTable.name", name.len(), TABLE_NAME_SIZE_MAX)
             }
@@ -404,6 +460,9 @@ impl Reply {
                 put_u32(out, *crc);
                 put_u64(out, *keys);
             }
+            Reply::CopyReady { local } => put_digest(out, local),
+            Reply::CopyAck { end } => put_u64(out, *end),
+            Reply::Capacity { held_bytes } => put_u64(out, *held_bytes),
             Reply::Error(error) => {
                 put_u8(out, error.code as u8);
                 put_bytes(out, error.message.as_bytes());
@@ -433,6 +492,8 @@ impl Reply {
                     .sum::<usize>()
             }
             Reply::Checksum { .. } => 12,
+            Reply::CopyReady { local } => digest_len(local),
+            Reply::CopyAck { .. } | Reply::Capacity { .. } => 8,
             Reply::Error(error) => {
                 let maps_len = match &error.maps {
                     None => 1,
@@ -453,7 +514,10 @@ impl Reply {
             | Reply::Voted
             | Reply::TxState(_)
             | Reply::Lease { .. }
-            | Reply::Checksum { .. } => Ok(()),
+            | Reply::Checksum { .. }
+            | Reply::CopyReady { .. }
+            | Reply::CopyAck { .. }
+            | Reply::Capacity { .. } => Ok(()),
             Reply::Value(value) => check_bytes("Value.value", value.len(), VALUE_SIZE_MAX),
             Reply::Maps(maps) => check_bytes("Maps.maps", maps.len(), MAPS_SIZE_MAX),
             Reply::Stats(entries) => {
@@ -578,6 +642,23 @@ impl Message {
                 incarnation: r.u64("LeaseRenew.incarnation")?,
             }),
             kind::STATS => Message::Request(Request::Stats),
+            kind::CAPACITY => Message::Request(Request::Capacity),
+            kind::COPY_BEGIN => Message::Request(Request::CopyBegin {
+                rg: RgId(r.u32("CopyBegin.rg")?),
+                epoch: r.u64("CopyBegin.epoch")?,
+                partition: PartitionId(r.u64("CopyBegin.partition")?),
+                full: r.bool("CopyBegin.full")?,
+                maps: r.bytes("CopyBegin.maps", MAPS_SIZE_MAX)?,
+            }),
+            kind::COPY_CHUNK => Message::Request(Request::CopyChunk {
+                partition: PartitionId(r.u64("CopyChunk.partition")?),
+                offset: r.u64("CopyChunk.offset")?,
+                bytes: r.bytes("CopyChunk.bytes", COPY_CHUNK_SIZE_MAX)?,
+                end: r.digest("CopyChunk.end")?,
+            }),
+            kind::COPY_ABORT => Message::Request(Request::CopyAbort {
+                partition: PartitionId(r.u64("CopyAbort.partition")?),
+            }),
             kind::PARTITION_CHECKSUM => Message::Request(Request::PartitionChecksum {
                 partition: PartitionId(r.u64("PartitionChecksum.partition")?),
             }),
@@ -611,6 +692,15 @@ impl Message {
             kind::CHECKSUM => Message::Reply(Reply::Checksum {
                 crc: r.u32("Checksum.crc")?,
                 keys: r.u64("Checksum.keys")?,
+            }),
+            kind::COPY_READY => Message::Reply(Reply::CopyReady {
+                local: r.digest("CopyReady.local")?,
+            }),
+            kind::COPY_ACK => Message::Reply(Reply::CopyAck {
+                end: r.u64("CopyAck.end")?,
+            }),
+            kind::CAPACITY_REPLY => Message::Reply(Reply::Capacity {
+                held_bytes: r.u64("CapacityReply.held_bytes")?,
             }),
             kind::ERROR => {
                 let tag = r.u8("Error.code")?;
@@ -671,6 +761,25 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(field, 1)?[0])
+    }
+
+    fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            tag => Err(self.error(field, DecodeProblem::UnknownTag(tag))),
+        }
+    }
+
+    fn digest(&mut self, field: &'static str) -> Result<Option<Digest>, DecodeError> {
+        match self.u8(field)? {
+            OPTION_NONE => Ok(None),
+            OPTION_SOME => Ok(Some(Digest {
+                sum: self.u64(field)?,
+                keys: self.u64(field)?,
+            })),
+            tag => Err(self.error(field, DecodeProblem::UnknownTag(tag))),
+        }
     }
 
     fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {

@@ -109,6 +109,44 @@ pub enum Request {
     PartitionChecksum {
         partition: PartitionId,
     },
+    /// A replica of `rg` (the source) tells a brick it is about to copy
+    /// `partition` to it, ahead of adding it to the group at a new epoch.
+    /// `maps` are the source's maps. With `full` false the receiver may keep
+    /// data it already holds and answers with its digest, so the source can
+    /// skip the copy if the data is current. Answered by `CopyReady`.
+    CopyBegin {
+        rg: RgId,
+        epoch: u64,
+        partition: PartitionId,
+        full: bool,
+        maps: Vec<u8>,
+    },
+    /// The next stretch of the source's arena: records from `offset`, whole
+    /// ones, at most `COPY_CHUNK_SIZE_MAX` bytes. `end` is set on the last
+    /// chunk, sent while the source holds the partition's write lease, with
+    /// the digest the copy must have. Answered by `CopyAck`.
+    CopyChunk {
+        partition: PartitionId,
+        offset: u64,
+        bytes: Vec<u8>,
+        end: Option<Digest>,
+    },
+    /// The source gave up on a copy: the receiver drops what it received.
+    CopyAbort {
+        partition: PartitionId,
+    },
+    /// How many bytes of arenas the brick holds: what the leader of a group
+    /// that lost a replica compares to choose the brick with the most free
+    /// capacity. Answered by `Capacity`.
+    Capacity,
+}
+
+/// A digest of a partition's live data that does not depend on the order
+/// of writes or on compaction: equal on replicas holding the same data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digest {
+    pub sum: u64,
+    pub keys: u64,
 }
 
 /// Why a request was refused. The numeric codes are part of the protocol.
@@ -142,6 +180,9 @@ pub enum ErrorCode {
     /// The brick restarted after a crash and lost its transaction table: it
     /// serves nothing in groups with other members until it has recovered.
     Restarted = 13,
+    /// The partition is in the last stretch of a recovery copy, which
+    /// holds its writes for a few milliseconds; retry shortly.
+    Copying = 14,
 }
 
 /// An error reply.
@@ -175,6 +216,20 @@ pub enum Reply {
         crc: u32,
         keys: u64,
     },
+    /// The receiver of `CopyBegin` is ready; `local` is the digest of the
+    /// partition it already holds, when the request allowed keeping it.
+    CopyReady {
+        local: Option<Digest>,
+    },
+    /// The receiver holds the copy up to `end`; after the last chunk, the
+    /// copy is verified and installed.
+    CopyAck {
+        end: u64,
+    },
+    /// Bytes of partition arenas the brick holds.
+    Capacity {
+        held_bytes: u64,
+    },
     Error(ErrorReply),
 }
 
@@ -203,6 +258,10 @@ pub mod kind {
     pub const LEASE_RENEW: u8 = 12;
     pub const STATS: u8 = 13;
     pub const PARTITION_CHECKSUM: u8 = 14;
+    pub const COPY_BEGIN: u8 = 15;
+    pub const COPY_CHUNK: u8 = 16;
+    pub const COPY_ABORT: u8 = 17;
+    pub const CAPACITY: u8 = 18;
 
     pub const OK: u8 = 64;
     pub const PONG: u8 = 65;
@@ -215,6 +274,9 @@ pub mod kind {
     pub const STATS_REPLY: u8 = 72;
     pub const CHECKSUM: u8 = 73;
     pub const ERROR: u8 = 74;
+    pub const COPY_READY: u8 = 75;
+    pub const COPY_ACK: u8 = 76;
+    pub const CAPACITY_REPLY: u8 = 77;
 
     /// The first kind number of a reply; below it are requests.
     pub const REPLY_MIN: u8 = 64;
@@ -239,6 +301,10 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         kind::LEASE_RENEW => "LeaseRenew",
         kind::STATS => "Stats",
         kind::PARTITION_CHECKSUM => "PartitionChecksum",
+        kind::COPY_BEGIN => "CopyBegin",
+        kind::COPY_CHUNK => "CopyChunk",
+        kind::COPY_ABORT => "CopyAbort",
+        kind::CAPACITY => "Capacity",
         kind::OK => "Ok",
         kind::PONG => "Pong",
         kind::VALUE => "Value",
@@ -250,6 +316,9 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         kind::STATS_REPLY => "StatsReply",
         kind::CHECKSUM => "Checksum",
         kind::ERROR => "Error",
+        kind::COPY_READY => "CopyReady",
+        kind::COPY_ACK => "CopyAck",
+        kind::CAPACITY_REPLY => "CapacityReply",
         _ => return None,
     };
     Some(name)
@@ -273,6 +342,10 @@ impl Request {
             Request::LeaseRenew { .. } => kind::LEASE_RENEW,
             Request::Stats => kind::STATS,
             Request::PartitionChecksum { .. } => kind::PARTITION_CHECKSUM,
+            Request::CopyBegin { .. } => kind::COPY_BEGIN,
+            Request::CopyChunk { .. } => kind::COPY_CHUNK,
+            Request::CopyAbort { .. } => kind::COPY_ABORT,
+            Request::Capacity => kind::CAPACITY,
         }
     }
 }
@@ -292,6 +365,9 @@ impl Reply {
             Reply::Stats(_) => kind::STATS_REPLY,
             Reply::Checksum { .. } => kind::CHECKSUM,
             Reply::Error(_) => kind::ERROR,
+            Reply::CopyReady { .. } => kind::COPY_READY,
+            Reply::CopyAck { .. } => kind::COPY_ACK,
+            Reply::Capacity { .. } => kind::CAPACITY_REPLY,
         }
     }
 }

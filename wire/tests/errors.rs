@@ -423,12 +423,29 @@ fn unknown_tags() {
         DecodeProblem::UnknownTag(4),
         "TxState.state: unknown tag 4",
     );
-    // ErrorCode: 0 and 14 are not codes.
-    for code in [0u8, 14, 255] {
+    // ErrorCode: 0 and 15 are not codes.
+    for code in [0u8, 15, 255] {
         let body = [code, 0, 0, 0, 0, 0];
         let error = body_error(kind::ERROR, &body);
         assert_eq!(error.to_string(), format!("Error.code: unknown tag {code}"));
     }
+    // The full flag of a copy and the option tag of its digest.
+    assert_body_error(
+        kind::COPY_BEGIN,
+        &[
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0,
+        ],
+        "CopyBegin.full",
+        DecodeProblem::UnknownTag(2),
+        "CopyBegin.full: unknown tag 2",
+    );
+    assert_body_error(
+        kind::COPY_READY,
+        &[3],
+        "CopyReady.local",
+        DecodeProblem::UnknownTag(3),
+        "CopyReady.local: unknown tag 3",
+    );
     // The option tag of an error's maps.
     assert_body_error(
         kind::ERROR,

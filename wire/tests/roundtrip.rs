@@ -12,10 +12,10 @@ use proptest::prelude::*;
 use wire::codec::{encode_frame, encode_reply, encode_request, FrameDecoder};
 use wire::header::RawHeader;
 use wire::limits::{
-    ERROR_MESSAGE_SIZE_MAX, KEY_SIZE_MAX, MAPS_SIZE_MAX, PARTICIPANTS_MAX, STAT_NAME_SIZE_MAX,
-    TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
+    COPY_CHUNK_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, KEY_SIZE_MAX, MAPS_SIZE_MAX, PARTICIPANTS_MAX,
+    STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
 };
-use wire::{kind_name, ErrorReply, Message, Reply, Request, TxId, Write, HEADER_SIZE};
+use wire::{kind_name, Digest, ErrorReply, Message, Reply, Request, TxId, Write, HEADER_SIZE};
 
 /// Encodes the body, checks its announced length, decodes it back, and
 /// checks that the encoding is canonical (decoding then encoding gives the
@@ -94,14 +94,14 @@ fn kinds_are_distinct_and_split_by_direction() {
         assert!((1..=63).contains(&kind), "{request:?} has kind {kind}");
         seen.insert(kind);
     }
-    assert_eq!(seen.len(), 14, "one kind per request variant");
+    assert_eq!(seen.len(), 18, "one kind per request variant");
     let mut seen = HashSet::new();
     for reply in sample_replies() {
         let kind = reply.kind();
         assert!((64..=127).contains(&kind), "reply kind {kind}");
         seen.insert(kind);
     }
-    assert_eq!(seen.len(), 11, "one kind per reply variant");
+    assert_eq!(seen.len(), 14, "one kind per reply variant");
 }
 
 #[test]
@@ -351,6 +351,36 @@ fn request_strategy() -> impl Strategy<Value = Request> {
         any::<u64>().prop_map(|p| Request::PartitionChecksum {
             partition: PartitionId(p)
         }),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<bool>(),
+            bytes_up_to(MAPS_SIZE_MAX)
+        )
+            .prop_map(|(rg, epoch, p, full, maps)| Request::CopyBegin {
+                rg: RgId(rg),
+                epoch,
+                partition: PartitionId(p),
+                full,
+                maps,
+            }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            bytes_up_to(COPY_CHUNK_SIZE_MAX),
+            proptest::option::of((any::<u64>(), any::<u64>()))
+        )
+            .prop_map(|(p, offset, bytes, end)| Request::CopyChunk {
+                partition: PartitionId(p),
+                offset,
+                bytes,
+                end: end.map(|(sum, keys)| Digest { sum, keys }),
+            }),
+        any::<u64>().prop_map(|p| Request::CopyAbort {
+            partition: PartitionId(p)
+        }),
+        Just(Request::Capacity),
     ]
 }
 
@@ -366,6 +396,11 @@ fn reply_strategy() -> impl Strategy<Value = Reply> {
         any::<u32>().prop_map(|duration_ms| Reply::Lease { duration_ms }),
         vec((text_up_to(STAT_NAME_SIZE_MAX), any::<u64>()), 0..20).prop_map(Reply::Stats),
         (any::<u32>(), any::<u64>()).prop_map(|(crc, keys)| Reply::Checksum { crc, keys }),
+        proptest::option::of((any::<u64>(), any::<u64>())).prop_map(|local| Reply::CopyReady {
+            local: local.map(|(sum, keys)| Digest { sum, keys })
+        }),
+        any::<u64>().prop_map(|end| Reply::CopyAck { end }),
+        any::<u64>().prop_map(|held_bytes| Reply::Capacity { held_bytes }),
         (
             0..ERROR_CODES.len(),
             text_up_to(ERROR_MESSAGE_SIZE_MAX),

@@ -6,12 +6,12 @@
 use maps::{BrickId, PartitionId, RgId};
 use rand::Rng;
 use wire::limits::{
-    ERROR_MESSAGE_SIZE_MAX, KEY_SIZE_MAX, MAPS_SIZE_MAX, PARTICIPANTS_MAX, STATS_ENTRIES_MAX,
-    STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
+    COPY_CHUNK_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, KEY_SIZE_MAX, MAPS_SIZE_MAX, PARTICIPANTS_MAX,
+    STATS_ENTRIES_MAX, STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
 };
-use wire::{ErrorCode, ErrorReply, Message, Reply, Request, TxId, TxState, Write};
+use wire::{Digest, ErrorCode, ErrorReply, Message, Reply, Request, TxId, TxState, Write};
 
-pub const ERROR_CODES: [ErrorCode; 13] = [
+pub const ERROR_CODES: [ErrorCode; 14] = [
     ErrorCode::FingerprintMismatch,
     ErrorCode::LockConflict,
     ErrorCode::PartitionFull,
@@ -25,6 +25,7 @@ pub const ERROR_CODES: [ErrorCode; 13] = [
     ErrorCode::UnknownTransaction,
     ErrorCode::Internal,
     ErrorCode::Restarted,
+    ErrorCode::Copying,
 ];
 
 pub const TX_STATES: [TxState; 4] = [
@@ -140,6 +141,39 @@ pub fn sample_requests() -> Vec<Request> {
         Request::PartitionChecksum {
             partition: PartitionId(99),
         },
+        Request::CopyBegin {
+            rg: RgId(2),
+            epoch: 9,
+            partition: PartitionId(5),
+            full: true,
+            maps: pattern(MAPS_SIZE_MAX, 14),
+        },
+        Request::CopyBegin {
+            rg: RgId(u32::MAX),
+            epoch: u64::MAX,
+            partition: PartitionId(0),
+            full: false,
+            maps: Vec::new(),
+        },
+        Request::CopyChunk {
+            partition: PartitionId(5),
+            offset: 64,
+            bytes: pattern(COPY_CHUNK_SIZE_MAX, 15),
+            end: None,
+        },
+        Request::CopyChunk {
+            partition: PartitionId(u64::MAX),
+            offset: u64::MAX,
+            bytes: Vec::new(),
+            end: Some(Digest {
+                sum: u64::MAX,
+                keys: 3,
+            }),
+        },
+        Request::CopyAbort {
+            partition: PartitionId(5),
+        },
+        Request::Capacity,
     ]
 }
 
@@ -198,6 +232,12 @@ pub fn sample_replies() -> Vec<Reply> {
             message: String::new(),
             maps: Some(Vec::new()),
         }),
+        Reply::CopyReady { local: None },
+        Reply::CopyReady {
+            local: Some(Digest { sum: 1, keys: 0 }),
+        },
+        Reply::CopyAck { end: u64::MAX },
+        Reply::Capacity { held_bytes: 0 },
     ];
     for state in TX_STATES {
         replies.push(Reply::TxState(state));
@@ -251,7 +291,7 @@ pub fn random_text<R: Rng>(rng: &mut R, max: usize) -> String {
 }
 
 pub fn random_request<R: Rng>(rng: &mut R) -> Request {
-    match rng.random_range(0..14) {
+    match rng.random_range(0..18) {
         0 => Request::Ping,
         1 => Request::GetMaps,
         2 => Request::CreateTable {
@@ -308,6 +348,23 @@ pub fn random_request<R: Rng>(rng: &mut R) -> Request {
             incarnation: rng.random(),
         },
         12 => Request::Stats,
+        13 => Request::CopyBegin {
+            rg: RgId(rng.random()),
+            epoch: rng.random(),
+            partition: PartitionId(rng.random()),
+            full: rng.random(),
+            maps: random_bytes(rng, MAPS_SIZE_MAX),
+        },
+        14 => Request::CopyChunk {
+            partition: PartitionId(rng.random()),
+            offset: rng.random(),
+            bytes: random_bytes(rng, COPY_CHUNK_SIZE_MAX),
+            end: random_digest(rng),
+        },
+        15 => Request::CopyAbort {
+            partition: PartitionId(rng.random()),
+        },
+        16 => Request::Capacity,
         _ => Request::PartitionChecksum {
             partition: PartitionId(rng.random()),
         },
@@ -315,7 +372,7 @@ pub fn random_request<R: Rng>(rng: &mut R) -> Request {
 }
 
 pub fn random_reply<R: Rng>(rng: &mut R) -> Reply {
-    match rng.random_range(0..11) {
+    match rng.random_range(0..14) {
         0 => Reply::Ok,
         1 => Reply::Pong,
         2 => Reply::Value(random_bytes(rng, VALUE_SIZE_MAX)),
@@ -342,6 +399,13 @@ pub fn random_reply<R: Rng>(rng: &mut R) -> Reply {
             crc: rng.random(),
             keys: rng.random(),
         },
+        10 => Reply::CopyReady {
+            local: random_digest(rng),
+        },
+        11 => Reply::CopyAck { end: rng.random() },
+        12 => Reply::Capacity {
+            held_bytes: rng.random(),
+        },
         _ => Reply::Error(ErrorReply {
             code: ERROR_CODES[rng.random_range(0..ERROR_CODES.len())],
             message: random_text(rng, ERROR_MESSAGE_SIZE_MAX),
@@ -352,6 +416,13 @@ pub fn random_reply<R: Rng>(rng: &mut R) -> Reply {
             },
         }),
     }
+}
+
+fn random_digest<R: Rng>(rng: &mut R) -> Option<Digest> {
+    rng.random_bool(0.5).then(|| Digest {
+        sum: rng.random(),
+        keys: rng.random(),
+    })
 }
 
 pub fn random_message<R: Rng>(rng: &mut R) -> Message {

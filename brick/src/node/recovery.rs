@@ -1,0 +1,1111 @@
+//! Recovery: a partition copied whole to a brick that joins its replica
+//! group, under a write lease held by the source only for the last stretch.
+//!
+//! The group's first member (the *source*) drives it. When its group has
+//! fewer members than `replicas`, it asks every other brick how many arena
+//! bytes it holds (`Capacity`) and picks the target: the brick that left the
+//! group last, as soon as it answers again; or, once the group has been
+//! short for `heal_after`, the live brick holding the fewest bytes (lowest
+//! id on a tie). Then:
+//!
+//! 1. `CopyBegin` tells the target what is coming and brings it the
+//!    source's maps. A target that left within `grace` may keep its data and
+//!    answers with its digest; if it equals the source's, the copy is
+//!    skipped (step 3 only), else it starts over in full.
+//! 2. **Pre-copy**: chunks of the arena (`CopyChunk`, whole records, crc
+//!    checked at the target) are streamed from offset 64 while reads and
+//!    writes go on; background compaction of the partition is paused so
+//!    offsets stay put. Writes that land meanwhile are appended past the
+//!    offset already sent and go in a later chunk.
+//! 3. **Write lease**: when less than `SEAL_BYTES` remain, the source refuses
+//!    new prepares for the partition (`Copying`, which ddslib retries),
+//!    waits for its prepared writes there to finish, sends the rest with the
+//!    partition's digest, and the target installs the copy only if its own
+//!    digest of what it received is equal. The source then adds the target
+//!    to the group at a new epoch and pushes the maps. Every write needs the
+//!    source's yes vote, so holding the source's prepares holds them all.
+//! 4. Anything else ends the copy: a chunk that fails its crc, a digest
+//!    that differs, the target or the source going silent, the group
+//!    changing, or the lease running past `copy_lease`. The target drops
+//!    what it received (a copy is never installed half-way; until the new
+//!    epoch it is not a member and serves nothing), the source resumes
+//!    writes and compaction, and tries again a second later.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use maps::{BrickId, PartitionId, RgId};
+use wire::{Digest, ErrorCode, Reply, Request};
+
+use super::{error, Node, PeerPending, TABLE_MARKER};
+use crate::limits;
+use crate::store::{Backing, Partition, HEADER_BYTES};
+
+/// Where a brick keeps partitions it creates when it receives a copy.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// Arena files in this folder, named by [`arena_path`].
+    Dir(PathBuf),
+    /// Anonymous memory (the simulator).
+    Anonymous,
+}
+
+/// The arena file of a partition in a brick's data folder.
+pub fn arena_path(dir: &std::path::Path, partition: PartitionId) -> PathBuf {
+    dir.join(format!("partition-{:x}.arena", partition.0))
+}
+
+/// The partition an arena file name stands for, if it is one.
+pub fn partition_of_file_name(name: &str) -> Option<PartitionId> {
+    let hex = name.strip_prefix("partition-")?.strip_suffix(".arena")?;
+    u64::from_str_radix(hex, 16).ok().map(PartitionId)
+}
+
+impl Storage {
+    /// A fresh, empty partition: an existing file is deleted first.
+    fn create(&self, partition: PartitionId, capacity: u64) -> Result<Partition, String> {
+        let backing = match self {
+            Storage::Dir(dir) => {
+                let path = arena_path(dir, partition);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("cannot remove {}: {e}", path.display())),
+                }
+                Backing::File(path)
+            }
+            Storage::Anonymous => Backing::Anonymous,
+        };
+        Partition::open(backing, capacity)
+            .map(|(partition, _)| partition)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Drops a partition and deletes its file.
+    fn discard(&self, partition_id: PartitionId, partition: Partition) {
+        drop(partition);
+        if let Storage::Dir(dir) = self {
+            let path = arena_path(dir, partition_id);
+            if let Err(e) = std::fs::remove_file(&path) {
+                log::warn!("cannot remove {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+/// How recovery is tuned, from `cluster.toml`'s `[recovery]`.
+#[derive(Clone, Debug)]
+pub struct RecoveryConfig {
+    pub heal_after: Duration,
+    pub grace: Duration,
+    pub copy_lease: Duration,
+    /// Bytes per second a copy may send; 0 for no cap.
+    pub copy_rate: u64,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> RecoveryConfig {
+        RecoveryConfig {
+            heal_after: Duration::from_secs(30),
+            grace: Duration::from_secs(10),
+            copy_lease: Duration::from_secs(1),
+            copy_rate: 0,
+        }
+    }
+}
+
+/// Where a copy stands at its source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CopyPhase {
+    /// `CopyBegin` sent, waiting for `CopyReady`.
+    Begin,
+    /// Streaming the arena while writes go on.
+    PreCopy,
+    /// Holding the partition's writes: draining prepared writes, then
+    /// sending the rest.
+    Sealed,
+    /// The last chunk is sent; waiting for the target's verdict.
+    Final,
+}
+
+impl CopyPhase {
+    fn number(self) -> u64 {
+        match self {
+            CopyPhase::Begin => 0,
+            CopyPhase::PreCopy => 1,
+            CopyPhase::Sealed => 2,
+            CopyPhase::Final => 3,
+        }
+    }
+
+    /// Whether the partition's writes are held.
+    fn holds_writes(self) -> bool {
+        matches!(self, CopyPhase::Sealed | CopyPhase::Final)
+    }
+}
+
+/// A copy this node sends, as the source.
+#[derive(Debug)]
+pub(super) struct CopyOut {
+    rg: RgId,
+    epoch: u64,
+    target: BrickId,
+    phase: CopyPhase,
+    /// Offering the target to keep its data, if its digest matches.
+    catch_up: bool,
+    /// The arena generation the offsets belong to.
+    generation: u64,
+    /// Offset up to which chunks were sent, and acknowledged.
+    sent: u64,
+    acked: u64,
+    in_flight: usize,
+    started: Instant,
+    /// When the copy is abandoned unless the target answers before.
+    deadline: Instant,
+    sealed_at: Option<Instant>,
+    /// Earliest time of the next chunk, under the rate cap.
+    next_send: Instant,
+}
+
+/// A copy this node receives.
+pub(super) struct CopyIn {
+    rg: RgId,
+    /// The partition being filled; `None` when the node keeps the data it
+    /// has and only checks its digest (catch-up).
+    staging: Option<Partition>,
+    last_heard: Instant,
+    bytes: u64,
+}
+
+/// A round of `Capacity` questions for a group that is short of members.
+#[derive(Debug)]
+pub(super) struct HealPoll {
+    waiting: BTreeSet<BrickId>,
+    /// Bricks that answered, with the arena bytes they hold.
+    answers: BTreeMap<BrickId, u64>,
+    deadline: Instant,
+}
+
+/// Recovery state of a node.
+#[derive(Default)]
+pub(super) struct Recovery {
+    pub(super) out: BTreeMap<PartitionId, CopyOut>,
+    pub(super) incoming: BTreeMap<PartitionId, CopyIn>,
+    polls: BTreeMap<RgId, HealPoll>,
+    /// Since when each group this node leads has been short of members.
+    short_since: BTreeMap<RgId, Instant>,
+    /// The brick that last left each group, and when this node saw it go.
+    departed: BTreeMap<RgId, (BrickId, Instant)>,
+    /// No new attempt for a group before this time.
+    next_attempt: BTreeMap<RgId, Instant>,
+    /// The members of each group as this node last saw them.
+    members: BTreeMap<RgId, Vec<BrickId>>,
+    /// Groups whose partition this node received by a copy since it
+    /// started: its amnesia (after a crash) does not apply to them.
+    pub(super) recovered: BTreeSet<RgId>,
+    pub(super) counters: RecoveryCounters,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct RecoveryCounters {
+    started: u64,
+    pub(super) finished: u64,
+    failed: u64,
+    catch_ups: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    installed: u64,
+    last_copy_ms: u64,
+    last_copy_bytes: u64,
+    last_write_lease_us: u64,
+    longest_write_lease_us: u64,
+}
+
+/// Bytes per chunk: large enough that per-message costs vanish, small
+/// enough that a chunk does not hold up other traffic on the connection.
+const CHUNK_BYTES: usize = 512 * 1024;
+/// Chunks in flight per copy.
+const WINDOW: usize = 4;
+/// The write lease is taken when at most this many bytes are left to send.
+const SEAL_BYTES: u64 = 256 * 1024;
+/// A copy whose target does not answer for this long is abandoned.
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(5);
+/// A received copy that hears nothing for this long is dropped.
+const INCOMING_IDLE: Duration = Duration::from_secs(10);
+/// Pause between attempts to heal one group.
+const RETRY: Duration = Duration::from_secs(1);
+
+impl Node {
+    /// Whether prepares for `partition` are held by a copy's write lease.
+    pub(super) fn copy_holds_writes(&self, partition: PartitionId) -> bool {
+        self.recovery
+            .out
+            .get(&partition)
+            .is_some_and(|c| c.phase.holds_writes())
+    }
+
+    /// Whether a crash's amnesia still applies to `rg`: not after this node
+    /// received the group's partition by a copy.
+    pub(super) fn amnesiac_in(&self, rg: RgId) -> bool {
+        self.config.amnesiac && !self.recovery.recovered.contains(&rg)
+    }
+
+    /// Whether this node, restarted, may have forgotten transactions of
+    /// `partition`: it then says `Unknown`, never `Aborted`, about ones it
+    /// does not know.
+    pub(super) fn forgot_transactions(&self, partition: PartitionId) -> bool {
+        self.config.restarted
+            && !self
+                .maps
+                .dp
+                .rg_of(partition)
+                .is_some_and(|rg| self.recovery.recovered.contains(&rg))
+    }
+
+    /// Notes who left which group, after any change of the maps.
+    pub(super) fn note_members(&mut self, now: Instant) {
+        for (rg, entry) in self.maps.rg.iter() {
+            if let Some(old) = self.recovery.members.get(rg) {
+                if let Some(gone) = old.iter().find(|b| !entry.bricks.contains(b)) {
+                    self.recovery.departed.insert(*rg, (*gone, now));
+                }
+                // A peer that joins is given a fresh hearing: what was heard
+                // of it before it left says nothing about it now.
+                for joined in entry.bricks.iter().filter(|b| !old.contains(b)) {
+                    self.last_heard.insert((*rg, *joined), now);
+                }
+            }
+            self.recovery.members.insert(*rg, entry.bricks.clone());
+        }
+        // A copy whose group changed under it is void.
+        let void: Vec<PartitionId> = self
+            .recovery
+            .out
+            .iter()
+            .filter(|(_, c)| {
+                self.maps
+                    .rg
+                    .get(c.rg)
+                    .is_none_or(|e| e.epoch != c.epoch || e.bricks.first() != Some(&self.id))
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in void {
+            self.abort_copy(partition, "the group changed during the copy");
+        }
+    }
+
+    /// Bytes of arenas this node holds, received copies included.
+    fn held_bytes(&self) -> u64 {
+        let held: u64 = self
+            .partitions
+            .values()
+            .map(|p| p.stats().capacity_bytes)
+            .sum();
+        let incoming: u64 = self
+            .recovery
+            .incoming
+            .values()
+            .filter_map(|c| c.staging.as_ref())
+            .map(|p| p.stats().capacity_bytes)
+            .sum();
+        held + incoming
+    }
+
+    pub(super) fn capacity_reply(&self) -> Reply {
+        Reply::Capacity {
+            held_bytes: self.held_bytes(),
+        }
+    }
+
+    // ----------------------------------------------------------------------
+    // Source side.
+
+    /// Advances copies and capacity polls; with `scan` (once per renewal
+    /// interval), also looks for groups this node leads that are short of
+    /// members and asks the other bricks for their capacity.
+    pub(super) fn heal_tick(&mut self, now: Instant, scan: bool) {
+        self.expire_copies(now);
+        self.finish_polls(now);
+        if !scan || now < self.stalled_until {
+            return;
+        }
+        let groups: Vec<(RgId, Vec<BrickId>)> = self
+            .maps
+            .rg
+            .iter()
+            .filter(|(_, e)| e.bricks.first() == Some(&self.id))
+            .map(|(rg, e)| (*rg, e.bricks.clone()))
+            .collect();
+        for (rg, members) in groups {
+            if members.len() >= self.config.replicas {
+                self.recovery.short_since.remove(&rg);
+                continue;
+            }
+            self.recovery.short_since.entry(rg).or_insert(now);
+            // An amnesiac brick's data is authoritative only where it is
+            // the group's only member.
+            if self.amnesiac_in(rg) && members.len() > 1 {
+                continue;
+            }
+            let Some(partition) = self.sole_partition(rg) else {
+                continue;
+            };
+            if self.recovery.out.contains_key(&partition)
+                || self.recovery.polls.contains_key(&rg)
+                || self
+                    .recovery
+                    .next_attempt
+                    .get(&rg)
+                    .is_some_and(|at| now < *at)
+            {
+                continue;
+            }
+            let candidates: BTreeSet<BrickId> = self
+                .config
+                .bricks
+                .iter()
+                .copied()
+                .filter(|b| !members.contains(b))
+                .collect();
+            if candidates.is_empty() {
+                continue;
+            }
+            self.recovery.next_attempt.insert(rg, now + RETRY);
+            for brick in &candidates {
+                self.send_peer(
+                    *brick,
+                    Request::Capacity,
+                    PeerPending::Capacity { rg, peer: *brick },
+                );
+            }
+            self.recovery.polls.insert(
+                rg,
+                HealPoll {
+                    waiting: candidates,
+                    answers: BTreeMap::new(),
+                    deadline: now + self.config.probe_timeout,
+                },
+            );
+        }
+    }
+
+    /// The one partition of `rg` that this node holds. Groups of several
+    /// partitions (after splits) are not healed yet.
+    fn sole_partition(&self, rg: RgId) -> Option<PartitionId> {
+        let mut leaves = self.maps.dp.leaves().filter(|(_, g)| *g == rg);
+        let (partition, _) = leaves.next()?;
+        if leaves.next().is_some() || !self.partitions.contains_key(&partition) {
+            return None;
+        }
+        Some(partition)
+    }
+
+    /// A brick's answer to `Capacity` (`None`: it could not be asked).
+    pub(super) fn capacity_answer(
+        &mut self,
+        now: Instant,
+        rg: RgId,
+        peer: BrickId,
+        held: Option<u64>,
+    ) {
+        if let Some(poll) = self.recovery.polls.get_mut(&rg) {
+            if poll.waiting.remove(&peer) {
+                if let Some(held) = held {
+                    poll.answers.insert(peer, held);
+                }
+            }
+        }
+        self.finish_polls(now);
+    }
+
+    /// Chooses targets for the polls that are complete or past their
+    /// deadline, and starts their copies.
+    fn finish_polls(&mut self, now: Instant) {
+        let done: Vec<RgId> = self
+            .recovery
+            .polls
+            .iter()
+            .filter(|(_, p)| p.waiting.is_empty() || now >= p.deadline)
+            .map(|(rg, _)| *rg)
+            .collect();
+        for rg in done {
+            let poll = self.recovery.polls.remove(&rg).expect("listed above");
+            let Some(partition) = self.sole_partition(rg) else {
+                continue;
+            };
+            let Some(entry) = self.maps.rg.get(rg) else {
+                continue;
+            };
+            if entry.bricks.len() >= self.config.replicas
+                || entry.bricks.first() != Some(&self.id)
+                || entry.bricks.iter().any(|b| poll.answers.contains_key(b))
+            {
+                continue;
+            }
+            let departed = self
+                .recovery
+                .departed
+                .get(&rg)
+                .copied()
+                .filter(|(b, _)| poll.answers.contains_key(b));
+            let short_for = self
+                .recovery
+                .short_since
+                .get(&rg)
+                .map_or(Duration::ZERO, |since| {
+                    now.saturating_duration_since(*since)
+                });
+            let choice = if let Some((brick, left_at)) = departed {
+                let within_grace = !self.config.recovery.grace.is_zero()
+                    && now.saturating_duration_since(left_at) <= self.config.recovery.grace;
+                Some((brick, within_grace))
+            } else if short_for >= self.config.recovery.heal_after {
+                poll.answers
+                    .iter()
+                    .min_by_key(|(brick, held)| (**held, **brick))
+                    .map(|(brick, _)| (*brick, false))
+            } else {
+                None
+            };
+            if let Some((target, catch_up)) = choice {
+                self.start_copy(now, rg, partition, target, catch_up);
+            }
+        }
+    }
+
+    fn start_copy(
+        &mut self,
+        now: Instant,
+        rg: RgId,
+        partition: PartitionId,
+        target: BrickId,
+        catch_up: bool,
+    ) {
+        let epoch = self.maps.rg.get(rg).map_or(0, |e| e.epoch);
+        log::info!(
+            "{}: copying {partition} of {rg} to {target}{}",
+            self.id,
+            if catch_up {
+                " (offering it to keep its data)"
+            } else {
+                ""
+            }
+        );
+        self.recovery.counters.started += 1;
+        self.recovery.out.insert(
+            partition,
+            CopyOut {
+                rg,
+                epoch,
+                target,
+                phase: CopyPhase::Begin,
+                catch_up,
+                generation: 0,
+                sent: HEADER_BYTES,
+                acked: HEADER_BYTES,
+                in_flight: 0,
+                started: now,
+                deadline: now + PROGRESS_TIMEOUT,
+                sealed_at: None,
+                next_send: now,
+            },
+        );
+        self.send_copy_begin(partition, !catch_up);
+    }
+
+    fn send_copy_begin(&mut self, partition: PartitionId, full: bool) {
+        let Some(c) = self.recovery.out.get(&partition) else {
+            return;
+        };
+        let request = Request::CopyBegin {
+            rg: c.rg,
+            epoch: c.epoch,
+            partition,
+            full,
+            maps: self.maps.encode(),
+        };
+        let target = c.target;
+        self.send_peer(
+            target,
+            request,
+            PeerPending::CopyBegin {
+                partition,
+                peer: target,
+            },
+        );
+    }
+
+    /// The target's answer to `CopyBegin`.
+    pub(super) fn copy_ready(&mut self, now: Instant, partition: PartitionId, reply: Reply) {
+        let Some(c) = self.recovery.out.get_mut(&partition) else {
+            return;
+        };
+        if c.phase != CopyPhase::Begin {
+            return;
+        }
+        let local = match reply {
+            Reply::CopyReady { local } => local,
+            other => {
+                let reason = format!("{} refused the copy: {}", c.target, reply_text(&other));
+                self.abort_copy(partition, &reason);
+                return;
+            }
+        };
+        let store = self
+            .partitions
+            .get_mut(&partition)
+            .expect("a source holds its partition");
+        c.deadline = now + PROGRESS_TIMEOUT;
+        let (sum, keys) = store.digest();
+        if c.catch_up {
+            if local == Some(Digest { sum, keys }) {
+                log::info!(
+                    "{}: {} kept current data of {partition}; joining it without a copy",
+                    self.id,
+                    c.target
+                );
+                c.phase = CopyPhase::Sealed;
+                c.sealed_at = Some(now);
+            } else {
+                log::info!(
+                    "{}: the data {} kept of {partition} is not current; copying in full",
+                    self.id,
+                    c.target
+                );
+                c.catch_up = false;
+                self.send_copy_begin(partition, true);
+                return;
+            }
+        } else {
+            store.set_compaction_paused(true);
+            c.phase = CopyPhase::PreCopy;
+            c.generation = store.generation();
+        }
+        self.pump_copy(now, partition);
+    }
+
+    /// Sends what the copy of `partition` may send now.
+    pub(super) fn pump_copy(&mut self, now: Instant, partition: PartitionId) {
+        for _ in 0..=WINDOW {
+            let Some(c) = self.recovery.out.get_mut(&partition) else {
+                return;
+            };
+            let Some(store) = self.partitions.get(&partition) else {
+                self.abort_copy(partition, "the partition is gone");
+                return;
+            };
+            if !c.catch_up && c.phase != CopyPhase::Begin && store.generation() != c.generation {
+                // A write found no room and compacted synchronously: the
+                // offsets sent so far mean nothing any more.
+                self.abort_copy(partition, "the arena was compacted during the copy");
+                return;
+            }
+            let end = store.end_offset();
+            match c.phase {
+                CopyPhase::Begin | CopyPhase::Final => return,
+                CopyPhase::PreCopy => {
+                    if end - c.acked <= SEAL_BYTES && c.in_flight == 0 {
+                        c.phase = CopyPhase::Sealed;
+                        c.sealed_at = Some(now);
+                        log::info!(
+                            "{}: holding writes of {partition} for the last {} bytes of the copy",
+                            self.id,
+                            end - c.acked
+                        );
+                        continue;
+                    }
+                    if c.in_flight >= WINDOW || c.sent >= end || now < c.next_send {
+                        return;
+                    }
+                    self.send_chunk(now, partition, false);
+                }
+                CopyPhase::Sealed => {
+                    let draining = self.prepared.values().any(|tx| tx.partition == partition);
+                    if draining || c.in_flight >= WINDOW {
+                        return;
+                    }
+                    if c.catch_up {
+                        let (sum, keys) = store.digest();
+                        let target = c.target;
+                        c.phase = CopyPhase::Final;
+                        c.in_flight += 1;
+                        self.send_peer(
+                            target,
+                            Request::CopyChunk {
+                                partition,
+                                offset: HEADER_BYTES,
+                                bytes: Vec::new(),
+                                end: Some(Digest { sum, keys }),
+                            },
+                            PeerPending::CopyChunk {
+                                partition,
+                                peer: target,
+                            },
+                        );
+                        return;
+                    }
+                    self.send_chunk(now, partition, true);
+                }
+            }
+        }
+    }
+
+    /// Sends the next chunk; while writes are held, the chunk that reaches
+    /// the end carries the digest.
+    fn send_chunk(&mut self, now: Instant, partition: PartitionId, sealed: bool) {
+        let store = &self.partitions[&partition];
+        let c = self.recovery.out.get_mut(&partition).expect("pumped copy");
+        let chunk = store.chunk(c.sent, CHUNK_BYTES).to_vec();
+        let offset = c.sent;
+        c.sent += chunk.len() as u64;
+        c.in_flight += 1;
+        let last = sealed && c.sent == store.end_offset();
+        let end = last.then(|| {
+            let (sum, keys) = store.digest();
+            Digest { sum, keys }
+        });
+        if last {
+            c.phase = CopyPhase::Final;
+        }
+        let rate = self.config.recovery.copy_rate;
+        if rate > 0 {
+            let spacing = Duration::from_secs_f64(chunk.len() as f64 / rate as f64);
+            c.next_send = c.next_send.max(now - spacing.min(Duration::from_millis(1))) + spacing;
+        }
+        self.recovery.counters.bytes_sent += chunk.len() as u64;
+        let target = c.target;
+        self.send_peer(
+            target,
+            Request::CopyChunk {
+                partition,
+                offset,
+                bytes: chunk,
+                end,
+            },
+            PeerPending::CopyChunk {
+                partition,
+                peer: target,
+            },
+        );
+    }
+
+    /// The target's answer to a chunk.
+    pub(super) fn copy_acked(&mut self, now: Instant, partition: PartitionId, reply: Reply) {
+        let Some(c) = self.recovery.out.get_mut(&partition) else {
+            return;
+        };
+        let end = match reply {
+            Reply::CopyAck { end } => end,
+            other => {
+                let reason = format!("{} refused a chunk: {}", c.target, reply_text(&other));
+                self.abort_copy(partition, &reason);
+                return;
+            }
+        };
+        c.in_flight = c.in_flight.saturating_sub(1);
+        c.acked = c.acked.max(end);
+        c.deadline = now + PROGRESS_TIMEOUT;
+        if c.phase == CopyPhase::Final && c.in_flight == 0 {
+            self.finish_copy(now, partition);
+        } else {
+            self.pump_copy(now, partition);
+        }
+    }
+
+    /// The target holds a verified copy: it joins the group.
+    fn finish_copy(&mut self, now: Instant, partition: PartitionId) {
+        let c = self.recovery.out.remove(&partition).expect("finished copy");
+        if let Some(store) = self.partitions.get_mut(&partition) {
+            store.set_compaction_paused(false);
+        }
+        let sealed_at = c.sealed_at.unwrap_or(now);
+        let lease = now.saturating_duration_since(sealed_at);
+        let current = self
+            .maps
+            .rg
+            .get(c.rg)
+            .is_some_and(|e| e.epoch == c.epoch && e.bricks.first() == Some(&self.id));
+        if !current || lease > self.config.recovery.copy_lease || now < self.stalled_until {
+            self.recovery.counters.failed += 1;
+            log::warn!(
+                "{}: not adding {} to {}: the group changed or the write lease ran out",
+                self.id,
+                c.target,
+                c.rg
+            );
+            self.send_copy_abort(c.target, partition);
+            return;
+        }
+        match self.maps.rg.include(c.rg, c.target) {
+            Ok(entry) => {
+                let took = now.saturating_duration_since(c.started);
+                let bytes = c.acked - HEADER_BYTES;
+                let counters = &mut self.recovery.counters;
+                counters.finished += 1;
+                counters.catch_ups += u64::from(c.catch_up);
+                counters.last_copy_ms = took.as_millis() as u64;
+                counters.last_copy_bytes = if c.catch_up { 0 } else { bytes };
+                counters.last_write_lease_us = lease.as_micros() as u64;
+                counters.longest_write_lease_us = counters
+                    .longest_write_lease_us
+                    .max(lease.as_micros() as u64);
+                log::warn!(
+                    "{}: {} joined {} at epoch {} after {}; writes were held for {:?}",
+                    self.id,
+                    c.target,
+                    c.rg,
+                    entry.epoch,
+                    if c.catch_up {
+                        "it proved its data current".to_string()
+                    } else {
+                        format!(
+                            "a copy of {bytes} bytes in {took:?} ({:.0} MiB/s)",
+                            bytes as f64 / took.as_secs_f64().max(1e-6) / 1048576.0
+                        )
+                    },
+                    lease
+                );
+            }
+            Err(e) => {
+                self.recovery.counters.failed += 1;
+                log::warn!("{}: could not add {} to {}: {e}", self.id, c.target, c.rg);
+                return;
+            }
+        }
+        let epoch = self.maps.rg.get(c.rg).map_or(0, |e| e.epoch);
+        self.maps_changed(now);
+        self.push_maps_to_all();
+        // The new member cannot have removed this node before its first
+        // renewal: until then, this node's reads count on a lease from it
+        // as if just granted, so reads do not stop at the switch.
+        let held = self.held.entry(c.rg).or_default();
+        held.epoch = epoch;
+        held.until.insert(c.target, now + self.config.lease);
+        self.next_renewal = now;
+    }
+
+    fn send_copy_abort(&mut self, target: BrickId, partition: PartitionId) {
+        self.send_peer(
+            target,
+            Request::CopyAbort { partition },
+            PeerPending::CopyAbort,
+        );
+    }
+
+    /// Ends a copy that failed: writes and compaction resume, the target is
+    /// told to drop what it has, and the group is tried again later.
+    pub(super) fn abort_copy(&mut self, partition: PartitionId, reason: &str) {
+        let Some(c) = self.recovery.out.remove(&partition) else {
+            return;
+        };
+        log::warn!(
+            "{}: copy of {partition} to {} abandoned: {reason}",
+            self.id,
+            c.target
+        );
+        self.recovery.counters.failed += 1;
+        if let Some(store) = self.partitions.get_mut(&partition) {
+            store.set_compaction_paused(false);
+        }
+        self.send_copy_abort(c.target, partition);
+    }
+
+    /// Abandons copies past their deadline or their write lease.
+    fn expire_copies(&mut self, now: Instant) {
+        let lease = self.config.recovery.copy_lease;
+        let expired: Vec<(PartitionId, &'static str)> = self
+            .recovery
+            .out
+            .iter()
+            .filter_map(|(p, c)| {
+                if now >= c.deadline {
+                    Some((*p, "the target stopped answering"))
+                } else if c.sealed_at.is_some_and(|at| now >= at + lease) {
+                    Some((*p, "the write lease ran out"))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (partition, reason) in expired {
+            self.abort_copy(partition, reason);
+        }
+        let idle: Vec<PartitionId> = self
+            .recovery
+            .incoming
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.last_heard) >= INCOMING_IDLE)
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in idle {
+            log::warn!(
+                "{}: dropping the copy of {partition} it was receiving: the source went silent",
+                self.id
+            );
+            self.drop_incoming(partition);
+        }
+        let pumping: Vec<PartitionId> = self.recovery.out.keys().copied().collect();
+        for partition in pumping {
+            self.pump_copy(now, partition);
+        }
+    }
+
+    /// When the recovery next wants a timeout.
+    pub(super) fn recovery_timeout(&self) -> Option<Instant> {
+        let lease = self.config.recovery.copy_lease;
+        let out = self.recovery.out.values().map(|c| {
+            let mut at = c.deadline;
+            if let Some(sealed) = c.sealed_at {
+                at = at.min(sealed + lease);
+            }
+            if c.phase == CopyPhase::PreCopy && c.in_flight < WINDOW {
+                at = at.min(c.next_send);
+            }
+            at
+        });
+        let polls = self.recovery.polls.values().map(|p| p.deadline);
+        let incoming = self
+            .recovery
+            .incoming
+            .values()
+            .map(|c| c.last_heard + INCOMING_IDLE);
+        out.chain(polls).chain(incoming).min()
+    }
+
+    /// A copy request to `peer` was lost with its connection.
+    pub(super) fn copy_peer_lost(&mut self, partition: PartitionId) {
+        self.abort_copy(partition, "the connection to the target broke");
+    }
+
+    // ----------------------------------------------------------------------
+    // Target side.
+
+    pub(super) fn copy_begin(
+        &mut self,
+        now: Instant,
+        rg: RgId,
+        epoch: u64,
+        partition: PartitionId,
+        full: bool,
+        maps: &[u8],
+    ) -> Reply {
+        if let Reply::Error(e) = self.push_maps(now, maps) {
+            return Reply::Error(e);
+        }
+        let Some(entry) = self.maps.rg.get(rg) else {
+            return error(ErrorCode::Refused, format!("{rg} is not in the maps"));
+        };
+        if entry.epoch != epoch || self.maps.dp.rg_of(partition) != Some(rg) {
+            return error(
+                ErrorCode::Refused,
+                format!("{partition} of {rg} at epoch {epoch} does not match the maps"),
+            );
+        }
+        if entry.bricks.contains(&self.id) {
+            return error(
+                ErrorCode::Refused,
+                format!("{} is already a member of {rg}", self.id),
+            );
+        }
+        if !self.recovery.incoming.contains_key(&partition)
+            && self.recovery.incoming.len() >= limits::INCOMING_COPIES_MAX
+        {
+            return error(ErrorCode::Busy, "too many copies arriving".to_string());
+        }
+        self.drop_incoming(partition);
+        self.drop_transactions_of(now, partition);
+        if !full {
+            if let Some(store) = self.partitions.get(&partition) {
+                let (sum, keys) = store.digest();
+                self.recovery.incoming.insert(
+                    partition,
+                    CopyIn {
+                        rg,
+                        staging: None,
+                        last_heard: now,
+                        bytes: 0,
+                    },
+                );
+                return Reply::CopyReady {
+                    local: Some(Digest { sum, keys }),
+                };
+            }
+        }
+        if let Some(old) = self.partitions.remove(&partition) {
+            self.config.storage.discard(partition, old);
+        }
+        match self
+            .config
+            .storage
+            .create(partition, self.config.partition_capacity)
+        {
+            Ok(mut staging) => {
+                staging.set_compaction_paused(true);
+                log::info!("{}: receiving a copy of {partition} of {rg}", self.id);
+                self.recovery.incoming.insert(
+                    partition,
+                    CopyIn {
+                        rg,
+                        staging: Some(staging),
+                        last_heard: now,
+                        bytes: 0,
+                    },
+                );
+                Reply::CopyReady { local: None }
+            }
+            Err(e) => error(
+                ErrorCode::Internal,
+                format!("cannot create {partition}: {e}"),
+            ),
+        }
+    }
+
+    pub(super) fn copy_chunk(
+        &mut self,
+        now: Instant,
+        partition: PartitionId,
+        offset: u64,
+        bytes: &[u8],
+        end: Option<Digest>,
+    ) -> Reply {
+        let Some(c) = self.recovery.incoming.get_mut(&partition) else {
+            return error(
+                ErrorCode::Refused,
+                format!("no copy of {partition} is arriving"),
+            );
+        };
+        c.last_heard = now;
+        let result = match c.staging.as_mut() {
+            Some(staging) => staging
+                .append_chunk(offset, bytes)
+                .map_err(|e| e.to_string()),
+            None if bytes.is_empty() => Ok(()),
+            None => Err("a catch-up copy carries no data".to_string()),
+        };
+        if let Err(e) = result {
+            log::warn!(
+                "{}: refusing a chunk of {partition} at offset {offset}: {e}",
+                self.id
+            );
+            self.drop_incoming(partition);
+            return error(ErrorCode::Malformed, e);
+        }
+        c.bytes += bytes.len() as u64;
+        self.recovery.counters.bytes_received += bytes.len() as u64;
+        let received_end = offset + bytes.len() as u64;
+        let Some(want) = end else {
+            return Reply::CopyAck { end: received_end };
+        };
+        let have = match c.staging.as_ref() {
+            Some(staging) => staging.digest(),
+            None => self
+                .partitions
+                .get(&partition)
+                .map_or((0, 0), Partition::digest),
+        };
+        if have != (want.sum, want.keys) {
+            log::warn!(
+                "{}: the copy of {partition} does not match the source's digest; dropped",
+                self.id
+            );
+            self.drop_incoming(partition);
+            return error(
+                ErrorCode::Refused,
+                "the copy's digest differs from the source's".to_string(),
+            );
+        }
+        let c = self
+            .recovery
+            .incoming
+            .remove(&partition)
+            .expect("checked above");
+        if let Some(mut staging) = c.staging {
+            staging.set_compaction_paused(false);
+            for marker in staging.keys_with_prefix(&[TABLE_MARKER]) {
+                self.tables.insert(marker[1..].to_vec());
+            }
+            self.partitions.insert(partition, staging);
+        }
+        self.recovery.recovered.insert(c.rg);
+        self.recovery.counters.installed += 1;
+        log::info!(
+            "{}: holds a verified copy of {partition} ({} bytes received); waiting to join {}",
+            self.id,
+            c.bytes,
+            c.rg
+        );
+        Reply::CopyAck { end: received_end }
+    }
+
+    pub(super) fn copy_abort(&mut self, partition: PartitionId) -> Reply {
+        if self.recovery.incoming.contains_key(&partition) {
+            log::info!("{}: the source abandoned the copy of {partition}", self.id);
+            self.drop_incoming(partition);
+        }
+        Reply::Ok
+    }
+
+    fn drop_incoming(&mut self, partition: PartitionId) {
+        if let Some(c) = self.recovery.incoming.remove(&partition) {
+            if let Some(staging) = c.staging {
+                self.config.storage.discard(partition, staging);
+            }
+        }
+    }
+
+    /// Forgets prepared writes of a partition this node is not a member of:
+    /// the group resolved them without it, and the copy brings the result.
+    fn drop_transactions_of(&mut self, now: Instant, partition: PartitionId) {
+        let stale: Vec<wire::TxId> = self
+            .prepared
+            .iter()
+            .filter(|(_, tx)| tx.partition == partition)
+            .map(|(txid, _)| *txid)
+            .collect();
+        for txid in stale {
+            self.forget_prepared(now, txid);
+        }
+    }
+
+    pub(super) fn recovery_stats(&self, out: &mut Vec<(String, u64)>) {
+        let c = &self.recovery.counters;
+        out.extend([
+            ("copies_started".to_string(), c.started),
+            ("copies_finished".to_string(), c.finished),
+            ("copies_failed".to_string(), c.failed),
+            ("copies_caught_up".to_string(), c.catch_ups),
+            ("copies_installed".to_string(), c.installed),
+            ("copy_bytes_sent".to_string(), c.bytes_sent),
+            ("copy_bytes_received".to_string(), c.bytes_received),
+            ("last_copy_ms".to_string(), c.last_copy_ms),
+            ("last_copy_bytes".to_string(), c.last_copy_bytes),
+            ("last_write_lease_us".to_string(), c.last_write_lease_us),
+            (
+                "longest_write_lease_us".to_string(),
+                c.longest_write_lease_us,
+            ),
+        ]);
+        for (p, copy) in &self.recovery.out {
+            let total = self.partitions.get(p).map_or(0, |s| s.end_offset());
+            out.push((format!("copy.{}.bytes", p.0), copy.acked - HEADER_BYTES));
+            out.push((
+                format!("copy.{}.total_bytes", p.0),
+                total.saturating_sub(HEADER_BYTES),
+            ));
+            out.push((format!("copy.{}.phase", p.0), copy.phase.number()));
+            out.push((format!("copy.{}.target", p.0), u64::from(copy.target.0)));
+        }
+        for (p, copy) in &self.recovery.incoming {
+            out.push((format!("copy.{}.received_bytes", p.0), copy.bytes));
+        }
+    }
+}
+
+fn reply_text(reply: &Reply) -> String {
+    match reply {
+        Reply::Error(e) => format!("{:?}: {}", e.code, e.message),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,304 @@
+//! Recovery against real brick processes on 127.0.0.x: a killed brick
+//! copies its partitions back and rejoins while reads and writes go on; a
+//! brick that stays dead past `heal_after` is replaced; a copy whose source
+//! dies mid-transfer leaves nothing half-installed and is done again.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use brick::testkit::{ClusterSpec, TestCluster};
+use common::{assert_replicas_identical, connect, ensure_table, eventually, stats};
+use ddslib::{Dds, DdsError, Op};
+use maps::{BrickId, PartitionId};
+use wire::{Reply, Request};
+
+fn value_of(key: &[u8]) -> Vec<u8> {
+    let mut value = key.to_vec();
+    value.resize(150, b'.');
+    value
+}
+
+/// Writes `count` keys `p0..` with 150-byte values, many in flight.
+fn preload(dds: &mut Dds, count: u64) {
+    let mut done = Vec::new();
+    let mut submitted = 0;
+    let mut completed = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while completed < count {
+        assert!(Instant::now() < deadline, "preload did not finish");
+        while submitted < count && dds.in_flight() < 200 {
+            let key = format!("p{submitted}").into_bytes();
+            dds.submit(Op::Put {
+                table: b"t".to_vec(),
+                value: value_of(&key),
+                key,
+            })
+            .expect("submit");
+            submitted += 1;
+        }
+        done.clear();
+        dds.poll(&mut done, Duration::from_millis(100))
+            .expect("poll");
+        for (_, result) in &done {
+            result.as_ref().expect("preload write");
+        }
+        completed += done.len() as u64;
+    }
+}
+
+/// Whether every group of the current maps has `replicas` members, none of
+/// them in `without`.
+fn degree_back(dds: &mut Dds, replicas: usize, without: &[BrickId]) -> bool {
+    dds.refresh_maps().is_ok()
+        && dds.maps().rg.iter().all(|(_, e)| {
+            e.bricks.len() == replicas && e.bricks.iter().all(|b| !without.contains(b))
+        })
+}
+
+fn removed_everywhere(dds: &mut Dds, brick: BrickId) -> bool {
+    dds.refresh_maps().is_ok()
+        && dds
+            .maps()
+            .rg
+            .iter()
+            .all(|(_, e)| !e.bricks.contains(&brick))
+}
+
+fn sum_stat(dds: &mut Dds, bricks: &[u32], name: &str) -> u64 {
+    bricks
+        .iter()
+        .map(|b| stats(dds, BrickId(*b)).get(name).copied().unwrap_or(0))
+        .sum()
+}
+
+/// Reads of preloaded keys in a loop until `stop`: (reads, failures).
+fn reader(config: std::path::PathBuf, keys: u64, stop: Arc<AtomicBool>) -> (u64, Vec<String>) {
+    let mut dds = Dds::connect_config(&config).unwrap();
+    let (mut reads, mut failures) = (0, Vec::new());
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("p{}", (i * 7919) % keys).into_bytes();
+        match dds.get("t", &key) {
+            Ok(v) if v == value_of(&key) => reads += 1,
+            Ok(v) => failures.push(format!("{key:?} read {} bytes of another value", v.len())),
+            Err(e) => failures.push(format!("{}: {e}", String::from_utf8_lossy(&key))),
+        }
+        i += 1;
+    }
+    (reads, failures)
+}
+
+/// Writes fresh keys `w0..` one after another until `stop`: the keys whose
+/// write was acknowledged.
+fn writer(config: std::path::PathBuf, stop: Arc<AtomicBool>) -> (Vec<u64>, u64) {
+    let mut dds = Dds::connect_config(&config).unwrap();
+    let (mut acked, mut failed) = (Vec::new(), 0);
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("w{i}").into_bytes();
+        match dds.put("t", &key, &value_of(&key)) {
+            Ok(()) => acked.push(i),
+            Err(_) => failed += 1,
+        }
+        i += 1;
+    }
+    (acked, failed)
+}
+
+#[test]
+fn a_killed_brick_copies_its_partitions_back_and_rejoins_under_load() {
+    const KEYS: u64 = 3000;
+    let mut cluster = TestCluster::start(ClusterSpec {
+        partitions: 3,
+        // Always a full copy, never the shortcut for unchanged data.
+        grace_ms: 0,
+        heal_after_ms: 600_000,
+        ..ClusterSpec::default()
+    });
+    let mut dds = connect(&cluster);
+    ensure_table(&mut dds, "t");
+    preload(&mut dds, KEYS);
+    let groups_of_2 = dds.maps().partitions_of(BrickId(2)).len();
+    assert!(groups_of_2 > 0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let config = cluster.config_path().to_path_buf();
+    let reading = {
+        let (config, stop) = (config.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || reader(config, KEYS, stop))
+    };
+    let writing = {
+        let (config, stop) = (config.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || writer(config, stop))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.bricks[1].kill();
+    eventually(Duration::from_secs(15), "brick 2 removed", || {
+        removed_everywhere(&mut dds, BrickId(2))
+    });
+    // Writes go on while it is down, so its data is out of date.
+    std::thread::sleep(Duration::from_millis(800));
+    let restarted_at = Instant::now();
+    cluster.restart(1);
+    eventually(
+        Duration::from_secs(30),
+        "brick 2 back in its groups",
+        || dds.refresh_maps().is_ok() && dds.maps().partitions_of(BrickId(2)).len() == groups_of_2,
+    );
+    eprintln!(
+        "brick 2 rejoined {:?} after its restart",
+        restarted_at.elapsed()
+    );
+    // Load on the new membership for a moment, then stop.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (reads, read_failures) = reading.join().unwrap();
+    let (acked, write_failures) = writing.join().unwrap();
+    eprintln!(
+        "{reads} reads, {} failed; {} writes acknowledged, {write_failures} failed",
+        read_failures.len(),
+        acked.len()
+    );
+    assert!(read_failures.is_empty(), "reads failed: {read_failures:?}");
+    assert!(reads > 100, "only {reads} reads");
+    assert!(acked.len() > 50, "only {} writes acknowledged", acked.len());
+
+    // The copies were real: brick 2 received bytes and installed one copy
+    // per group it holds, and the sources counted them as finished.
+    let s2 = stats(&mut dds, BrickId(2));
+    assert!(s2["copy_bytes_received"] > 0, "{s2:?}");
+    assert_eq!(s2["copies_installed"], groups_of_2 as u64, "{s2:?}");
+    assert!(sum_stat(&mut dds, &[1, 3], "copies_finished") >= groups_of_2 as u64);
+
+    for i in &acked {
+        let key = format!("w{i}").into_bytes();
+        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "acknowledged w{i}");
+    }
+    for i in 0..KEYS {
+        let key = format!("p{i}").into_bytes();
+        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "preloaded p{i}");
+    }
+    assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2), BrickId(3)]);
+}
+
+#[test]
+fn a_brick_dead_past_heal_after_is_replaced() {
+    const KEYS: u64 = 500;
+    let mut cluster = TestCluster::start(ClusterSpec {
+        partitions: 3,
+        heal_after_ms: 1500,
+        ..ClusterSpec::default()
+    });
+    let mut dds = connect(&cluster);
+    ensure_table(&mut dds, "t");
+    preload(&mut dds, KEYS);
+    cluster.bricks[2].kill();
+    let killed_at = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "every group back to 2 members without brick 3",
+        || degree_back(&mut dds, 2, &[BrickId(3)]),
+    );
+    let healed_in = killed_at.elapsed();
+    eprintln!("degree restored {healed_in:?} after the kill");
+    assert!(
+        healed_in >= Duration::from_millis(1500),
+        "healed before heal_after: {healed_in:?}"
+    );
+    assert!(sum_stat(&mut dds, &[1, 2], "copies_finished") >= 2);
+    for i in 0..KEYS {
+        let key = format!("p{i}").into_bytes();
+        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "p{i}");
+    }
+    dds.put("t", b"after", b"healing").unwrap();
+    assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2)]);
+}
+
+#[test]
+fn a_copy_whose_source_dies_is_never_half_installed_and_is_redone() {
+    const KEYS: u64 = 12_000;
+    let mut cluster = TestCluster::start(ClusterSpec {
+        // One partition, on bricks 1 and 2.
+        partitions: 1,
+        partition_capacity_mb: 16,
+        grace_ms: 0,
+        heal_after_ms: 600_000,
+        // About two seconds for the partition, so the source can die
+        // in the middle.
+        copy_rate_mb_s: 1,
+        ..ClusterSpec::default()
+    });
+    let mut dds = connect(&cluster);
+    ensure_table(&mut dds, "t");
+    preload(&mut dds, KEYS);
+    let partition = PartitionId(1);
+    assert_eq!(
+        dds.maps().partitions_of(BrickId(2)),
+        vec![partition],
+        "the one partition is on brick 2"
+    );
+    cluster.bricks[1].kill();
+    eventually(Duration::from_secs(15), "brick 2 removed", || {
+        removed_everywhere(&mut dds, BrickId(2))
+    });
+    dds.put("t", b"while-down", b"x").unwrap();
+    cluster.restart(1);
+    let received = format!("copy.{}.received_bytes", partition.0);
+    eventually(Duration::from_secs(15), "the copy under way", || {
+        stats(&mut dds, BrickId(2))
+            .get(&received)
+            .is_some_and(|b| *b > 0)
+    });
+    // The source dies in the middle of the transfer.
+    cluster.bricks[0].kill();
+    let s2 = stats(&mut dds, BrickId(2));
+    assert_eq!(
+        s2["copies_installed"], 0,
+        "installed before the source died"
+    );
+
+    // Brick 2 holds part of the partition and must serve none of it.
+    let fingerprint = dds.maps().partition_fingerprint(partition).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut refused = 0;
+    while Instant::now() < deadline {
+        let reply = dds.call(
+            BrickId(2),
+            Request::Get {
+                partition,
+                fingerprint,
+                table: b"t".to_vec(),
+                key: b"p1".to_vec(),
+            },
+            Duration::from_secs(2),
+        );
+        match reply {
+            Ok(Reply::Error(_)) => refused += 1,
+            other => panic!("a half-copied partition answered a read: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(refused > 5);
+
+    // The source comes back (alone in its group) and copies again, from
+    // the start.
+    cluster.restart(0);
+    eventually(Duration::from_secs(60), "brick 2 back in the group", || {
+        dds.refresh_maps().is_ok() && dds.maps().partitions_of(BrickId(2)) == vec![partition]
+    });
+    let s2 = stats(&mut dds, BrickId(2));
+    assert_eq!(s2["copies_installed"], 1, "{s2:?}");
+    for i in (0..KEYS).step_by(97) {
+        let key = format!("p{i}").into_bytes();
+        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "p{i}");
+    }
+    assert_eq!(dds.get("t", b"while-down"), Ok(b"x".to_vec()));
+    match dds.get("t", b"never-written") {
+        Err(DdsError::NotFound) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2)]);
+}
