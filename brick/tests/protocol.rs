@@ -246,3 +246,74 @@ fn many_requests_outstanding_on_one_connection() {
         assert_eq!(c.recv(id), Reply::Value(format!("value-{i}").into_bytes()));
     }
 }
+
+/// Copy requests that do not fit the brick's state are refused by name and
+/// change nothing; a corrupt chunk is refused and the copy dropped.
+#[test]
+fn copy_requests_out_of_turn_are_refused() {
+    let cluster = TestCluster::start(ClusterSpec {
+        bricks: 2,
+        replicas: 1,
+        partitions: 2,
+        ..ClusterSpec::default()
+    });
+    let mut c = RawClient::connect(cluster.bricks[1].addr);
+    let maps = c.maps();
+    let (theirs, rg) = maps
+        .dp
+        .leaves()
+        .find(|(_, rg)| !maps.rg.get(*rg).unwrap().bricks.contains(&maps::BrickId(2)))
+        .expect("a partition brick 2 does not hold");
+    let epoch = maps.rg.get(rg).unwrap().epoch;
+    let chunk = |offset: u64, bytes: Vec<u8>| Request::CopyChunk {
+        partition: theirs,
+        offset,
+        bytes,
+        end: None,
+    };
+    // A chunk with no copy begun.
+    assert_eq!(
+        code(&c.call(&chunk(64, Vec::new()))),
+        Some(ErrorCode::Refused)
+    );
+    // Maps that do not decode.
+    let garbage = Request::CopyBegin {
+        rg,
+        epoch,
+        partition: theirs,
+        full: true,
+        maps: vec![0xff; 40],
+    };
+    assert_eq!(code(&c.call(&garbage)), Some(ErrorCode::Malformed));
+    // A copy of a group it is already in.
+    let (own, own_rg) = maps.dp.leaves().find(|(p, _)| *p != theirs).unwrap();
+    let member = Request::CopyBegin {
+        rg: own_rg,
+        epoch: maps.rg.get(own_rg).unwrap().epoch,
+        partition: own,
+        full: true,
+        maps: maps.encode(),
+    };
+    assert_eq!(code(&c.call(&member)), Some(ErrorCode::Refused));
+    // A proper begin, then a chunk that is not records: refused, and the
+    // copy is dropped, so even a good chunk after it is refused.
+    let begin = Request::CopyBegin {
+        rg,
+        epoch,
+        partition: theirs,
+        full: true,
+        maps: maps.encode(),
+    };
+    assert_eq!(c.call(&begin), Reply::CopyReady { local: None });
+    assert_eq!(
+        code(&c.call(&chunk(64, vec![0x5a; 100]))),
+        Some(ErrorCode::Malformed)
+    );
+    assert_eq!(
+        code(&c.call(&chunk(64, Vec::new()))),
+        Some(ErrorCode::Refused)
+    );
+    // The brick still serves its own partition.
+    assert!(matches!(c.call(&Request::Capacity), Reply::Capacity { held_bytes } if held_bytes > 0));
+    assert!(cluster.bricks[1].log().contains("refusing a chunk"));
+}

@@ -562,3 +562,75 @@ fn the_checksum_depends_on_contents_only() {
     d.put(b"a", b"bc").unwrap();
     assert_ne!(c.checksum(), d.checksum());
 }
+
+/// A partition with overwrites and removes, so its arena holds dead
+/// records and tombstones as well as live ones.
+fn churned(count: usize) -> Partition {
+    let mut p = anonymous(CAPACITY);
+    for i in 0..count {
+        p.put(&key(i), &value(i, 1 + i % 300)).unwrap();
+    }
+    for i in (0..count).step_by(3) {
+        p.put(&key(i), &value(i + 1, 40)).unwrap();
+    }
+    for i in (0..count).step_by(5) {
+        p.remove(&key(i)).unwrap();
+    }
+    p
+}
+
+#[test]
+fn a_copy_by_chunks_rebuilds_the_same_partition() {
+    let source = churned(2000);
+    for chunk_bytes in [1, 100, 4096, 1 << 20] {
+        let mut copy = anonymous(CAPACITY);
+        let mut offset = HEADER_BYTES;
+        while offset < source.end_offset() {
+            let chunk = source.chunk(offset, chunk_bytes);
+            assert!(!chunk.is_empty(), "a chunk always holds a record");
+            assert!(
+                chunk.len() <= chunk_bytes.max(RECORD_HEADER_BYTES as usize + 9 + 300),
+                "a chunk of {} bytes for a budget of {chunk_bytes}",
+                chunk.len()
+            );
+            copy.append_chunk(offset, chunk).unwrap();
+            offset += chunk.len() as u64;
+        }
+        copy.check_invariants();
+        assert_eq!(
+            snapshot(&copy),
+            snapshot(&source),
+            "chunks of {chunk_bytes}"
+        );
+        assert_eq!(copy.digest(), source.digest());
+    }
+}
+
+#[test]
+fn a_corrupt_cut_or_misplaced_chunk_changes_nothing() {
+    let source = churned(200);
+    let chunk = source.chunk(HEADER_BYTES, 4096).to_vec();
+    let mut copy = anonymous(CAPACITY);
+    let before = snapshot(&copy);
+    let refused =
+        |copy: &mut Partition, offset: u64, bytes: &[u8]| match copy.append_chunk(offset, bytes) {
+            Err(StoreError::Corrupt { .. }) => {}
+            other => panic!("{other:?}"),
+        };
+    // A flipped byte in the middle fails that record's crc.
+    let mut flipped = chunk.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x40;
+    refused(&mut copy, HEADER_BYTES, &flipped);
+    // A chunk cut inside a record.
+    refused(&mut copy, HEADER_BYTES, &chunk[..chunk.len() - 3]);
+    // Zeros where a record should be.
+    refused(&mut copy, HEADER_BYTES, &[0; 64]);
+    // Bytes meant for another offset.
+    refused(&mut copy, HEADER_BYTES + 11, &chunk);
+    assert_eq!(snapshot(&copy), before, "a refused chunk wrote nothing");
+    copy.check_invariants();
+    // The good chunk still goes in.
+    copy.append_chunk(HEADER_BYTES, &chunk).unwrap();
+    copy.check_invariants();
+}

@@ -74,6 +74,8 @@ fn shipped_cluster_toml_is_the_default_local_cluster() {
         ),
         (1000, 2000, 1500, 300, 8)
     );
+    // The shipped recovery section states the defaults.
+    assert_eq!(config.recovery, maps::config::Recovery::default());
 
     let maps = config.initial_maps();
     assert_eq!((maps.dp_version, maps.dp.len(), maps.rg.len()), (1, 8, 8));
@@ -299,6 +301,37 @@ fn timeouts_out_of_range_are_refused() {
     );
     // No retries at all is a valid choice: one attempt per operation.
     ClusterConfig::parse(&format!("[timeouts]\nretries_max = 0\n{BRICKS_3}")).unwrap();
+}
+
+#[test]
+fn recovery_settings_are_checked() {
+    for key in ["heal_after_ms", "copy_lease_ms"] {
+        let zero = format!("[recovery]\n{key} = 0\n{BRICKS_3}");
+        assert_eq!(
+            refusal(&zero),
+            format!("recovery.{key}: must be at least 1")
+        );
+    }
+    let grace = format!("[recovery]\ngrace_ms = 3600001\n{BRICKS_3}");
+    assert_eq!(
+        refusal(&grace),
+        "recovery.grace_ms: 3600001 is more than the 3600000 allowed"
+    );
+    let rate = format!("[recovery]\ncopy_rate_mb_s = 1048577\n{BRICKS_3}");
+    assert_eq!(
+        refusal(&rate),
+        "recovery.copy_rate_mb_s: 1048577 is more than the 1048576 allowed; 0 means no cap"
+    );
+    let typo = format!("[recovery]\nheal_after = 5\n{BRICKS_3}");
+    assert!(refusal(&typo).contains("heal_after"), "{}", refusal(&typo));
+    // Zero grace (always copy) and no rate cap are valid choices.
+    let config = ClusterConfig::parse(&format!(
+        "[recovery]\ngrace_ms = 0\ncopy_rate_mb_s = 0\nheal_after_ms = 5\n{BRICKS_3}"
+    ))
+    .unwrap();
+    assert_eq!(config.recovery.heal_after_ms, 5);
+    assert_eq!(config.recovery.grace_ms, 0);
+    assert_eq!(config.recovery.copy_lease_ms, 1000, "default");
 }
 
 #[test]
