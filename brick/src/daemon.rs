@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use maps::config::ClusterConfig;
 use maps::BrickId;
 
-use crate::node::{partition_of_file_name, Node, NodeConfig, RecoveryConfig, Storage};
+use crate::node::{maps_path, partition_of_file_name, Node, NodeConfig, RecoveryConfig, Storage};
 use crate::server::Server;
 use crate::store::{Backing, Partition};
 
@@ -22,6 +22,7 @@ pub enum DaemonError {
     UnknownBrick(BrickId),
     DataDir(PathBuf, std::io::Error),
     Arena(PathBuf, String),
+    Maps(PathBuf, String),
     Listen(String, std::io::Error),
     Serve(std::io::Error),
 }
@@ -41,6 +42,7 @@ impl fmt::Display for DaemonError {
                 write!(f, "cannot create data directory {}: {e}", p.display())
             }
             DaemonError::Arena(p, e) => write!(f, "cannot open arena {}: {e}", p.display()),
+            DaemonError::Maps(p, e) => write!(f, "cannot read saved maps {}: {e}", p.display()),
             DaemonError::Listen(a, e) => {
                 write!(
                     f,
@@ -67,9 +69,27 @@ pub fn run(
         ClusterConfig::load(config_path).map_err(|e| DaemonError::Config(e.to_string()))?;
     let directory = config.brick_directory();
     let addr = *directory.get(&id).ok_or(DaemonError::UnknownBrick(id))?;
-    let maps = config.initial_maps();
+    let mut maps = config.initial_maps();
     let dir = config.cluster.data_dir.join(format!("brick-{}", id.0));
     std::fs::create_dir_all(&dir).map_err(|e| DaemonError::DataDir(dir.clone(), e))?;
+    // The memberships this brick knew when it stopped: newer than the
+    // initial ones wherever a group changed.
+    let saved_maps = maps_path(&dir);
+    match std::fs::read(&saved_maps) {
+        Ok(bytes) => {
+            let saved = maps::Maps::decode(&bytes).map_err(|e| {
+                DaemonError::Maps(
+                    saved_maps.clone(),
+                    format!("{e}; move the file aside to start from cluster.toml's maps"),
+                )
+            })?;
+            if maps.merge_newer(&saved) {
+                log::info!("{id}: took the maps it saved before it stopped");
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(DaemonError::Maps(saved_maps, e.to_string())),
+    }
     let capacity = config.cluster.partition_capacity_mb * 1024 * 1024;
     // A brick that held data and did not stop cleanly crashed: it may have
     // lost prepared transactions, so it starts amnesiac.

@@ -48,7 +48,7 @@ use crate::store::{record_bytes, CompactStatus, Partition, StoreError};
 
 mod recovery;
 
-pub use recovery::{arena_path, partition_of_file_name, RecoveryConfig, Storage};
+pub use recovery::{arena_path, maps_path, partition_of_file_name, RecoveryConfig, Storage};
 
 /// A client connection, as the driver names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -490,7 +490,7 @@ impl Node {
                 incarnation,
             } => Some(self.grant_lease(now, rg, epoch, from, incarnation)),
             Request::Stats => Some(Reply::Stats(self.stats())),
-            Request::Capacity => Some(self.capacity_reply()),
+            Request::Capacity { partition } => Some(self.capacity_reply(partition)),
             Request::CopyBegin {
                 rg,
                 epoch,
@@ -1163,6 +1163,9 @@ impl Node {
     /// After the maps changed: leases of old epochs are void, and copies
     /// of groups that changed are abandoned.
     fn maps_changed(&mut self, now: Instant) {
+        if let Err(e) = self.config.storage.save_maps(&self.maps.encode()) {
+            log::error!("{}: cannot save its maps: {e}", self.id);
+        }
         let maps = &self.maps;
         self.held
             .retain(|rg, held| maps.rg.get(*rg).is_some_and(|e| e.epoch == held.epoch));
@@ -1295,7 +1298,10 @@ impl Node {
             }
             PeerPending::Capacity { rg, peer } => {
                 let held = match reply {
-                    Reply::Capacity { held_bytes } => Some(held_bytes),
+                    Reply::Capacity {
+                        held_bytes,
+                        holds_partition,
+                    } => Some((held_bytes, holds_partition)),
                     _ => None,
                 };
                 self.capacity_answer(now, rg, peer, held);

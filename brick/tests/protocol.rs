@@ -314,6 +314,9 @@ fn copy_requests_out_of_turn_are_refused() {
         Some(ErrorCode::Refused)
     );
     // The brick still serves its own partition.
-    assert!(matches!(c.call(&Request::Capacity), Reply::Capacity { held_bytes } if held_bytes > 0));
+    assert!(matches!(
+        c.call(&Request::Capacity { partition: own }),
+        Reply::Capacity { held_bytes, holds_partition: true } if held_bytes > 0
+    ));
     assert!(cluster.bricks[1].log().contains("refusing a chunk"));
 }

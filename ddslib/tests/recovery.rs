@@ -286,9 +286,16 @@ fn a_copy_whose_source_dies_is_never_half_installed_and_is_redone() {
     // The source comes back (alone in its group) and copies again, from
     // the start.
     cluster.restart(0);
-    eventually(Duration::from_secs(60), "brick 2 back in the group", || {
-        dds.refresh_maps().is_ok() && dds.maps().partitions_of(BrickId(2)) == vec![partition]
-    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(dds.refresh_maps().is_ok() && dds.maps().partitions_of(BrickId(2)) == vec![partition]) {
+        if Instant::now() > deadline {
+            for b in &cluster.bricks {
+                eprintln!("--- brick {}\n{}", b.id, b.log());
+            }
+            panic!("brick 2 never rejoined the group");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let s2 = stats(&mut dds, BrickId(2));
     assert_eq!(s2["copies_installed"], 1, "{s2:?}");
     for i in (0..KEYS).step_by(97) {
@@ -301,4 +308,36 @@ fn a_copy_whose_source_dies_is_never_half_installed_and_is_redone() {
         other => panic!("{other:?}"),
     }
     assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2)]);
+}
+
+/// A brick keeps the memberships it installed across a crash: the last
+/// member of a group, killed and restarted while its partner is still
+/// dead, knows it is alone and serves again (with the initial maps it
+/// would wait for a partner that is not coming back).
+#[test]
+fn a_restarted_brick_remembers_the_memberships_it_installed() {
+    let mut cluster = TestCluster::start(ClusterSpec {
+        bricks: 2,
+        partitions: 1,
+        heal_after_ms: 600_000,
+        ..ClusterSpec::default()
+    });
+    let mut dds = connect(&cluster);
+    ensure_table(&mut dds, "t");
+    dds.put("t", b"k", b"before").unwrap();
+    cluster.bricks[1].kill();
+    eventually(Duration::from_secs(15), "brick 2 removed", || {
+        let _ = dds.put("t", b"k", b"during");
+        removed_everywhere(&mut dds, BrickId(2))
+    });
+    dds.put("t", b"k", b"alone").unwrap();
+    cluster.restart(0);
+    let mut fresh = connect(&cluster);
+    let maps = fresh.maps().clone();
+    let entry = maps.rg.iter().next().unwrap().1.clone();
+    assert_eq!(entry.bricks, vec![BrickId(1)], "epoch {}", entry.epoch);
+    assert!(entry.epoch > 1);
+    assert_eq!(fresh.get("t", b"k"), Ok(b"alone".to_vec()));
+    fresh.put("t", b"k", b"after").unwrap();
+    assert_eq!(fresh.get("t", b"k"), Ok(b"after".to_vec()));
 }

@@ -202,6 +202,9 @@ struct SimBrick {
     node: Option<Node>,
     /// Arena bytes kept across a crash.
     saved: BTreeMap<PartitionId, Vec<u8>>,
+    /// The maps the node had saved when it crashed (it saves them on every
+    /// change, before acting on them).
+    saved_maps: Option<Maps>,
     paused: bool,
     incarnation: u64,
     /// Client gets in flight at this node: (conn, request id) → partition.
@@ -316,6 +319,7 @@ impl Sim {
                 id,
                 node: None,
                 saved: BTreeMap::new(),
+                saved_maps: None,
                 paused: false,
                 incarnation: 1,
                 reads: HashMap::new(),
@@ -751,9 +755,13 @@ impl Sim {
             if now >= until {
                 let brick = &mut self.bricks[index];
                 brick.incarnation += 1;
+                let mut maps = self.initial_maps.clone();
+                if let Some(saved) = &brick.saved_maps {
+                    maps.merge_newer(saved);
+                }
                 brick.node = Some(Self::boot(
                     brick.id,
-                    &self.initial_maps,
+                    &maps,
                     &brick.saved,
                     brick.incarnation,
                     now,
@@ -810,6 +818,7 @@ impl Sim {
                 .map(|(p, store)| (*p, store.bytes().to_vec()))
                 .collect();
             self.bricks[index].saved = saved;
+            self.bricks[index].saved_maps = Some(node.maps().clone());
         }
         self.bricks[index].reads.clear();
         // Every connection to or from the brick breaks.

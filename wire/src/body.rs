@@ -258,7 +258,7 @@ impl Request {
     /// (see [`Request::check_limits`]).
     pub fn encode_body(&self, out: &mut Vec<u8>) {
         match self {
-            Request::Ping | Request::GetMaps | Request::Stats | Request::Capacity => {}
+            Request::Ping | Request::GetMaps | Request::Stats => {}
             Request::CreateTable { name } | Request::DestroyTable { name } => put_bytes(out, name),
             Request::Get {
                 partition,
@@ -320,9 +320,9 @@ impl Request {
                 put_u32(out, from.0);
                 put_u64(out, *incarnation);
             }
-            Request::PartitionChecksum { partition } | Request::CopyAbort { partition } => {
-                put_u64(out, partition.0)
-            }
+            Request::PartitionChecksum { partition }
+            | Request::CopyAbort { partition }
+            | Request::Capacity { partition } => put_u64(out, partition.0),
             Request::CopyBegin {
                 rg,
                 epoch,
@@ -354,7 +354,7 @@ impl Request {
     /// caller can reserve once.
     pub fn body_len(&self) -> usize {
         match self {
-            Request::Ping | Request::GetMaps | Request::Stats | Request::Capacity => 0,
+            Request::Ping | Request::GetMaps | Request::Stats => 0,
             Request::CreateTable { name } | Request::DestroyTable { name } => bytes_len(name),
             Request::Get { table, key, .. } => 8 + 4 + bytes_len(table) + bytes_len(key),
             Request::Prepare {
@@ -380,7 +380,9 @@ impl Request {
             Request::Exclude { .. } => 16,
             Request::LeaseRenew { .. } => 24,
             Request::PushMaps { maps } => bytes_len(maps),
-            Request::PartitionChecksum { .. } | Request::CopyAbort { .. } => 8,
+            Request::PartitionChecksum { .. }
+            | Request::CopyAbort { .. }
+            | Request::Capacity { .. } => 8,
             Request::CopyBegin { maps, .. } => 4 + 8 + 8 + 1 + bytes_len(maps),
             Request::CopyChunk { bytes, end, .. } => 8 + 8 + bytes_len(bytes) + digest_len(end),
         }
@@ -402,7 +404,7 @@ impl Request {
             | Request::LeaseRenew { .. }
             | Request::PartitionChecksum { .. }
             | Request::CopyAbort { .. }
-            | Request::Capacity => Ok(()),
+            | Request::Capacity { .. } => Ok(()),
             Request::CopyBegin { maps, .. } => {
                 check_bytes("CopyBegin.maps", maps.len(), MAPS_SIZE_MAX)
             }
@@ -462,7 +464,13 @@ impl Reply {
             }
             Reply::CopyReady { local } => put_digest(out, local),
             Reply::CopyAck { end } => put_u64(out, *end),
-            Reply::Capacity { held_bytes } => put_u64(out, *held_bytes),
+            Reply::Capacity {
+                held_bytes,
+                holds_partition,
+            } => {
+                put_u64(out, *held_bytes);
+                put_u8(out, u8::from(*holds_partition));
+            }
             Reply::Error(error) => {
                 put_u8(out, error.code as u8);
                 put_bytes(out, error.message.as_bytes());
@@ -493,7 +501,8 @@ impl Reply {
             }
             Reply::Checksum { .. } => 12,
             Reply::CopyReady { local } => digest_len(local),
-            Reply::CopyAck { .. } | Reply::Capacity { .. } => 8,
+            Reply::CopyAck { .. } => 8,
+            Reply::Capacity { .. } => 9,
             Reply::Error(error) => {
                 let maps_len = match &error.maps {
                     None => 1,
@@ -642,7 +651,9 @@ impl Message {
                 incarnation: r.u64("LeaseRenew.incarnation")?,
             }),
             kind::STATS => Message::Request(Request::Stats),
-            kind::CAPACITY => Message::Request(Request::Capacity),
+            kind::CAPACITY => Message::Request(Request::Capacity {
+                partition: PartitionId(r.u64("Capacity.partition")?),
+            }),
             kind::COPY_BEGIN => Message::Request(Request::CopyBegin {
                 rg: RgId(r.u32("CopyBegin.rg")?),
                 epoch: r.u64("CopyBegin.epoch")?,
@@ -701,6 +712,7 @@ impl Message {
             }),
             kind::CAPACITY_REPLY => Message::Reply(Reply::Capacity {
                 held_bytes: r.u64("CapacityReply.held_bytes")?,
+                holds_partition: r.bool("CapacityReply.holds_partition")?,
             }),
             kind::ERROR => {
                 let tag = r.u8("Error.code")?;

@@ -135,10 +135,12 @@ pub enum Request {
     CopyAbort {
         partition: PartitionId,
     },
-    /// How many bytes of arenas the brick holds: what the leader of a group
-    /// that lost a replica compares to choose the brick with the most free
-    /// capacity. Answered by `Capacity`.
-    Capacity,
+    /// How many bytes of arenas the brick holds, and whether it holds data
+    /// of `partition`: what the leader of a group that lost a replica asks
+    /// to choose the brick to copy it to. Answered by `Capacity`.
+    Capacity {
+        partition: PartitionId,
+    },
 }
 
 /// A digest of a partition's live data that does not depend on the order
@@ -226,9 +228,11 @@ pub enum Reply {
     CopyAck {
         end: u64,
     },
-    /// Bytes of partition arenas the brick holds.
+    /// Bytes of partition arenas the brick holds, and whether one of them
+    /// is of the partition asked about (it was a replica before).
     Capacity {
         held_bytes: u64,
+        holds_partition: bool,
     },
     Error(ErrorReply),
 }
@@ -345,7 +349,7 @@ impl Request {
             Request::CopyBegin { .. } => kind::COPY_BEGIN,
             Request::CopyChunk { .. } => kind::COPY_CHUNK,
             Request::CopyAbort { .. } => kind::COPY_ABORT,
-            Request::Capacity => kind::CAPACITY,
+            Request::Capacity { .. } => kind::CAPACITY,
         }
     }
 }

@@ -380,7 +380,9 @@ fn request_strategy() -> impl Strategy<Value = Request> {
         any::<u64>().prop_map(|p| Request::CopyAbort {
             partition: PartitionId(p)
         }),
-        Just(Request::Capacity),
+        any::<u64>().prop_map(|p| Request::Capacity {
+            partition: PartitionId(p)
+        }),
     ]
 }
 
@@ -400,7 +402,10 @@ fn reply_strategy() -> impl Strategy<Value = Reply> {
             local: local.map(|(sum, keys)| Digest { sum, keys })
         }),
         any::<u64>().prop_map(|end| Reply::CopyAck { end }),
-        any::<u64>().prop_map(|held_bytes| Reply::Capacity { held_bytes }),
+        (any::<u64>(), any::<bool>()).prop_map(|(held_bytes, holds_partition)| Reply::Capacity {
+            held_bytes,
+            holds_partition
+        }),
         (
             0..ERROR_CODES.len(),
             text_up_to(ERROR_MESSAGE_SIZE_MAX),

@@ -62,7 +62,31 @@ pub fn partition_of_file_name(name: &str) -> Option<PartitionId> {
     u64::from_str_radix(hex, 16).ok().map(PartitionId)
 }
 
+/// The file in a brick's data folder that holds its maps.
+pub fn maps_path(dir: &std::path::Path) -> PathBuf {
+    dir.join("maps")
+}
+
 impl Storage {
+    /// Makes `maps` (encoded) durable before the node acts on them, so a
+    /// brick that restarts after a crash knows every membership it
+    /// installed or learned (a lost removal could otherwise be decided a
+    /// second time, differently). Written to a temporary file, synced and
+    /// renamed over the old one, so a crash leaves one or the other whole.
+    pub(super) fn save_maps(&self, maps: &[u8]) -> std::io::Result<()> {
+        let Storage::Dir(dir) = self else {
+            return Ok(());
+        };
+        let path = maps_path(dir);
+        let tmp = path.with_extension("tmp");
+        {
+            let mut file = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut file, maps)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)
+    }
+
     /// A fresh, empty partition: an existing file is deleted first.
     fn create(&self, partition: PartitionId, capacity: u64) -> Result<Partition, String> {
         let backing = match self {
@@ -182,8 +206,9 @@ pub(super) struct CopyIn {
 #[derive(Debug)]
 pub(super) struct HealPoll {
     waiting: BTreeSet<BrickId>,
-    /// Bricks that answered, with the arena bytes they hold.
-    answers: BTreeMap<BrickId, u64>,
+    /// Bricks that answered, with the arena bytes they hold and whether
+    /// they hold data of the partition.
+    answers: BTreeMap<BrickId, (u64, bool)>,
     deadline: Instant,
 }
 
@@ -313,9 +338,11 @@ impl Node {
         held + incoming
     }
 
-    pub(super) fn capacity_reply(&self) -> Reply {
+    pub(super) fn capacity_reply(&self, partition: PartitionId) -> Reply {
         Reply::Capacity {
             held_bytes: self.held_bytes(),
+            holds_partition: self.partitions.contains_key(&partition)
+                || self.recovery.incoming.contains_key(&partition),
         }
     }
 
@@ -376,7 +403,7 @@ impl Node {
             for brick in &candidates {
                 self.send_peer(
                     *brick,
-                    Request::Capacity,
+                    Request::Capacity { partition },
                     PeerPending::Capacity { rg, peer: *brick },
                 );
             }
@@ -408,7 +435,7 @@ impl Node {
         now: Instant,
         rg: RgId,
         peer: BrickId,
-        held: Option<u64>,
+        held: Option<(u64, bool)>,
     ) {
         if let Some(poll) = self.recovery.polls.get_mut(&rg) {
             if poll.waiting.remove(&peer) {
@@ -444,12 +471,21 @@ impl Node {
             {
                 continue;
             }
+            // The brick that left, if it answers: this node saw it go, or
+            // (after this node restarted) it still holds the partition.
             let departed = self
                 .recovery
                 .departed
                 .get(&rg)
                 .copied()
-                .filter(|(b, _)| poll.answers.contains_key(b));
+                .filter(|(b, _)| poll.answers.contains_key(b))
+                .or_else(|| {
+                    poll.answers
+                        .iter()
+                        .filter(|(_, (_, holds))| *holds)
+                        .min_by_key(|(brick, (held, _))| (*held, **brick))
+                        .map(|(brick, _)| (*brick, now))
+                });
             let short_for = self
                 .recovery
                 .short_since
@@ -464,7 +500,7 @@ impl Node {
             } else if short_for >= self.config.recovery.heal_after {
                 poll.answers
                     .iter()
-                    .min_by_key(|(brick, held)| (**held, **brick))
+                    .min_by_key(|(brick, (held, _))| (*held, **brick))
                     .map(|(brick, _)| (*brick, false))
             } else {
                 None

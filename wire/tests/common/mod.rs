@@ -173,7 +173,9 @@ pub fn sample_requests() -> Vec<Request> {
         Request::CopyAbort {
             partition: PartitionId(5),
         },
-        Request::Capacity,
+        Request::Capacity {
+            partition: PartitionId(u64::MAX),
+        },
     ]
 }
 
@@ -237,7 +239,10 @@ pub fn sample_replies() -> Vec<Reply> {
             local: Some(Digest { sum: 1, keys: 0 }),
         },
         Reply::CopyAck { end: u64::MAX },
-        Reply::Capacity { held_bytes: 0 },
+        Reply::Capacity {
+            held_bytes: 0,
+            holds_partition: true,
+        },
     ];
     for state in TX_STATES {
         replies.push(Reply::TxState(state));
@@ -364,7 +369,9 @@ pub fn random_request<R: Rng>(rng: &mut R) -> Request {
         15 => Request::CopyAbort {
             partition: PartitionId(rng.random()),
         },
-        16 => Request::Capacity,
+        16 => Request::Capacity {
+            partition: PartitionId(rng.random()),
+        },
         _ => Request::PartitionChecksum {
             partition: PartitionId(rng.random()),
         },
@@ -405,6 +412,7 @@ pub fn random_reply<R: Rng>(rng: &mut R) -> Reply {
         11 => Reply::CopyAck { end: rng.random() },
         12 => Reply::Capacity {
             held_bytes: rng.random(),
+            holds_partition: rng.random(),
         },
         _ => Reply::Error(ErrorReply {
             code: ERROR_CODES[rng.random_range(0..ERROR_CODES.len())],
