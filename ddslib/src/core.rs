@@ -184,6 +184,10 @@ struct OpState {
     /// unanswered, so that giving up says `Timeout` rather than
     /// `Unavailable`.
     timed_out: bool,
+    /// Keys in `Core::requests` of the requests this operation sent, so
+    /// they are dropped without a scan of every outstanding request. Some
+    /// may be answered (gone from the map) already.
+    sent: Vec<(BrickId, u64)>,
 }
 
 /// An error that ends the operation, or says to retry it.
@@ -266,6 +270,7 @@ impl Core {
                 attempts: 0,
                 deadline: now,
                 timed_out: false,
+                sent: Vec::new(),
             },
         );
         self.start(now, id);
@@ -304,6 +309,9 @@ impl Core {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
         self.requests.insert((brick, request_id), op);
+        if let Some(state) = self.ops.get_mut(&op) {
+            state.sent.push((brick, request_id));
+        }
         self.transmits.push_back((brick, request_id, request));
         request_id
     }
@@ -316,10 +324,28 @@ impl Core {
     }
 
     fn complete(&mut self, id: OpId, result: Result<Output, DdsError>) {
-        if self.ops.remove(&id).is_some() {
-            self.requests.retain(|_, op| *op != id);
+        if let Some(state) = self.ops.remove(&id) {
+            for key in &state.sent {
+                self.requests.remove(key);
+            }
             self.completions.push_back((id, result));
         }
+    }
+
+    /// Stops waiting for the replies to every request `id` sent so far.
+    fn forget_requests(&mut self, id: OpId) {
+        if let Some(state) = self.ops.get_mut(&id) {
+            for key in state.sent.drain(..) {
+                self.requests.remove(&key);
+            }
+        }
+    }
+
+    /// Whether some request `id` sent is still unanswered.
+    fn awaits_replies(&self, id: OpId) -> bool {
+        self.ops
+            .get(&id)
+            .is_some_and(|state| state.sent.iter().any(|key| self.requests.contains_key(key)))
     }
 
     /// Starts (or restarts) an operation from its first step.
@@ -757,7 +783,7 @@ impl Core {
         };
         let request = Self::decision_request(&decide, decision);
         self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
-        self.requests.retain(|_, op| *op != id);
+        self.forget_requests(id);
         for target in targets {
             self.send(id, target, request.clone());
         }
@@ -875,7 +901,7 @@ impl Core {
             self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
             // Replies to requests already sent are still expected; a new
             // round is sent only after an exclusion (see exclusion_reply).
-            if !self.requests.values().any(|op| *op == id) {
+            if !self.awaits_replies(id) {
                 let decide = self.take_decide(id).unwrap();
                 self.send_decision(now, id, decide);
             }
@@ -939,7 +965,7 @@ impl Core {
         };
         decide.leader = Some((leader, target));
         self.ops.get_mut(&id).unwrap().phase = Phase::Excluding(decide);
-        self.requests.retain(|_, op| *op != id);
+        self.forget_requests(id);
         self.send(id, leader, request);
         // A removal waits for a probe and for leases to run out.
         self.set_deadline(id, now + self.config.request_timeout * 4);
