@@ -489,7 +489,7 @@ impl Node {
                 from,
                 incarnation,
             } => Some(self.grant_lease(now, rg, epoch, from, incarnation)),
-            Request::Stats => Some(Reply::Stats(self.stats())),
+            Request::Stats => Some(Reply::Stats(self.stats(now))),
             Request::Capacity { partition } => Some(self.capacity_reply(partition)),
             Request::CopyBegin {
                 rg,
@@ -1650,7 +1650,7 @@ impl Node {
         }
     }
 
-    fn stats(&self) -> Vec<(String, u64)> {
+    fn stats(&self, now: Instant) -> Vec<(String, u64)> {
         let c = &self.counters;
         let mut out = vec![
             ("brick.id".to_string(), u64::from(self.id.0)),
@@ -1670,7 +1670,7 @@ impl Node {
             ("prepared".to_string(), self.prepared.len() as u64),
             ("tables".to_string(), self.tables.len() as u64),
         ];
-        self.recovery_stats(&mut out);
+        self.recovery_stats(now, &mut out);
         for (id, partition) in &self.partitions {
             let s = partition.stats();
             let p = id.0;

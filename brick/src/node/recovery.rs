@@ -190,6 +190,8 @@ pub(super) struct CopyOut {
     sealed_at: Option<Instant>,
     /// Earliest time of the next chunk, under the rate cap.
     next_send: Instant,
+    /// When progress was last logged.
+    logged_at: Instant,
 }
 
 /// A copy this node receives.
@@ -260,6 +262,13 @@ const PROGRESS_TIMEOUT: Duration = Duration::from_secs(5);
 const INCOMING_IDLE: Duration = Duration::from_secs(10);
 /// Pause between attempts to heal one group.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often a running copy logs its progress.
+const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Bytes per second.
+fn rate(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / took.as_secs_f64().max(1e-6)
+}
 
 impl Node {
     /// Whether prepares for `partition` are held by a copy's write lease.
@@ -546,6 +555,7 @@ impl Node {
                 deadline: now + PROGRESS_TIMEOUT,
                 sealed_at: None,
                 next_send: now,
+                logged_at: now,
             },
         );
         self.send_copy_begin(partition, !catch_up);
@@ -743,6 +753,24 @@ impl Node {
         c.in_flight = c.in_flight.saturating_sub(1);
         c.acked = c.acked.max(end);
         c.deadline = now + PROGRESS_TIMEOUT;
+        if now.saturating_duration_since(c.logged_at) >= PROGRESS_LOG_INTERVAL {
+            c.logged_at = now;
+            let total = self
+                .partitions
+                .get(&partition)
+                .map_or(0, |p| p.end_offset());
+            log::info!(
+                "{}: copy of {partition} to {}: {} of {} bytes, {:.1} MiB/s",
+                self.id,
+                c.target,
+                c.acked - HEADER_BYTES,
+                total.saturating_sub(HEADER_BYTES),
+                rate(
+                    c.acked - HEADER_BYTES,
+                    now.saturating_duration_since(c.started)
+                ) / 1048576.0
+            );
+        }
         if c.phase == CopyPhase::Final && c.in_flight == 0 {
             self.finish_copy(now, partition);
         } else {
@@ -798,7 +826,7 @@ impl Node {
                     } else {
                         format!(
                             "a copy of {bytes} bytes in {took:?} ({:.0} MiB/s)",
-                            bytes as f64 / took.as_secs_f64().max(1e-6) / 1048576.0
+                            rate(bytes, took) / 1048576.0
                         )
                     },
                     lease
@@ -1105,7 +1133,7 @@ impl Node {
         }
     }
 
-    pub(super) fn recovery_stats(&self, out: &mut Vec<(String, u64)>) {
+    pub(super) fn recovery_stats(&self, now: Instant, out: &mut Vec<(String, u64)>) {
         let c = &self.recovery.counters;
         out.extend([
             ("copies_started".to_string(), c.started),
@@ -1132,6 +1160,11 @@ impl Node {
             ));
             out.push((format!("copy.{}.phase", p.0), copy.phase.number()));
             out.push((format!("copy.{}.target", p.0), u64::from(copy.target.0)));
+            let took = now.saturating_duration_since(copy.started);
+            out.push((
+                format!("copy.{}.rate_bytes_per_s", p.0),
+                rate(copy.acked - HEADER_BYTES, took) as u64,
+            ));
         }
         for (p, copy) in &self.recovery.incoming {
             out.push((format!("copy.{}.received_bytes", p.0), copy.bytes));
