@@ -72,6 +72,10 @@ pub struct Server {
     outbound: HashMap<BrickId, Outbound>,
     next_token: usize,
     dirty: HashSet<Token>,
+    /// Connections whose read stopped at the per-pass budget with bytes
+    /// possibly left in the socket. Readiness is edge-triggered, so no new
+    /// event comes for those bytes: they are read again on the next pass.
+    unread: HashSet<Token>,
     stop: Arc<AtomicBool>,
 }
 
@@ -109,6 +113,7 @@ impl Server {
             outbound: HashMap::new(),
             next_token: 1,
             dirty: HashSet::new(),
+            unread: HashSet::new(),
             stop,
         })
     }
@@ -144,12 +149,19 @@ impl Server {
                 timeout = timeout.min(at.saturating_duration_since(now));
             }
             let background = self.node.background_step();
-            if background {
+            if background || !self.unread.is_empty() {
                 timeout = Duration::ZERO;
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
+                }
+            }
+            for token in std::mem::take(&mut self.unread) {
+                if token.0 >= PEER_TOKEN_BASE {
+                    self.read_outbound(BrickId((token.0 - PEER_TOKEN_BASE) as u32));
+                } else {
+                    self.read_inbound(token);
                 }
             }
             for event in events.iter() {
@@ -247,6 +259,7 @@ impl Server {
 
     fn read_inbound(&mut self, token: Token) {
         let mut budget = READ_BYTES_PER_PASS_MAX;
+        let mut would_block = false;
         let now = Instant::now();
         loop {
             let Some(conn) = self.inbound.get_mut(&token) else {
@@ -265,7 +278,10 @@ impl Server {
                     return;
                 }
                 Ok(n) => budget = budget.saturating_sub(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => budget = 0,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    budget = 0;
+                    would_block = true;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.close_inbound(token, Some(&format!("read failed: {e}")));
@@ -312,7 +328,9 @@ impl Server {
             // Replies produced by this batch go out before more is read, so
             // the out buffer limit below sees them.
             self.route_transmits();
-            let conn = self.inbound.get_mut(&token).unwrap();
+            let Some(conn) = self.inbound.get_mut(&token) else {
+                return;
+            };
             if conn.out.len() - conn.out_pos > QUEUED_BYTES_PER_CONNECTION_MAX {
                 // The peer does not read its replies: stop reading its
                 // requests until it drains them.
@@ -321,6 +339,9 @@ impl Server {
                 return;
             }
             if budget == 0 {
+                if !would_block {
+                    self.unread.insert(token);
+                }
                 return;
             }
         }
@@ -357,6 +378,7 @@ impl Server {
     fn read_outbound(&mut self, peer: BrickId) {
         let now = Instant::now();
         let mut budget = READ_BYTES_PER_PASS_MAX;
+        let mut would_block = false;
         loop {
             let Some(conn) = self.outbound.get_mut(&peer) else {
                 return;
@@ -364,7 +386,10 @@ impl Server {
             match conn.decoder.read_from(&mut conn.stream) {
                 Ok(0) => return self.drop_outbound(peer, "peer closed the connection"),
                 Ok(n) => budget = budget.saturating_sub(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => budget = 0,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    budget = 0;
+                    would_block = true;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return self.drop_outbound(peer, &format!("read failed: {e}")),
             }
@@ -382,6 +407,9 @@ impl Server {
                 }
             }
             if budget == 0 {
+                if !would_block {
+                    self.unread.insert(Token(PEER_TOKEN_BASE + peer.0 as usize));
+                }
                 return;
             }
         }

@@ -865,6 +865,21 @@ impl Partition {
         &self.main.bytes()[offset as usize..to as usize]
     }
 
+    /// The keys of the records in a chunk that [`Partition::append_chunk`]
+    /// accepted, in order, each with whether it is live (false for a
+    /// tombstone).
+    pub fn chunk_keys(chunk: &[u8]) -> impl Iterator<Item = (bool, &[u8])> {
+        let mut at = 0usize;
+        std::iter::from_fn(move || {
+            if at >= chunk.len() {
+                return None;
+            }
+            let record = record::view(chunk, at as u64);
+            at += record.bytes.len();
+            Some((record.live, record.key))
+        })
+    }
+
     /// Appends a chunk of another arena's records (from
     /// [`Partition::chunk`]) at `offset`, which must be this arena's end:
     /// the receiving side of a recovery copy. Every record's crc is checked

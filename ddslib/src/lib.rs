@@ -29,7 +29,7 @@ pub mod core;
 pub mod error;
 pub mod limits;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -67,6 +67,10 @@ pub struct Dds {
     /// Replies to requests sent by [`Dds::call`], outside the coordinator.
     private_replies: HashMap<u64, Reply>,
     next_private_id: u64,
+    /// Connections whose read stopped at the per-event budget with bytes
+    /// possibly left: readiness is edge-triggered, so they are read again
+    /// on the next turn without waiting for an event.
+    unread: HashSet<BrickId>,
 }
 
 /// Request ids from here up belong to [`Dds::call`]; the coordinator's ids
@@ -113,6 +117,7 @@ impl Dds {
             events: Events::with_capacity(256),
             directory,
             conns: HashMap::new(),
+            unread: HashSet::new(),
             results: HashMap::new(),
             completed: Vec::new(),
             private_replies: HashMap::new(),
@@ -351,6 +356,9 @@ impl Dds {
             let until = at.saturating_duration_since(now);
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
+        if !self.unread.is_empty() {
+            wait = Some(Duration::ZERO);
+        }
         if let Err(e) = self.poll.poll(&mut self.events, wait) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(DdsError::Io(e.to_string()));
@@ -367,6 +375,9 @@ impl Dds {
                 )
             })
             .collect();
+        for brick in std::mem::take(&mut self.unread) {
+            self.read(brick);
+        }
         for (brick, readable, writable) in ready {
             if writable {
                 if let Some(conn) = self.conns.get_mut(&brick) {
@@ -406,6 +417,7 @@ impl Dds {
 
     fn read(&mut self, brick: BrickId) {
         let mut budget = limits::READ_BYTES_PER_EVENT_MAX;
+        let mut would_block = false;
         loop {
             let Some(conn) = self.conns.get_mut(&brick) else {
                 return;
@@ -415,7 +427,10 @@ impl Dds {
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => budget = 0,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    budget = 0;
+                    would_block = true;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return self.drop_conn(brick, &e.to_string()),
             }
@@ -440,6 +455,11 @@ impl Dds {
                 }
             }
             if budget == 0 {
+                if !would_block {
+                    // Edge-triggered readiness brings no new event for
+                    // bytes left in the socket: read them on the next turn.
+                    self.unread.insert(brick);
+                }
                 return;
             }
         }

@@ -202,6 +202,9 @@ pub(super) struct CopyIn {
     staging: Option<Partition>,
     last_heard: Instant,
     bytes: u64,
+    /// Table names whose markers the copy holds, followed chunk by chunk
+    /// so that installing needs no scan of every key.
+    tables: BTreeSet<Vec<u8>>,
 }
 
 /// A round of `Capacity` questions for a group that is short of members.
@@ -990,6 +993,7 @@ impl Node {
                         staging: None,
                         last_heard: now,
                         bytes: 0,
+                        tables: BTreeSet::new(),
                     },
                 );
                 return Reply::CopyReady {
@@ -1015,6 +1019,7 @@ impl Node {
                         staging: Some(staging),
                         last_heard: now,
                         bytes: 0,
+                        tables: BTreeSet::new(),
                     },
                 );
                 Reply::CopyReady { local: None }
@@ -1057,6 +1062,15 @@ impl Node {
             return error(ErrorCode::Malformed, e);
         }
         c.bytes += bytes.len() as u64;
+        for (live, key) in Partition::chunk_keys(bytes) {
+            if let Some((&TABLE_MARKER, name)) = key.split_first() {
+                if live {
+                    c.tables.insert(name.to_vec());
+                } else {
+                    c.tables.remove(name);
+                }
+            }
+        }
         self.recovery.counters.bytes_received += bytes.len() as u64;
         let received_end = offset + bytes.len() as u64;
         let Some(want) = end else {
@@ -1087,9 +1101,7 @@ impl Node {
             .expect("checked above");
         if let Some(mut staging) = c.staging {
             staging.set_compaction_paused(false);
-            for marker in staging.keys_with_prefix(&[TABLE_MARKER]) {
-                self.tables.insert(marker[1..].to_vec());
-            }
+            self.tables.extend(c.tables);
             self.partitions.insert(partition, staging);
         }
         self.recovery.recovered.insert(c.rg);
