@@ -270,6 +270,9 @@ struct RunningBrick {
 pub struct LocalCluster {
     bricks: Vec<RunningBrick>,
     stop_timeout: Duration,
+    config_path: PathBuf,
+    command: BrickCommand,
+    options: LaunchOptions,
 }
 
 impl LocalCluster {
@@ -306,36 +309,14 @@ impl LocalCluster {
         let mut cluster = LocalCluster {
             bricks: Vec::with_capacity(config.bricks.len()),
             stop_timeout: options.stop_timeout,
+            config_path: config_path.to_path_buf(),
+            command: command.clone(),
+            options,
         };
         for &(id, address) in &config.bricks {
             let log_path = config.data_dir.join(format!("brick-{id}.log"));
-            let log_error = |error| ClusterError::Io {
-                what: format!("create the log {}", log_path.display()),
-                error,
-            };
-            let log = File::create(&log_path).map_err(log_error)?;
-            let log_for_stderr = log.try_clone().map_err(log_error)?;
-            let child = Command::new(&command.program)
-                .args(&command.args)
-                .arg("--config")
-                .arg(config_path)
-                .arg("--id")
-                .arg(id.to_string())
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log_for_stderr)
-                .spawn()
-                .map_err(|error| ClusterError::Spawn {
-                    id,
-                    program: command.program.clone(),
-                    error,
-                })?;
-            cluster.bricks.push(RunningBrick {
-                id,
-                address,
-                child,
-                log_path,
-            });
+            let brick = cluster.spawn(id, address, log_path, false)?;
+            cluster.bricks.push(brick);
         }
 
         // The bricks start in parallel, so one deadline covers them all.
@@ -355,6 +336,81 @@ impl LocalCluster {
     /// Process ids of the bricks.
     pub fn pids(&self) -> Vec<u32> {
         self.bricks.iter().map(|b| b.child.id()).collect()
+    }
+
+    /// Starts one brick process, logging to `log_path` (appended to with
+    /// `append`, as after a restart).
+    fn spawn(
+        &self,
+        id: u32,
+        address: SocketAddr,
+        log_path: PathBuf,
+        append: bool,
+    ) -> Result<RunningBrick, ClusterError> {
+        let log_error = |error| ClusterError::Io {
+            what: format!("create the log {}", log_path.display()),
+            error,
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&log_path)
+            .map_err(log_error)?;
+        let log_for_stderr = log.try_clone().map_err(log_error)?;
+        let child = Command::new(&self.command.program)
+            .args(&self.command.args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--id")
+            .arg(id.to_string())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_for_stderr)
+            .spawn()
+            .map_err(|error| ClusterError::Spawn {
+                id,
+                program: self.command.program.clone(),
+                error,
+            })?;
+        Ok(RunningBrick {
+            id,
+            address,
+            child,
+            log_path,
+        })
+    }
+
+    fn index_of(&self, id: u32) -> usize {
+        self.bricks
+            .iter()
+            .position(|b| b.id == id)
+            .unwrap_or_else(|| panic!("brick {id} is not in this cluster"))
+    }
+
+    /// Kills brick `id` with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self, id: u32) {
+        let index = self.index_of(id);
+        let brick = &mut self.bricks[index];
+        let _ = brick.child.kill();
+        let _ = brick.child.wait();
+    }
+
+    /// Starts brick `id` again (after `kill`) with the same configuration
+    /// and data, and waits until it accepts connections.
+    pub fn restart(&mut self, id: u32) -> Result<(), ClusterError> {
+        let index = self.index_of(id);
+        self.kill(id);
+        let (address, log_path) = {
+            let brick = &self.bricks[index];
+            (brick.address, brick.log_path.clone())
+        };
+        self.bricks[index] = self.spawn(id, address, log_path, true)?;
+        let started = Instant::now();
+        let deadline = started + self.options.ready_timeout;
+        let poll = self.options.ready_poll_interval;
+        wait_until_ready(&mut self.bricks[index], deadline, poll, started)
     }
 }
 

@@ -5,8 +5,9 @@
 //!
 //! Reading order: [`driver`] (the `Service` and `Target` traits and the
 //! closed loop), [`keys`] (what the load asks for), [`report`], then the
-//! targets [`redis`] (with its protocol in [`resp`]) and [`dds`], and
-//! [`cluster`] for `bench --spawn`. Bounds are in [`limits`].
+//! targets [`redis`] (with its protocol in [`resp`]) and [`dds`],
+//! [`cluster`] for `bench --spawn`, and [`recovery`] for `bench
+//! --recovery`. Bounds are in [`limits`].
 
 pub mod cluster;
 pub mod dds;
@@ -14,6 +15,7 @@ pub mod driver;
 pub mod error;
 pub mod keys;
 pub mod limits;
+pub mod recovery;
 pub mod redis;
 pub mod report;
 pub mod resp;

@@ -73,6 +73,16 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Measure recovery instead: a local cluster of its own (one partition
+    /// filled with --recovery-keys values), a brick killed and restarted
+    /// under load, and its partition's copy next to the loopback bulk TCP
+    /// rate. Ignores the load options above.
+    #[arg(long)]
+    recovery: bool,
+    /// Keys of 150 bytes that fill the partition for --recovery (600,000
+    /// make about 100 MiB).
+    #[arg(long, default_value_t = 600_000)]
+    recovery_keys: u64,
 }
 
 fn main() -> ExitCode {
@@ -92,6 +102,15 @@ fn main() -> ExitCode {
 
 /// Runs the bench and prints its report; returns the number of failed operations.
 fn run(args: &Args) -> Result<u64, BenchError> {
+    if args.recovery {
+        let report = bench::recovery::run(args.recovery_keys, !args.json)?;
+        if args.json {
+            println!("{}", report.to_json());
+        } else {
+            println!("{report}");
+        }
+        return Ok(report.failed_reads);
+    }
     let config = LoadConfig {
         services: args.services,
         outstanding: args.outstanding,

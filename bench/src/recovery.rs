@@ -1,0 +1,413 @@
+//! `bench --recovery`: how fast a partition is copied to a brick that comes
+//! back, and what the copy costs the clients meanwhile.
+//!
+//! One run, on one machine:
+//!
+//! 1. **Baseline**: the loopback bulk TCP rate — one thread writes 1 GiB in
+//!    1 MiB writes to another that reads it — the most any copy between two
+//!    processes on this machine could reach.
+//! 2. A local cluster of three bricks, two replicas, **one partition** (on
+//!    bricks 1 and 2), filled with about 100 MiB of 150-byte values.
+//! 3. Readers and writers run against it; brick 2 is killed (SIGKILL), the
+//!    survivor removes it, writes go on, brick 2 is started again and brick
+//!    1 copies the whole partition to it (`grace_ms = 0`: always in full).
+//! 4. Reported: the copy's bytes, time and rate (from brick 1's stats) next
+//!    to the bulk rate, how long brick 1 held the partition's writes, the
+//!    longest write as seen by a client during the recovery, and the reads
+//!    and writes done and failed meanwhile.
+//!
+//! Targets (issue "recovery"): copy rate ≥ 50% of the bulk rate, longest
+//! write stall ≤ 10 ms, no failed read.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ddslib::{Dds, Op};
+use maps::BrickId;
+use wire::{Reply, Request};
+
+use crate::cluster::{find_brick_binary, LocalCluster};
+use crate::error::BenchError;
+
+/// What one recovery run measured.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    pub bulk_bytes_per_s: f64,
+    pub keys: u64,
+    pub copy_bytes: u64,
+    pub copy_ms: u64,
+    pub write_lease_us: u64,
+    /// The longest a client write took while the brick was recovering.
+    pub longest_write_us: u64,
+    /// The longest time between two completed writes in that window.
+    pub longest_write_gap_us: u64,
+    pub reads: u64,
+    pub failed_reads: u64,
+    pub writes: u64,
+    pub failed_writes: u64,
+    pub first_errors: Vec<String>,
+}
+
+impl RecoveryReport {
+    pub fn copy_bytes_per_s(&self) -> f64 {
+        self.copy_bytes as f64 / (self.copy_ms.max(1) as f64 / 1000.0)
+    }
+
+    pub fn ratio(&self) -> f64 {
+        self.copy_bytes_per_s() / self.bulk_bytes_per_s.max(1.0)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "bulk_tcp_mib_per_s": mib(self.bulk_bytes_per_s),
+            "keys": self.keys,
+            "copy_bytes": self.copy_bytes,
+            "copy_ms": self.copy_ms,
+            "copy_mib_per_s": mib(self.copy_bytes_per_s()),
+            "copy_to_bulk_ratio": self.ratio(),
+            "write_lease_us": self.write_lease_us,
+            "longest_write_us": self.longest_write_us,
+            "longest_write_gap_us": self.longest_write_gap_us,
+            "reads": self.reads,
+            "failed_reads": self.failed_reads,
+            "writes": self.writes,
+            "failed_writes": self.failed_writes,
+            "first_errors": self.first_errors,
+        })
+        .to_string()
+    }
+}
+
+impl std::fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "recovery of one partition ({} keys × 150 B) under load",
+            self.keys
+        )?;
+        writeln!(
+            f,
+            "loopback bulk TCP     {:>10.0} MiB/s",
+            mib(self.bulk_bytes_per_s)
+        )?;
+        writeln!(
+            f,
+            "copy                  {:>10} bytes in {} ms: {:.0} MiB/s, {:.2}x bulk (target >= 0.5)",
+            self.copy_bytes,
+            self.copy_ms,
+            mib(self.copy_bytes_per_s()),
+            self.ratio()
+        )?;
+        writeln!(
+            f,
+            "writes held (source)  {:>10.2} ms",
+            self.write_lease_us as f64 / 1000.0
+        )?;
+        writeln!(
+            f,
+            "longest write         {:>10.2} ms (target <= 10); longest gap between writes {:.2} ms",
+            self.longest_write_us as f64 / 1000.0,
+            self.longest_write_gap_us as f64 / 1000.0
+        )?;
+        writeln!(
+            f,
+            "during recovery       {} reads ({} failed, target 0), {} writes ({} failed)",
+            self.reads, self.failed_reads, self.writes, self.failed_writes
+        )?;
+        for e in &self.first_errors {
+            writeln!(f, "  error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+fn mib(bytes_per_s: f64) -> f64 {
+    bytes_per_s / 1048576.0
+}
+
+/// Bytes sent through one loopback TCP connection per second, 1 MiB writes.
+pub fn bulk_tcp_rate(total: u64) -> Result<f64, BenchError> {
+    let io = |what: &str, e: std::io::Error| BenchError::Config(format!("bulk TCP {what}: {e}"));
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| io("bind", e))?;
+    let addr = listener.local_addr().map_err(|e| io("address", e))?;
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut stream = TcpStream::connect(addr)?;
+        let buf = vec![0x5au8; 1 << 20];
+        let mut sent = 0;
+        while sent < total {
+            stream.write_all(&buf)?;
+            sent += buf.len() as u64;
+        }
+        Ok(())
+    });
+    let (mut stream, _) = listener.accept().map_err(|e| io("accept", e))?;
+    let started = Instant::now();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut received = 0u64;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io("read", e)),
+        }
+    }
+    let took = started.elapsed();
+    sender
+        .join()
+        .map_err(|_| BenchError::Config("bulk TCP sender panicked".to_string()))?
+        .map_err(|e| io("write", e))?;
+    Ok(received as f64 / took.as_secs_f64())
+}
+
+/// A free port on 127.0.0.1, found by binding port 0.
+fn free_port() -> Result<u16, BenchError> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| BenchError::Config(format!("no free loopback port: {e}")))?;
+    Ok(listener
+        .local_addr()
+        .map_err(|e| BenchError::Config(e.to_string()))?
+        .port())
+}
+
+/// Writes the run's cluster configuration into `dir`.
+fn write_config(dir: &Path) -> Result<PathBuf, BenchError> {
+    let mut text = String::from(
+        "[cluster]\nreplicas = 2\npartitions = 1\npartition_capacity_mb = 160\ndata_dir = \"data\"\n\n\
+         [recovery]\nheal_after_ms = 600000\ngrace_ms = 0\ncopy_lease_ms = 1000\ncopy_rate_mb_s = 0\n\n",
+    );
+    for id in 1..=3 {
+        let address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        text.push_str(&format!(
+            "[[brick]]\nid = {id}\naddress = \"{address}\"\n\n"
+        ));
+    }
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, text)
+        .map_err(|e| BenchError::Config(format!("write {}: {e}", path.display())))?;
+    Ok(path)
+}
+
+fn value_of(i: u64) -> Vec<u8> {
+    let mut value = format!("value-{i}-").into_bytes();
+    value.resize(150, b'.');
+    value
+}
+
+fn key_of(i: u64) -> Vec<u8> {
+    i.to_be_bytes().to_vec()
+}
+
+fn dds_error(e: ddslib::DdsError) -> BenchError {
+    BenchError::Config(format!("ddslib: {e}"))
+}
+
+/// Writes keys `0..keys` with 150-byte values, many in flight.
+fn preload(dds: &mut Dds, keys: u64) -> Result<(), BenchError> {
+    let (mut submitted, mut completed) = (0, 0);
+    let mut done = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while completed < keys {
+        if Instant::now() > deadline {
+            return Err(BenchError::Config(
+                "preload took over 10 minutes".to_string(),
+            ));
+        }
+        while submitted < keys && dds.in_flight() < 400 {
+            dds.submit(Op::Put {
+                table: b"bench".to_vec(),
+                key: key_of(submitted),
+                value: value_of(submitted),
+            })
+            .map_err(dds_error)?;
+            submitted += 1;
+        }
+        done.clear();
+        dds.poll(&mut done, Duration::from_millis(100))
+            .map_err(dds_error)?;
+        for (_, result) in &done {
+            if let Err(e) = result {
+                return Err(BenchError::Config(format!("preload write failed: {e}")));
+            }
+        }
+        completed += done.len() as u64;
+    }
+    Ok(())
+}
+
+fn stats(dds: &mut Dds, brick: u32) -> BTreeMap<String, u64> {
+    match dds.call(BrickId(brick), Request::Stats, Duration::from_secs(2)) {
+        Ok(Reply::Stats(entries)) => entries.into_iter().collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// Polls `f` every 20 ms until it holds or `timeout` passes.
+fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<(), BenchError> {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > deadline {
+            return Err(BenchError::Config(format!("timed out waiting for {what}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// What the client threads saw; they count only while `measuring` is set.
+#[derive(Default)]
+struct Seen {
+    reads: u64,
+    failed_reads: u64,
+    writes: u64,
+    failed_writes: u64,
+    longest_write: Duration,
+    longest_gap: Duration,
+    errors: Vec<String>,
+}
+
+fn note_error(seen: &Mutex<Seen>, error: String) {
+    let mut seen = seen.lock().unwrap();
+    if seen.errors.len() < 5 {
+        seen.errors.push(error);
+    }
+}
+
+/// Runs the whole recovery benchmark; `keys` values of 150 bytes fill the
+/// partition.
+pub fn run(keys: u64, show_steps: bool) -> Result<RecoveryReport, BenchError> {
+    let step = |text: &str| {
+        if show_steps {
+            eprintln!("recovery: {text}");
+        }
+    };
+    step("measuring the loopback bulk TCP rate");
+    let bulk = bulk_tcp_rate(1 << 30)?;
+
+    let dir = std::env::temp_dir().join(format!("dds-recovery-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| BenchError::Config(format!("create {}: {e}", dir.display())))?;
+    let result = run_in(&dir, keys, bulk, &step);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_in(
+    dir: &Path,
+    keys: u64,
+    bulk: f64,
+    step: &dyn Fn(&str),
+) -> Result<RecoveryReport, BenchError> {
+    let config = write_config(dir)?;
+    let mut cluster = LocalCluster::start(&config, &find_brick_binary()?)?;
+    let mut dds = Dds::connect_config(&config).map_err(dds_error)?;
+    dds.create_table("bench").map_err(dds_error)?;
+    step(&format!("preloading {keys} keys"));
+    preload(&mut dds, keys)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut threads = Vec::new();
+    for t in 0..4u64 {
+        let (config, stop, measuring, seen) = (
+            config.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&measuring),
+            Arc::clone(&seen),
+        );
+        let writer = t % 2 == 1;
+        threads.push(std::thread::spawn(move || {
+            let Ok(mut dds) = Dds::connect_config(&config) else {
+                note_error(&seen, "a client could not connect".to_string());
+                return;
+            };
+            let mut i = t;
+            let mut last_write = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let key = key_of((i * 7919) % keys);
+                i += 1;
+                let started = Instant::now();
+                let result = if writer {
+                    dds.put("bench", &key, &value_of(i)).err()
+                } else {
+                    dds.get("bench", &key).err()
+                };
+                let now = Instant::now();
+                if !measuring.load(Ordering::Relaxed) {
+                    last_write = now;
+                    continue;
+                }
+                let mut s = seen.lock().unwrap();
+                match (writer, result) {
+                    (false, None) => s.reads += 1,
+                    (false, Some(e)) => {
+                        s.failed_reads += 1;
+                        drop(s);
+                        note_error(&seen, format!("read: {e}"));
+                    }
+                    (true, None) => {
+                        s.writes += 1;
+                        s.longest_write = s.longest_write.max(now - started);
+                        s.longest_gap = s.longest_gap.max(now - last_write);
+                        last_write = now;
+                    }
+                    (true, Some(e)) => {
+                        s.failed_writes += 1;
+                        drop(s);
+                        note_error(&seen, format!("write: {e}"));
+                    }
+                }
+            }
+        }));
+    }
+
+    step("killing brick 2 (SIGKILL)");
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.kill(2);
+    wait_for(Duration::from_secs(30), "brick 1 to remove brick 2", || {
+        stats(&mut dds, 1)
+            .get("exclusions")
+            .is_some_and(|n| *n >= 1)
+    })?;
+    // Writes go on without brick 2, so its data is out of date.
+    std::thread::sleep(Duration::from_millis(500));
+    step("restarting brick 2; brick 1 copies the partition to it");
+    measuring.store(true, Ordering::Relaxed);
+    cluster.restart(2)?;
+    wait_for(Duration::from_secs(300), "the copy to finish", || {
+        stats(&mut dds, 1)
+            .get("copies_finished")
+            .is_some_and(|n| *n >= 1)
+    })?;
+    // Clients on the new membership for a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    measuring.store(false, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let source = stats(&mut dds, 1);
+    let seen = seen.lock().unwrap();
+    drop(cluster);
+    Ok(RecoveryReport {
+        bulk_bytes_per_s: bulk,
+        keys,
+        copy_bytes: source.get("last_copy_bytes").copied().unwrap_or(0),
+        copy_ms: source.get("last_copy_ms").copied().unwrap_or(0),
+        write_lease_us: source.get("last_write_lease_us").copied().unwrap_or(0),
+        longest_write_us: seen.longest_write.as_micros() as u64,
+        longest_write_gap_us: seen.longest_gap.as_micros() as u64,
+        reads: seen.reads,
+        failed_reads: seen.failed_reads,
+        writes: seen.writes,
+        failed_writes: seen.failed_writes,
+        first_errors: seen.errors.clone(),
+    })
+}
