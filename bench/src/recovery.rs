@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,9 @@ pub struct RecoveryReport {
     pub longest_write_us: u64,
     /// The longest time between two completed writes in that window.
     pub longest_write_gap_us: u64,
+    /// The longest client write in one second of the same load before the
+    /// fault: what scheduling on a shared machine costs without a copy.
+    pub baseline_longest_write_us: u64,
     pub reads: u64,
     pub failed_reads: u64,
     pub writes: u64,
@@ -73,6 +76,7 @@ impl RecoveryReport {
             "write_lease_us": self.write_lease_us,
             "longest_write_us": self.longest_write_us,
             "longest_write_gap_us": self.longest_write_gap_us,
+            "baseline_longest_write_us": self.baseline_longest_write_us,
             "reads": self.reads,
             "failed_reads": self.failed_reads,
             "writes": self.writes,
@@ -113,6 +117,11 @@ impl std::fmt::Display for RecoveryReport {
             "longest write         {:>10.2} ms (target <= 10); longest gap between writes {:.2} ms",
             self.longest_write_us as f64 / 1000.0,
             self.longest_write_gap_us as f64 / 1000.0
+        )?;
+        writeln!(
+            f,
+            "  same load, no copy  {:>10.2} ms (the longest write in 1 s before the fault)",
+            self.baseline_longest_write_us as f64 / 1000.0
         )?;
         writeln!(
             f,
@@ -259,7 +268,12 @@ fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Resul
     Ok(())
 }
 
-/// What the client threads saw; they count only while `measuring` is set.
+/// Which window the client threads count in.
+const IDLE: u8 = 0;
+const BASELINE: u8 = 1;
+const RECOVERY: u8 = 2;
+
+/// What the client threads saw in one window.
 #[derive(Default)]
 struct Seen {
     reads: u64,
@@ -312,20 +326,22 @@ fn run_in(
     preload(&mut dds, keys)?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let measuring = Arc::new(AtomicBool::new(false));
+    let window = Arc::new(AtomicU8::new(IDLE));
     let seen = Arc::new(Mutex::new(Seen::default()));
+    let baseline = Arc::new(Mutex::new(Seen::default()));
     let mut threads = Vec::new();
     for t in 0..4u64 {
-        let (config, stop, measuring, seen) = (
+        let (config, stop, window, recovery_seen, baseline) = (
             config.clone(),
             Arc::clone(&stop),
-            Arc::clone(&measuring),
+            Arc::clone(&window),
             Arc::clone(&seen),
+            Arc::clone(&baseline),
         );
         let writer = t % 2 == 1;
         threads.push(std::thread::spawn(move || {
             let Ok(mut dds) = Dds::connect_config(&config) else {
-                note_error(&seen, "a client could not connect".to_string());
+                note_error(&recovery_seen, "a client could not connect".to_string());
                 return;
             };
             let mut i = t;
@@ -340,17 +356,21 @@ fn run_in(
                     dds.get("bench", &key).err()
                 };
                 let now = Instant::now();
-                if !measuring.load(Ordering::Relaxed) {
-                    last_write = now;
-                    continue;
-                }
+                let seen = match window.load(Ordering::Relaxed) {
+                    BASELINE => &baseline,
+                    RECOVERY => &recovery_seen,
+                    _ => {
+                        last_write = now;
+                        continue;
+                    }
+                };
                 let mut s = seen.lock().unwrap();
                 match (writer, result) {
                     (false, None) => s.reads += 1,
                     (false, Some(e)) => {
                         s.failed_reads += 1;
                         drop(s);
-                        note_error(&seen, format!("read: {e}"));
+                        note_error(seen, format!("read: {e}"));
                     }
                     (true, None) => {
                         s.writes += 1;
@@ -361,15 +381,18 @@ fn run_in(
                     (true, Some(e)) => {
                         s.failed_writes += 1;
                         drop(s);
-                        note_error(&seen, format!("write: {e}"));
+                        note_error(seen, format!("write: {e}"));
                     }
                 }
             }
         }));
     }
 
+    std::thread::sleep(Duration::from_millis(300));
+    window.store(BASELINE, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(1));
+    window.store(IDLE, Ordering::Relaxed);
     step("killing brick 2 (SIGKILL)");
-    std::thread::sleep(Duration::from_millis(500));
     cluster.kill(2);
     wait_for(Duration::from_secs(30), "brick 1 to remove brick 2", || {
         stats(&mut dds, 1)
@@ -379,7 +402,7 @@ fn run_in(
     // Writes go on without brick 2, so its data is out of date.
     std::thread::sleep(Duration::from_millis(500));
     step("restarting brick 2; brick 1 copies the partition to it");
-    measuring.store(true, Ordering::Relaxed);
+    window.store(RECOVERY, Ordering::Relaxed);
     cluster.restart(2)?;
     wait_for(Duration::from_secs(300), "the copy to finish", || {
         stats(&mut dds, 1)
@@ -388,13 +411,14 @@ fn run_in(
     })?;
     // Clients on the new membership for a moment.
     std::thread::sleep(Duration::from_millis(300));
-    measuring.store(false, Ordering::Relaxed);
+    window.store(IDLE, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     for thread in threads {
         let _ = thread.join();
     }
     let source = stats(&mut dds, 1);
     let seen = seen.lock().unwrap();
+    let baseline = baseline.lock().unwrap();
     drop(cluster);
     Ok(RecoveryReport {
         bulk_bytes_per_s: bulk,
@@ -404,6 +428,7 @@ fn run_in(
         write_lease_us: source.get("last_write_lease_us").copied().unwrap_or(0),
         longest_write_us: seen.longest_write.as_micros() as u64,
         longest_write_gap_us: seen.longest_gap.as_micros() as u64,
+        baseline_longest_write_us: baseline.longest_write.as_micros() as u64,
         reads: seen.reads,
         failed_reads: seen.failed_reads,
         writes: seen.writes,

@@ -907,11 +907,22 @@ impl Core {
             }
             return;
         }
+        let repaired = decide.abort_reason.as_ref().is_some_and(|(_, reason)| {
+            matches!(
+                reason.code,
+                ErrorCode::FingerprintMismatch | ErrorCode::NotReplica
+            )
+        });
         let next = match decide.abort_reason.clone() {
             Some((brick, reason)) => self.classify(brick, &reason),
             None => Next::Retry,
         };
+        let attempts = self.ops.get(&id).map_or(0, |state| state.attempts);
         match next {
+            // Stale maps were just repaired (or pushed to a brick that was
+            // behind, ahead of the retry on the same connection): nothing
+            // to wait for, once; a second refusal backs off as usual.
+            Next::Retry if repaired && attempts <= 1 => self.start(now, id),
             Next::Retry => self.backoff(now, id),
             Next::Fail(e) => self.complete(id, Err(e)),
         }

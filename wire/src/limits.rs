@@ -23,11 +23,13 @@ pub const ERROR_MESSAGE_SIZE_MAX: usize = 1024;
 /// Most entries in a stats reply.
 pub const STATS_ENTRIES_MAX: usize = 4096;
 
+/// Bytes of arena in one recovery copy chunk: room for the largest record
+/// a brick stores (a value of `VALUE_SIZE_MAX` with the largest key, table
+/// name and record header), which a chunk holds whole.
+pub const COPY_CHUNK_SIZE_MAX: usize = VALUE_SIZE_MAX + 64 * 1024;
+
 /// Longest frame body, in bytes: room for the largest value, key, table name
 /// and the fixed fields of a prepare, with headroom for maps in an error.
-/// Bytes of arena in one recovery copy chunk.
-pub const COPY_CHUNK_SIZE_MAX: usize = 1024 * 1024;
-
 pub const FRAME_BODY_SIZE_MAX: usize = VALUE_SIZE_MAX + MAPS_SIZE_MAX + 64 * 1024;
 
 /// Requests one connection may have outstanding at a brick; past this the
@@ -67,4 +69,6 @@ const _: () =
     assert!(1 + 4 + ERROR_MESSAGE_SIZE_MAX + 1 + 4 + MAPS_SIZE_MAX <= FRAME_BODY_SIZE_MAX);
 const _: () = assert!(4 + STATS_ENTRIES_MAX * (4 + STAT_NAME_SIZE_MAX + 8) <= FRAME_BODY_SIZE_MAX);
 const _: () = assert!(8 + 8 + 4 + COPY_CHUNK_SIZE_MAX + 17 <= FRAME_BODY_SIZE_MAX);
+const _: () =
+    assert!(11 + 1 + TABLE_NAME_SIZE_MAX + KEY_SIZE_MAX + VALUE_SIZE_MAX <= COPY_CHUNK_SIZE_MAX);
 const _: () = assert!(4 + 8 + 8 + 1 + 4 + MAPS_SIZE_MAX <= FRAME_BODY_SIZE_MAX);
