@@ -680,19 +680,8 @@ impl Node {
                         let target = c.target;
                         c.phase = CopyPhase::Final;
                         c.in_flight += 1;
-                        self.send_peer(
-                            target,
-                            Request::CopyChunk {
-                                partition,
-                                offset: HEADER_BYTES,
-                                bytes: Vec::new(),
-                                end: Some(Digest { sum, keys }),
-                            },
-                            PeerPending::CopyChunk {
-                                partition,
-                                peer: target,
-                            },
-                        );
+                        let end = Some(Digest { sum, keys });
+                        self.send_copy_chunk(target, partition, HEADER_BYTES, Vec::new(), end);
                         return;
                     }
                     self.send_chunk(now, partition, true);
@@ -725,19 +714,28 @@ impl Node {
         }
         self.recovery.counters.bytes_sent += chunk.len() as u64;
         let target = c.target;
-        self.send_peer(
-            target,
-            Request::CopyChunk {
-                partition,
-                offset,
-                bytes: chunk,
-                end,
-            },
-            PeerPending::CopyChunk {
-                partition,
-                peer: target,
-            },
-        );
+        self.send_copy_chunk(target, partition, offset, chunk, end);
+    }
+
+    fn send_copy_chunk(
+        &mut self,
+        target: BrickId,
+        partition: PartitionId,
+        offset: u64,
+        bytes: Vec<u8>,
+        end: Option<Digest>,
+    ) {
+        let request = Request::CopyChunk {
+            partition,
+            offset,
+            bytes,
+            end,
+        };
+        let pending = PeerPending::CopyChunk {
+            partition,
+            peer: target,
+        };
+        self.send_peer(target, request, pending);
     }
 
     /// The target's answer to a chunk.
