@@ -326,6 +326,7 @@ impl Sim {
             };
             brick.node = Some(Self::boot(
                 id,
+                &sim.config,
                 &maps,
                 &brick.saved,
                 brick.incarnation,
@@ -361,6 +362,7 @@ impl Sim {
     /// the daemon is when it finds no clean-shutdown marker.
     fn boot(
         id: BrickId,
+        config: &SimConfig,
         maps: &Maps,
         saved: &BTreeMap<PartitionId, Vec<u8>>,
         incarnation: u64,
@@ -381,16 +383,7 @@ impl Sim {
         }
         Node::new(
             id,
-            node_config(
-                incarnation,
-                incarnation > 1,
-                maps.bricks().len() as u32,
-                maps.rg
-                    .iter()
-                    .map(|(_, e)| e.bricks.len())
-                    .max()
-                    .unwrap_or(1) as u32,
-            ),
+            node_config(incarnation, incarnation > 1, config.bricks, config.replicas),
             maps.clone(),
             partitions,
             now,
@@ -761,6 +754,7 @@ impl Sim {
                 }
                 brick.node = Some(Self::boot(
                     brick.id,
+                    &self.config,
                     &maps,
                     &brick.saved,
                     brick.incarnation,

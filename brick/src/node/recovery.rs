@@ -517,6 +517,11 @@ impl Node {
             } else {
                 None
             };
+            log::debug!(
+                "{}: {rg} is short of members; answers {:?}, choice {choice:?}",
+                self.id,
+                poll.answers
+            );
             if let Some((target, catch_up)) = choice {
                 self.start_copy(now, rg, partition, target, catch_up);
             }
@@ -920,12 +925,19 @@ impl Node {
     /// When the recovery next wants a timeout.
     pub(super) fn recovery_timeout(&self) -> Option<Instant> {
         let lease = self.config.recovery.copy_lease;
-        let out = self.recovery.out.values().map(|c| {
+        let out = self.recovery.out.iter().map(|(p, c)| {
             let mut at = c.deadline;
             if let Some(sealed) = c.sealed_at {
                 at = at.min(sealed + lease);
             }
-            if c.phase == CopyPhase::PreCopy && c.in_flight < WINDOW {
+            // Only a chunk that waits for the rate cap needs a wakeup; one
+            // that waits for acks or for writes to arrive does not, or the
+            // loop would spin on a time already past.
+            let waiting_for_cap = self
+                .partitions
+                .get(p)
+                .is_some_and(|store| c.sent < store.end_offset());
+            if c.phase == CopyPhase::PreCopy && c.in_flight < WINDOW && waiting_for_cap {
                 at = at.min(c.next_send);
             }
             at
