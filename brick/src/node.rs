@@ -191,12 +191,16 @@ enum PeerPending {
         rg: RgId,
         peer: BrickId,
     },
+    /// Copy requests carry the copy's session number, so a late answer
+    /// from an abandoned copy is not taken for the current one.
     CopyBegin {
         partition: PartitionId,
+        session: u64,
         peer: BrickId,
     },
     CopyChunk {
         partition: PartitionId,
+        session: u64,
         peer: BrickId,
     },
     CopyAbort,
@@ -1306,8 +1310,12 @@ impl Node {
                 };
                 self.capacity_answer(now, rg, peer, held);
             }
-            PeerPending::CopyBegin { partition, .. } => self.copy_ready(now, partition, reply),
-            PeerPending::CopyChunk { partition, .. } => self.copy_acked(now, partition, reply),
+            PeerPending::CopyBegin {
+                partition, session, ..
+            } => self.copy_ready(now, partition, session, reply),
+            PeerPending::CopyChunk {
+                partition, session, ..
+            } => self.copy_acked(now, partition, session, reply),
         }
     }
 
@@ -1389,9 +1397,13 @@ impl Node {
                     self.capacity_answer(now, rg, peer, None)
                 }
                 Some(
-                    PeerPending::CopyBegin { partition, .. }
-                    | PeerPending::CopyChunk { partition, .. },
-                ) => self.copy_peer_lost(partition),
+                    PeerPending::CopyBegin {
+                        partition, session, ..
+                    }
+                    | PeerPending::CopyChunk {
+                        partition, session, ..
+                    },
+                ) => self.copy_peer_lost(partition, session),
                 Some(PeerPending::Probe { rg, peer }) => {
                     // A broken connection is not an unanswered probe: ask
                     // again on a new one while there is time.

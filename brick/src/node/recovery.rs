@@ -172,6 +172,9 @@ impl CopyPhase {
 /// A copy this node sends, as the source.
 #[derive(Debug)]
 pub(super) struct CopyOut {
+    /// Numbers the copies this node starts; answers to another session's
+    /// requests are ignored.
+    session: u64,
     rg: RgId,
     epoch: u64,
     target: BrickId,
@@ -223,6 +226,8 @@ pub(super) struct Recovery {
     pub(super) out: BTreeMap<PartitionId, CopyOut>,
     pub(super) incoming: BTreeMap<PartitionId, CopyIn>,
     polls: BTreeMap<RgId, HealPoll>,
+    /// The session number of the last copy started.
+    last_session: u64,
     /// Since when each group this node leads has been short of members.
     short_since: BTreeMap<RgId, Instant>,
     /// The brick that last left each group, and when this node saw it go.
@@ -547,9 +552,11 @@ impl Node {
             }
         );
         self.recovery.counters.started += 1;
+        self.recovery.last_session += 1;
         self.recovery.out.insert(
             partition,
             CopyOut {
+                session: self.recovery.last_session,
                 rg,
                 epoch,
                 target,
@@ -580,23 +587,30 @@ impl Node {
             full,
             maps: self.maps.encode(),
         };
-        let target = c.target;
+        let (target, session) = (c.target, c.session);
         self.send_peer(
             target,
             request,
             PeerPending::CopyBegin {
                 partition,
+                session,
                 peer: target,
             },
         );
     }
 
     /// The target's answer to `CopyBegin`.
-    pub(super) fn copy_ready(&mut self, now: Instant, partition: PartitionId, reply: Reply) {
+    pub(super) fn copy_ready(
+        &mut self,
+        now: Instant,
+        partition: PartitionId,
+        session: u64,
+        reply: Reply,
+    ) {
         let Some(c) = self.recovery.out.get_mut(&partition) else {
             return;
         };
-        if c.phase != CopyPhase::Begin {
+        if c.session != session || c.phase != CopyPhase::Begin {
             return;
         }
         let local = match reply {
@@ -682,11 +696,12 @@ impl Node {
                     }
                     if c.catch_up {
                         let (sum, keys) = store.digest();
-                        let target = c.target;
+                        let (target, session) = (c.target, c.session);
                         c.phase = CopyPhase::Final;
                         c.in_flight += 1;
                         let end = Some(Digest { sum, keys });
-                        self.send_copy_chunk(target, partition, HEADER_BYTES, Vec::new(), end);
+                        let offset = HEADER_BYTES;
+                        self.send_copy_chunk(target, partition, session, offset, Vec::new(), end);
                         return;
                     }
                     self.send_chunk(now, partition, true);
@@ -718,14 +733,15 @@ impl Node {
             c.next_send = c.next_send.max(now - spacing.min(Duration::from_millis(1))) + spacing;
         }
         self.recovery.counters.bytes_sent += chunk.len() as u64;
-        let target = c.target;
-        self.send_copy_chunk(target, partition, offset, chunk, end);
+        let (target, session) = (c.target, c.session);
+        self.send_copy_chunk(target, partition, session, offset, chunk, end);
     }
 
     fn send_copy_chunk(
         &mut self,
         target: BrickId,
         partition: PartitionId,
+        session: u64,
         offset: u64,
         bytes: Vec<u8>,
         end: Option<Digest>,
@@ -738,16 +754,26 @@ impl Node {
         };
         let pending = PeerPending::CopyChunk {
             partition,
+            session,
             peer: target,
         };
         self.send_peer(target, request, pending);
     }
 
     /// The target's answer to a chunk.
-    pub(super) fn copy_acked(&mut self, now: Instant, partition: PartitionId, reply: Reply) {
+    pub(super) fn copy_acked(
+        &mut self,
+        now: Instant,
+        partition: PartitionId,
+        session: u64,
+        reply: Reply,
+    ) {
         let Some(c) = self.recovery.out.get_mut(&partition) else {
             return;
         };
+        if c.session != session {
+            return;
+        }
         let end = match reply {
             Reply::CopyAck { end } => end,
             other => {
@@ -952,8 +978,15 @@ impl Node {
     }
 
     /// A copy request to `peer` was lost with its connection.
-    pub(super) fn copy_peer_lost(&mut self, partition: PartitionId) {
-        self.abort_copy(partition, "the connection to the target broke");
+    pub(super) fn copy_peer_lost(&mut self, partition: PartitionId, session: u64) {
+        if self
+            .recovery
+            .out
+            .get(&partition)
+            .is_some_and(|c| c.session == session)
+        {
+            self.abort_copy(partition, "the connection to the target broke");
+        }
     }
 
     // ----------------------------------------------------------------------
