@@ -25,7 +25,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     let args = Args::parse();
     match brick::daemon::run(&args.config, BrickId(args.id), Instant::now(), stop_flag()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -196,6 +196,10 @@ enum Next {
     Fail(DdsError),
 }
 
+/// Attempts of one operation that may follow a refusal for stale maps
+/// without a backoff.
+const IMMEDIATE_RETRIES_MAX: u32 = 3;
+
 /// The sans-IO client. See the module documentation.
 pub struct Core {
     config: CoreConfig,
@@ -921,8 +925,10 @@ impl Core {
         match next {
             // Stale maps were just repaired (or pushed to a brick that was
             // behind, ahead of the retry on the same connection): nothing
-            // to wait for, once; a second refusal backs off as usual.
-            Next::Retry if repaired && attempts <= 1 => self.start(now, id),
+            // to wait for. At a membership change a write can meet stale
+            // maps twice (at the old member, then at the new one), so the
+            // first few such refusals retry at once; later ones back off.
+            Next::Retry if repaired && attempts <= IMMEDIATE_RETRIES_MAX => self.start(now, id),
             Next::Retry => self.backoff(now, id),
             Next::Fail(e) => self.complete(id, Err(e)),
         }
