@@ -9,8 +9,12 @@ pub const WAITING_READS_MAX: usize = 65_536;
 /// Transactions that may be prepared at once on one brick.
 pub const PREPARED_MAX: usize = 65_536;
 
-/// Outcomes of finished transactions remembered at once (each ~40 bytes).
+/// Outcomes other than commits remembered at once (each ~40 bytes).
 pub const OUTCOMES_MAX: usize = 1 << 20;
+
+/// Blocks of commit bits remembered at once (each 512 bytes for 4,096
+/// transactions of one coordinator).
+pub const OUTCOME_BLOCKS_MAX: usize = 1 << 16;
 
 /// Client requests that may wait for one exclusion to finish.
 pub const EXCLUSION_WAITERS_MAX: usize = 1024;

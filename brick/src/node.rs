@@ -46,6 +46,7 @@ use wire::{ErrorCode, ErrorReply, Reply, Request, TxId, TxState, Write};
 use crate::limits;
 use crate::store::{record_bytes, CompactStatus, Partition, StoreError};
 
+mod outcomes;
 mod recovery;
 
 pub use recovery::{arena_path, maps_path, partition_of_file_name, RecoveryConfig, Storage};
@@ -259,8 +260,7 @@ pub struct Node {
     /// Arena bytes promised to prepared writes, per partition, so that
     /// every commit fits.
     reserved: HashMap<PartitionId, u64>,
-    outcomes: HashMap<TxId, TxState>,
-    outcome_expiry: VecDeque<(Instant, TxId)>,
+    outcomes: outcomes::Outcomes,
     /// Reads waiting for a locked key's outcome.
     waiting_reads: HashMap<LockKey, Vec<(ConnId, u64)>>,
     waiting_reads_count: usize,
@@ -306,6 +306,7 @@ impl Node {
                 tables.insert(marker[1..].to_vec());
             }
         }
+        let outcome_retention = config.outcome_retention;
         let mut node = Node {
             id,
             config,
@@ -315,8 +316,7 @@ impl Node {
             locks: HashMap::new(),
             prepared: BTreeMap::new(),
             reserved: HashMap::new(),
-            outcomes: HashMap::new(),
-            outcome_expiry: VecDeque::new(),
+            outcomes: outcomes::Outcomes::new(outcome_retention),
             waiting_reads: HashMap::new(),
             waiting_reads_count: 0,
             held: HashMap::new(),
@@ -387,8 +387,8 @@ impl Node {
         for exclusion in self.exclusions.values() {
             next = next.min(exclusion.probe_deadline);
         }
-        if let Some((at, _)) = self.outcome_expiry.front() {
-            next = next.min(*at);
+        if let Some(at) = self.outcomes.next_expiry() {
+            next = next.min(at);
         }
         if let Some(at) = self.recovery_timeout() {
             next = next.min(at);
@@ -746,7 +746,7 @@ impl Node {
             // A retransmitted prepare: the vote stands.
             return Reply::Voted;
         }
-        if let Some(state) = self.outcomes.get(&txid) {
+        if let Some(state) = self.outcomes.get(txid) {
             return error(
                 ErrorCode::Refused,
                 format!("transaction {} already {:?}", txid.0, state),
@@ -842,8 +842,8 @@ impl Node {
             }
             return Reply::TxState(decision);
         }
-        if let Some(state) = self.outcomes.get(&txid) {
-            return Reply::TxState(*state);
+        if let Some(state) = self.outcomes.get(txid) {
+            return Reply::TxState(state);
         }
         if self.forgot_transactions(partition) {
             // Perhaps prepared before the restart: this brick cannot tell.
@@ -860,8 +860,8 @@ impl Node {
         if self.prepared.contains_key(&txid) {
             return TxState::Prepared;
         }
-        if let Some(state) = self.outcomes.get(&txid) {
-            return *state;
+        if let Some(state) = self.outcomes.get(txid) {
+            return state;
         }
         if self.forgot_transactions(partition) {
             return TxState::Unknown;
@@ -954,15 +954,7 @@ impl Node {
     }
 
     fn remember(&mut self, now: Instant, txid: TxId, state: TxState) {
-        if self.outcomes.insert(txid, state).is_none() {
-            self.outcome_expiry
-                .push_back((now + self.config.outcome_retention, txid));
-        }
-        while self.outcomes.len() > limits::OUTCOMES_MAX {
-            if let Some((_, old)) = self.outcome_expiry.pop_front() {
-                self.outcomes.remove(&old);
-            }
-        }
+        self.outcomes.insert(now, txid, state);
     }
 
     /// The transaction's primary: the first participant still in its group.
@@ -1425,13 +1417,7 @@ impl Node {
     /// The driver calls this when `poll_timeout` has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.note_time(now);
-        while let Some((at, txid)) = self.outcome_expiry.front().copied() {
-            if at > now {
-                break;
-            }
-            self.outcome_expiry.pop_front();
-            self.outcomes.remove(&txid);
-        }
+        self.outcomes.expire(now);
         let tick = now >= self.next_renewal;
         if tick {
             self.next_renewal = now + self.config.renew_interval();
