@@ -880,6 +880,22 @@ impl Partition {
         })
     }
 
+    /// Empties the partition where it is, keeping its arena's pages: the
+    /// receiving side of a full recovery copy writes over the old records
+    /// instead of deleting the file and faulting in a fresh one. The end
+    /// of data is marked, here and after every [`Partition::append_chunk`],
+    /// so a reopen never reads old records past the new ones.
+    pub fn reset(&mut self) {
+        if let Some(c) = self.compaction.take() {
+            c.next.discard();
+        }
+        self.index = Index::new(self.locations.bits());
+        self.live_bytes = 0;
+        self.digest_sum = 0;
+        self.main.end = HEADER_BYTES;
+        self.main.mark_end();
+    }
+
     /// Appends a chunk of another arena's records (from
     /// [`Partition::chunk`]) at `offset`, which must be this arena's end:
     /// the receiving side of a recovery copy. Every record's crc is checked
@@ -924,6 +940,7 @@ impl Partition {
             self.replay(written);
             at += len;
         }
+        self.main.mark_end();
         Ok(())
     }
 

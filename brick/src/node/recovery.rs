@@ -1044,14 +1044,19 @@ impl Node {
                 };
             }
         }
-        if let Some(old) = self.partitions.remove(&partition) {
-            self.config.storage.discard(partition, old);
-        }
-        match self
-            .config
-            .storage
-            .create(partition, self.config.partition_capacity)
-        {
+        // Data already held is written over where it lies (its pages are
+        // in memory already); otherwise a fresh arena.
+        let staging = match self.partitions.remove(&partition) {
+            Some(mut old) => {
+                old.reset();
+                Ok(old)
+            }
+            None => self
+                .config
+                .storage
+                .create(partition, self.config.partition_capacity),
+        };
+        match staging {
             Ok(mut staging) => {
                 staging.set_compaction_paused(true);
                 log::info!("{}: receiving a copy of {partition} of {rg}", self.id);

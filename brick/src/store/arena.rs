@@ -327,6 +327,15 @@ impl Arena {
         offset
     }
 
+    /// Zeroes a record header's worth of bytes at the end of data (as far
+    /// as the capacity allows), so that bytes left from earlier contents
+    /// past it read as the end.
+    pub(super) fn mark_end(&mut self) {
+        let from = self.end as usize;
+        let to = (self.end + record::RECORD_HEADER_BYTES).min(self.capacity()) as usize;
+        self.map[from..to].fill(0);
+    }
+
     /// Appends a record copied whole from another arena.
     pub(super) fn append_copy(&mut self, record: &[u8]) -> u64 {
         let offset = self.claim(record.len() as u64);
