@@ -83,6 +83,10 @@ struct Args {
     /// make about 100 MiB).
     #[arg(long, default_value_t = 600_000)]
     recovery_keys: u64,
+    /// Cap on the copy's rate for --recovery in MiB/s (the cluster's
+    /// `recovery.copy_rate_mb_s`); 0 for none.
+    #[arg(long, default_value_t = 0)]
+    recovery_rate_mb_s: u64,
 }
 
 fn main() -> ExitCode {
@@ -103,7 +107,7 @@ fn main() -> ExitCode {
 /// Runs the bench and prints its report; returns the number of failed operations.
 fn run(args: &Args) -> Result<u64, BenchError> {
     if args.recovery {
-        let report = bench::recovery::run(args.recovery_keys, !args.json)?;
+        let report = bench::recovery::run(args.recovery_keys, args.recovery_rate_mb_s, !args.json)?;
         if args.json {
             println!("{}", report.to_json());
         } else {

@@ -184,11 +184,12 @@ fn free_port() -> Result<u16, BenchError> {
         .port())
 }
 
-/// Writes the run's cluster configuration into `dir`.
-fn write_config(dir: &Path) -> Result<PathBuf, BenchError> {
-    let mut text = String::from(
+/// Writes the run's cluster configuration into `dir`; `rate_mb_s` caps the
+/// copy (0: no cap).
+fn write_config(dir: &Path, rate_mb_s: u64) -> Result<PathBuf, BenchError> {
+    let mut text = format!(
         "[cluster]\nreplicas = 2\npartitions = 1\npartition_capacity_mb = 160\ndata_dir = \"data\"\n\n\
-         [recovery]\nheal_after_ms = 600000\ngrace_ms = 0\ncopy_lease_ms = 1000\ncopy_rate_mb_s = 0\n\n",
+         [recovery]\nheal_after_ms = 600000\ngrace_ms = 0\ncopy_lease_ms = 1000\ncopy_rate_mb_s = {rate_mb_s}\n\n",
     );
     for id in 1..=3 {
         let address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
@@ -293,8 +294,8 @@ fn note_error(seen: &Mutex<Seen>, error: String) {
 }
 
 /// Runs the whole recovery benchmark; `keys` values of 150 bytes fill the
-/// partition.
-pub fn run(keys: u64, show_steps: bool) -> Result<RecoveryReport, BenchError> {
+/// partition, and `rate_mb_s` caps the copy's rate (0: no cap).
+pub fn run(keys: u64, rate_mb_s: u64, show_steps: bool) -> Result<RecoveryReport, BenchError> {
     let step = |text: &str| {
         if show_steps {
             eprintln!("recovery: {text}");
@@ -307,7 +308,7 @@ pub fn run(keys: u64, show_steps: bool) -> Result<RecoveryReport, BenchError> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)
         .map_err(|e| BenchError::Config(format!("create {}: {e}", dir.display())))?;
-    let result = run_in(&dir, keys, bulk, &step);
+    let result = run_in(&dir, keys, rate_mb_s, bulk, &step);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -315,10 +316,11 @@ pub fn run(keys: u64, show_steps: bool) -> Result<RecoveryReport, BenchError> {
 fn run_in(
     dir: &Path,
     keys: u64,
+    rate_mb_s: u64,
     bulk: f64,
     step: &dyn Fn(&str),
 ) -> Result<RecoveryReport, BenchError> {
-    let config = write_config(dir)?;
+    let config = write_config(dir, rate_mb_s)?;
     let mut cluster = LocalCluster::start(&config, &find_brick_binary()?)?;
     let mut dds = Dds::connect_config(&config).map_err(dds_error)?;
     dds.create_table("bench").map_err(dds_error)?;
