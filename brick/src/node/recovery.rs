@@ -607,10 +607,10 @@ impl Node {
         session: u64,
         reply: Reply,
     ) {
-        let Some(c) = self.recovery.out.get_mut(&partition) else {
+        let Some(c) = copy_in_session(&mut self.recovery.out, partition, session) else {
             return;
         };
-        if c.session != session || c.phase != CopyPhase::Begin {
+        if c.phase != CopyPhase::Begin {
             return;
         }
         let local = match reply {
@@ -768,12 +768,9 @@ impl Node {
         session: u64,
         reply: Reply,
     ) {
-        let Some(c) = self.recovery.out.get_mut(&partition) else {
+        let Some(c) = copy_in_session(&mut self.recovery.out, partition, session) else {
             return;
         };
-        if c.session != session {
-            return;
-        }
         let end = match reply {
             Reply::CopyAck { end } => end,
             other => {
@@ -1230,6 +1227,16 @@ impl Node {
             out.push((format!("copy.{}.received_bytes", p.0), copy.bytes));
         }
     }
+}
+
+/// The copy of `partition` this node sends, if it is still the one of
+/// `session`.
+fn copy_in_session(
+    out: &mut BTreeMap<PartitionId, CopyOut>,
+    partition: PartitionId,
+    session: u64,
+) -> Option<&mut CopyOut> {
+    out.get_mut(&partition).filter(|c| c.session == session)
 }
 
 fn reply_text(reply: &Reply) -> String {
