@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use maps::config::ClusterConfig;
 use maps::BrickId;
 
-use crate::node::{maps_path, partition_of_file_name, Node, NodeConfig, RecoveryConfig, Storage};
+use crate::node::{
+    maps_path, partition_of_file_name, votes_path, Node, NodeConfig, RecoveryConfig, Storage,
+};
 use crate::server::Server;
 use crate::store::{Backing, Partition};
 
@@ -42,7 +44,7 @@ impl fmt::Display for DaemonError {
                 write!(f, "cannot create data directory {}: {e}", p.display())
             }
             DaemonError::Arena(p, e) => write!(f, "cannot open arena {}: {e}", p.display()),
-            DaemonError::Maps(p, e) => write!(f, "cannot read saved maps {}: {e}", p.display()),
+            DaemonError::Maps(p, e) => write!(f, "cannot read the saved file {}: {e}", p.display()),
             DaemonError::Listen(a, e) => {
                 write!(
                     f,
@@ -155,7 +157,20 @@ pub fn run(
             "{id}: no clean shutdown recorded: serving only groups it is alone in until recovered"
         );
     }
-    let node = Node::new(id, node_config, maps, partitions, now);
+    let mut node = Node::new(id, node_config, maps, partitions, now);
+    // The promises and acceptances of membership votes it made: forgetting
+    // one could let two memberships be decided for one epoch.
+    let saved_votes = votes_path(&dir);
+    match std::fs::read(&saved_votes) {
+        Ok(bytes) => node.restore_votes(&bytes, now).map_err(|e| {
+            DaemonError::Maps(
+                saved_votes.clone(),
+                format!("{e}; the brick cannot vote safely without it"),
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(DaemonError::Maps(saved_votes, e.to_string())),
+    }
     let server = Server::bind(addr, node, directory, stop)
         .map_err(|e| DaemonError::Listen(addr.to_string(), e))?;
     log::info!("{id}: listening on {}", server.local_addr());

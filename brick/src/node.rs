@@ -41,15 +41,18 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use maps::{BrickId, Maps, PartitionId, RgId};
-use wire::{ErrorCode, ErrorReply, Reply, Request, TxId, TxState, Write};
+use wire::{Ballot, ErrorCode, ErrorReply, Reply, Request, TxId, TxState, Write};
 
 use crate::limits;
 use crate::store::{record_bytes, CompactStatus, Partition, StoreError};
 
+mod membership;
 mod outcomes;
 mod recovery;
 
-pub use recovery::{arena_path, maps_path, partition_of_file_name, RecoveryConfig, Storage};
+pub use recovery::{
+    arena_path, maps_path, partition_of_file_name, votes_path, RecoveryConfig, Storage,
+};
 
 /// A client connection, as the driver names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -205,6 +208,12 @@ enum PeerPending {
         peer: BrickId,
     },
     CopyAbort,
+    ConfigVote {
+        rg: RgId,
+        epoch: u64,
+        ballot: Ballot,
+        peer: BrickId,
+    },
 }
 
 /// A membership change this node is driving as its group's leader.
@@ -288,6 +297,7 @@ pub struct Node {
     transmits: VecDeque<Transmit>,
     counters: Counters,
     recovery: recovery::Recovery,
+    membership: membership::Membership,
 }
 
 impl Node {
@@ -333,7 +343,27 @@ impl Node {
             transmits: VecDeque::new(),
             counters: Counters::default(),
             recovery: recovery::Recovery::default(),
+            membership: membership::Membership::default(),
         };
+        if node.config.restarted {
+            // Leases this brick granted to its partners before it stopped
+            // may still run: no prepare in a shared group until they have,
+            // whatever the next epoch removes. (A brick alone in a group
+            // removed its partner before it stopped, and waited out its
+            // leases then.)
+            let until = now + node.config.lease + limits::LEASE_MARGIN;
+            let me = node.id;
+            let groups: Vec<RgId> = node
+                .maps
+                .rg
+                .iter()
+                .filter(|(_, e)| e.bricks.len() > 1 && e.bricks.contains(&me))
+                .map(|(rg, _)| *rg)
+                .collect();
+            for rg in groups {
+                node.membership.write_fence.insert(rg, until);
+            }
+        }
         node.note_members(now);
         node
     }
@@ -391,6 +421,9 @@ impl Node {
             next = next.min(at);
         }
         if let Some(at) = self.recovery_timeout() {
+            next = next.min(at);
+        }
+        if let Some(at) = self.membership_timeout() {
             next = next.min(at);
         }
         Some(next)
@@ -509,6 +542,12 @@ impl Node {
                 end,
             } => Some(self.copy_chunk(now, partition, offset, &bytes, end)),
             Request::CopyAbort { partition } => Some(self.copy_abort(partition)),
+            Request::ConfigVote {
+                rg,
+                epoch,
+                ballot,
+                value,
+            } => Some(self.config_vote(now, rg, epoch, ballot, value)),
             Request::PartitionChecksum { partition } => {
                 Some(match self.partitions.get(&partition) {
                     Some(store) => {
@@ -776,8 +815,14 @@ impl Node {
         }
         if self.copy_holds_writes(partition) {
             return error(
-                ErrorCode::Copying,
+                ErrorCode::WritesHeld,
                 format!("{partition} is finishing a recovery copy; retry shortly"),
+            );
+        }
+        if self.membership_holds_writes(now, rg) {
+            return error(
+                ErrorCode::WritesHeld,
+                format!("the membership of {rg} is changing; retry shortly"),
             );
         }
         let skey = store_key(table, key);
@@ -1104,20 +1149,27 @@ impl Node {
                     .probe_deadline = lease_end;
                 continue;
             }
-            match self.maps.rg.exclude(rg, brick) {
-                Ok(entry) => {
-                    log::warn!(
-                        "{}: removed {brick} from {rg}; epoch is now {}",
-                        self.id,
-                        entry.epoch
-                    );
-                    self.counters.exclusions += 1;
-                }
-                Err(e) => log::warn!("{}: could not remove {brick} from {rg}: {e}", self.id),
+            let mut without = self
+                .maps
+                .rg
+                .get(rg)
+                .map_or(Vec::new(), |e| e.bricks.clone());
+            without.retain(|b| *b != brick);
+            if without.is_empty() {
+                log::warn!(
+                    "{}: not removing {brick} from {rg}: it is the last member",
+                    self.id
+                );
+                self.cancel_exclusion(rg, brick, "the last member of a group stays");
+                continue;
             }
-            self.maps_changed(now);
-            self.push_maps_to_all();
-            self.finish_exclusion(rg, brick);
+            // Decided by a vote among the bricks; the exclusion ends when
+            // the group's epoch moves, whatever the vote decides. Until
+            // then it is looked at again once per probe timeout.
+            self.propose(now, rg, membership::Purpose::Remove(brick), without);
+            if let Some(exclusion) = self.exclusions.get_mut(&(rg, brick)) {
+                exclusion.probe_deadline = now + self.config.probe_timeout;
+            }
         }
     }
 
@@ -1130,9 +1182,11 @@ impl Node {
         }
     }
 
+    /// Sends the maps to every brick of the cluster, members of no group
+    /// included: they vote on memberships and answer clients too.
     fn push_maps_to_all(&mut self) {
         let maps = self.maps.encode();
-        for brick in self.maps.bricks() {
+        for brick in self.config.bricks.clone() {
             if brick != self.id {
                 self.send_peer(
                     brick,
@@ -1165,7 +1219,38 @@ impl Node {
         let maps = &self.maps;
         self.held
             .retain(|rg, held| maps.rg.get(*rg).is_some_and(|e| e.epoch == held.epoch));
+        self.fence_removed(now);
         self.note_members(now);
+        self.proposals_after_maps_change();
+    }
+
+    /// A member that learns an epoch removing a brick takes no prepare in
+    /// the group until every lease it granted that brick has run out: the
+    /// removed brick must not serve a read that a write at the new epoch
+    /// makes stale, whoever decided the removal.
+    fn fence_removed(&mut self, now: Instant) {
+        let mut fences = Vec::new();
+        for (rg, entry) in self.maps.rg.iter() {
+            if !entry.bricks.contains(&self.id) {
+                continue;
+            }
+            let Some(old) = self.recovery_members(*rg) else {
+                continue;
+            };
+            for gone in old.iter().filter(|b| !entry.bricks.contains(b)) {
+                if let Some(granted) = self.granted.get(&(*rg, *gone)) {
+                    let until = *granted + self.config.lease + limits::LEASE_MARGIN;
+                    if until > now {
+                        fences.push((*rg, until));
+                    }
+                }
+            }
+        }
+        for (rg, until) in fences {
+            let fence = self.membership.write_fence.entry(rg).or_insert(until);
+            *fence = (*fence).max(until);
+        }
+        self.membership.write_fence.retain(|_, until| *until > now);
     }
 
     fn grant_lease(
@@ -1200,7 +1285,7 @@ impl Node {
                 maps: Some(self.maps.encode()),
             });
         }
-        if self.exclusions.contains_key(&(rg, from)) {
+        if self.exclusions.contains_key(&(rg, from)) || self.voted_out(rg, from) {
             return error(
                 ErrorCode::Fenced,
                 format!("{from} is being removed from {rg}"),
@@ -1308,6 +1393,12 @@ impl Node {
             PeerPending::CopyChunk {
                 partition, session, ..
             } => self.copy_acked(now, partition, session, reply),
+            PeerPending::ConfigVote {
+                rg,
+                epoch,
+                ballot,
+                peer,
+            } => self.vote_answer(now, peer, rg, epoch, ballot, reply),
         }
     }
 
@@ -1375,7 +1466,8 @@ impl Node {
                 | PeerPending::TxStatus { peer: p, .. }
                 | PeerPending::Capacity { peer: p, .. }
                 | PeerPending::CopyBegin { peer: p, .. }
-                | PeerPending::CopyChunk { peer: p, .. } => *p == peer,
+                | PeerPending::CopyChunk { peer: p, .. }
+                | PeerPending::ConfigVote { peer: p, .. } => *p == peer,
                 PeerPending::PushMaps | PeerPending::FetchMaps | PeerPending::CopyAbort => false,
             })
             .map(|(id, _)| *id)
@@ -1425,6 +1517,7 @@ impl Node {
             self.watch_peers(now);
         }
         self.advance_exclusions(now);
+        self.membership_tick(now);
         self.resolve_transactions(now);
         self.heal_tick(now, tick);
     }
@@ -1669,6 +1762,7 @@ impl Node {
             ("tables".to_string(), self.tables.len() as u64),
         ];
         self.recovery_stats(now, &mut out);
+        self.membership_stats(&mut out);
         for (id, partition) in &self.partitions {
             let s = partition.stats();
             let p = id.0;

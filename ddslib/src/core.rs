@@ -612,7 +612,7 @@ impl Core {
             | ErrorCode::Busy
             | ErrorCode::Refused
             | ErrorCode::Restarted
-            | ErrorCode::Copying => Next::Retry,
+            | ErrorCode::WritesHeld => Next::Retry,
             ErrorCode::PartitionFull => Next::Fail(DdsError::PartitionFull(e.message.clone())),
             ErrorCode::TableNotFound => Next::Fail(DdsError::TableNotFound(e.message.clone())),
             ErrorCode::TableExists => Next::Fail(DdsError::TableExists(e.message.clone())),

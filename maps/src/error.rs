@@ -40,6 +40,8 @@ pub enum MapError {
     DuplicateBrick { rg: RgId, brick: BrickId },
     /// The group's epoch is at `u64::MAX` and cannot be raised.
     EpochExhausted(RgId),
+    /// An entry to install is not newer than the group's current one.
+    StaleEpoch { rg: RgId, epoch: u64, current: u64 },
     /// The maps name more than `limits::BRICKS_MAX` distinct bricks.
     BricksMax { bricks: usize, bricks_max: usize },
     /// A leaf names a group that the RG map does not hold.
@@ -105,6 +107,9 @@ impl fmt::Display for MapError {
                 write!(f, "{rg} lists {brick} twice; each replica must be on a different brick")
             }
             MapError::EpochExhausted(rg) => write!(f, "the epoch of {rg} is at its maximum and cannot be raised"),
+            MapError::StaleEpoch { rg, epoch, current } => {
+                write!(f, "{rg} is at epoch {current} already; epoch {epoch} is not newer")
+            }
             MapError::BricksMax { bricks, bricks_max } => {
                 write!(f, "the maps name {bricks} bricks, more than the {bricks_max} allowed")
             }

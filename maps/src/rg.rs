@@ -164,6 +164,22 @@ impl RgMap {
         Ok(entry)
     }
 
+    /// Sets an existing group to `entry`, decided elsewhere (by a vote among
+    /// the bricks). Only a later epoch replaces the current one.
+    pub fn install(&mut self, rg: RgId, entry: RgEntry) -> Result<&RgEntry, MapError> {
+        entry.validate(rg)?;
+        let current = self.groups.get_mut(&rg).ok_or(MapError::UnknownRg(rg))?;
+        if entry.epoch <= current.epoch {
+            return Err(MapError::StaleEpoch {
+                rg,
+                epoch: entry.epoch,
+                current: current.epoch,
+            });
+        }
+        *current = entry;
+        Ok(current)
+    }
+
     /// Takes from `other` every group this map lacks, and every group whose
     /// epoch there is higher; returns whether anything changed.
     ///

@@ -205,6 +205,8 @@ struct SimBrick {
     /// The maps the node had saved when it crashed (it saves them on every
     /// change, before acting on them).
     saved_maps: Option<Maps>,
+    /// The membership votes it had saved (it saves them before answering).
+    saved_votes: Vec<u8>,
     paused: bool,
     incarnation: u64,
     /// Client gets in flight at this node: (conn, request id) → partition.
@@ -320,6 +322,7 @@ impl Sim {
                 node: None,
                 saved: BTreeMap::new(),
                 saved_maps: None,
+                saved_votes: Vec::new(),
                 paused: false,
                 incarnation: 1,
                 reads: HashMap::new(),
@@ -752,14 +755,19 @@ impl Sim {
                 if let Some(saved) = &brick.saved_maps {
                     maps.merge_newer(saved);
                 }
-                brick.node = Some(Self::boot(
+                let mut node = Self::boot(
                     brick.id,
                     &self.config,
                     &maps,
                     &brick.saved,
                     brick.incarnation,
                     now,
-                ));
+                );
+                if !brick.saved_votes.is_empty() {
+                    node.restore_votes(&brick.saved_votes, now)
+                        .expect("the node's own votes decode");
+                }
+                brick.node = Some(node);
                 self.crashed_until = None;
             }
         }
@@ -813,6 +821,7 @@ impl Sim {
                 .collect();
             self.bricks[index].saved = saved;
             self.bricks[index].saved_maps = Some(node.maps().clone());
+            self.bricks[index].saved_votes = node.encoded_votes();
         }
         self.bricks[index].reads.clear();
         // Every connection to or from the brick breaks.

@@ -26,7 +26,8 @@ use crate::limits::{
     STATS_ENTRIES_MAX, STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
 };
 use crate::message::{
-    kind, kind_name, Digest, ErrorCode, ErrorReply, Message, Reply, Request, TxId, TxState, Write,
+    kind, kind_name, Accepted, Ballot, Digest, ErrorCode, ErrorReply, Message, Reply, Request,
+    TxId, TxState, Write,
 };
 
 /// What was wrong with a field of a body.
@@ -196,7 +197,7 @@ fn error_code_from_tag(tag: u8) -> Option<ErrorCode> {
         11 => ErrorCode::UnknownTransaction,
         12 => ErrorCode::Internal,
         13 => ErrorCode::Restarted,
-        14 => ErrorCode::Copying,
+        14 => ErrorCode::WritesHeld,
         _ => return None,
     })
 }
@@ -242,6 +243,22 @@ fn put_digest(out: &mut Vec<u8>, digest: &Option<Digest>) {
             put_u64(out, d.keys);
         }
     }
+}
+
+fn put_ballot(out: &mut Vec<u8>, ballot: &Ballot) {
+    put_u64(out, ballot.round);
+    put_u32(out, ballot.brick.0);
+}
+
+fn put_bricks(out: &mut Vec<u8>, bricks: &[BrickId]) {
+    put_u32(out, length_prefix(bricks.len()));
+    for brick in bricks {
+        put_u32(out, brick.0);
+    }
+}
+
+fn bricks_len(bricks: &[BrickId]) -> usize {
+    4 + 4 * bricks.len()
 }
 
 fn digest_len(digest: &Option<Digest>) -> usize {
@@ -292,10 +309,7 @@ impl Request {
                         put_bytes(out, value);
                     }
                 }
-                put_u32(out, length_prefix(participants.len()));
-                for brick in participants {
-                    put_u32(out, brick.0);
-                }
+                put_bricks(out, participants);
             }
             Request::Commit { txid, partition }
             | Request::Abort { txid, partition }
@@ -335,6 +349,23 @@ impl Request {
                 put_u64(out, partition.0);
                 put_u8(out, u8::from(*full));
                 put_bytes(out, maps);
+            }
+            Request::ConfigVote {
+                rg,
+                epoch,
+                ballot,
+                value,
+            } => {
+                put_u32(out, rg.0);
+                put_u64(out, *epoch);
+                put_ballot(out, ballot);
+                match value {
+                    None => put_u8(out, OPTION_NONE),
+                    Some(bricks) => {
+                        put_u8(out, OPTION_SOME);
+                        put_bricks(out, bricks);
+                    }
+                }
             }
             Request::CopyChunk {
                 partition,
@@ -385,6 +416,9 @@ impl Request {
             | Request::Capacity { .. } => 8,
             Request::CopyBegin { maps, .. } => 4 + 8 + 8 + 1 + bytes_len(maps),
             Request::CopyChunk { bytes, end, .. } => 8 + 8 + bytes_len(bytes) + digest_len(end),
+            Request::ConfigVote { value, .. } => {
+                4 + 8 + 12 + 1 + value.as_deref().map_or(0, bricks_len)
+            }
         }
     }
 
@@ -408,6 +442,11 @@ impl Request {
             Request::CopyBegin { maps, .. } => {
                 check_bytes("CopyBegin.maps", maps.len(), MAPS_SIZE_MAX)
             }
+            Request::ConfigVote { value, .. } => check_count(
+                "ConfigVote.value",
+                value.as_ref().map_or(0, Vec::len),
+                PARTICIPANTS_MAX,
+            ),
             Request::CopyChunk { bytes, .. } => {
                 check_bytes("CopyChunk.bytes", bytes.len(), COPY_CHUNK_SIZE_MAX)
             }
@@ -471,6 +510,22 @@ impl Reply {
                 put_u64(out, *held_bytes);
                 put_u8(out, u8::from(*holds_partition));
             }
+            Reply::ConfigVote {
+                granted,
+                promised,
+                accepted,
+            } => {
+                put_u8(out, u8::from(*granted));
+                put_ballot(out, promised);
+                match accepted {
+                    None => put_u8(out, OPTION_NONE),
+                    Some(a) => {
+                        put_u8(out, OPTION_SOME);
+                        put_ballot(out, &a.ballot);
+                        put_bricks(out, &a.bricks);
+                    }
+                }
+            }
             Reply::Error(error) => {
                 put_u8(out, error.code as u8);
                 put_bytes(out, error.message.as_bytes());
@@ -503,6 +558,9 @@ impl Reply {
             Reply::CopyReady { local } => digest_len(local),
             Reply::CopyAck { .. } => 8,
             Reply::Capacity { .. } => 9,
+            Reply::ConfigVote { accepted, .. } => {
+                1 + 12 + 1 + accepted.as_ref().map_or(0, |a| 12 + bricks_len(&a.bricks))
+            }
             Reply::Error(error) => {
                 let maps_len = match &error.maps {
                     None => 1,
@@ -527,6 +585,11 @@ impl Reply {
             | Reply::CopyReady { .. }
             | Reply::CopyAck { .. }
             | Reply::Capacity { .. } => Ok(()),
+            Reply::ConfigVote { accepted, .. } => check_count(
+                "ConfigVoteReply.accepted",
+                accepted.as_ref().map_or(0, |a| a.bricks.len()),
+                PARTICIPANTS_MAX,
+            ),
             Reply::Value(value) => check_bytes("Value.value", value.len(), VALUE_SIZE_MAX),
             Reply::Maps(maps) => check_bytes("Maps.maps", maps.len(), MAPS_SIZE_MAX),
             Reply::Stats(entries) => {
@@ -609,11 +672,7 @@ impl Message {
                     WRITE_PUT => Write::Put(r.bytes("Prepare.value", VALUE_SIZE_MAX)?),
                     tag => return Err(r.error("Prepare.write", DecodeProblem::UnknownTag(tag))),
                 };
-                let count = r.count("Prepare.participants", PARTICIPANTS_MAX, 4)?;
-                let mut participants = Vec::with_capacity(count);
-                for _ in 0..count {
-                    participants.push(BrickId(r.u32("Prepare.participants")?));
-                }
+                let participants = r.bricks("Prepare.participants")?;
                 Message::Request(Request::Prepare {
                     txid,
                     partition,
@@ -667,6 +726,16 @@ impl Message {
                 bytes: r.bytes("CopyChunk.bytes", COPY_CHUNK_SIZE_MAX)?,
                 end: r.digest("CopyChunk.end")?,
             }),
+            kind::CONFIG_VOTE => Message::Request(Request::ConfigVote {
+                rg: RgId(r.u32("ConfigVote.rg")?),
+                epoch: r.u64("ConfigVote.epoch")?,
+                ballot: r.ballot("ConfigVote.ballot")?,
+                value: match r.u8("ConfigVote.value")? {
+                    OPTION_NONE => None,
+                    OPTION_SOME => Some(r.bricks("ConfigVote.value")?),
+                    tag => return Err(r.error("ConfigVote.value", DecodeProblem::UnknownTag(tag))),
+                },
+            }),
             kind::COPY_ABORT => Message::Request(Request::CopyAbort {
                 partition: PartitionId(r.u64("CopyAbort.partition")?),
             }),
@@ -713,6 +782,22 @@ impl Message {
             kind::CAPACITY_REPLY => Message::Reply(Reply::Capacity {
                 held_bytes: r.u64("CapacityReply.held_bytes")?,
                 holds_partition: r.bool("CapacityReply.holds_partition")?,
+            }),
+            kind::CONFIG_VOTE_REPLY => Message::Reply(Reply::ConfigVote {
+                granted: r.bool("ConfigVoteReply.granted")?,
+                promised: r.ballot("ConfigVoteReply.promised")?,
+                accepted: match r.u8("ConfigVoteReply.accepted")? {
+                    OPTION_NONE => None,
+                    OPTION_SOME => Some(Accepted {
+                        ballot: r.ballot("ConfigVoteReply.accepted")?,
+                        bricks: r.bricks("ConfigVoteReply.accepted")?,
+                    }),
+                    tag => {
+                        return Err(
+                            r.error("ConfigVoteReply.accepted", DecodeProblem::UnknownTag(tag))
+                        )
+                    }
+                },
             }),
             kind::ERROR => {
                 let tag = r.u8("Error.code")?;
@@ -781,6 +866,23 @@ impl<'a> Reader<'a> {
             1 => Ok(true),
             tag => Err(self.error(field, DecodeProblem::UnknownTag(tag))),
         }
+    }
+
+    fn ballot(&mut self, field: &'static str) -> Result<Ballot, DecodeError> {
+        Ok(Ballot {
+            round: self.u64(field)?,
+            brick: BrickId(self.u32(field)?),
+        })
+    }
+
+    /// A list of brick ids, at most `PARTICIPANTS_MAX`.
+    fn bricks(&mut self, field: &'static str) -> Result<Vec<BrickId>, DecodeError> {
+        let count = self.count(field, PARTICIPANTS_MAX, 4)?;
+        let mut bricks = Vec::with_capacity(count);
+        for _ in 0..count {
+            bricks.push(BrickId(self.u32(field)?));
+        }
+        Ok(bricks)
     }
 
     fn digest(&mut self, field: &'static str) -> Result<Option<Digest>, DecodeError> {

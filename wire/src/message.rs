@@ -141,6 +141,39 @@ pub enum Request {
     Capacity {
         partition: PartitionId,
     },
+    /// One round of the vote that decides a replica group's membership at
+    /// `epoch` (single-decree Paxos among all bricks). Without `value` it
+    /// asks the receiver to promise `ballot` (phase one); with it, to accept
+    /// `value` at `ballot` (phase two). Answered by `ConfigVote`, or by
+    /// `Maps` when the receiver already knows the group at `epoch` or later.
+    ConfigVote {
+        rg: RgId,
+        epoch: u64,
+        ballot: Ballot,
+        value: Option<Vec<BrickId>>,
+    },
+}
+
+/// A Paxos ballot: rounds first, the proposing brick breaks ties.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ballot {
+    pub round: u64,
+    pub brick: BrickId,
+}
+
+impl Ballot {
+    /// Below every ballot a proposer uses (rounds start at 1).
+    pub const ZERO: Ballot = Ballot {
+        round: 0,
+        brick: BrickId(0),
+    };
+}
+
+/// A membership an acceptor accepted, and at which ballot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub ballot: Ballot,
+    pub bricks: Vec<BrickId>,
 }
 
 /// A digest of a partition's live data that does not depend on the order
@@ -182,9 +215,10 @@ pub enum ErrorCode {
     /// The brick restarted after a crash and lost its transaction table: it
     /// serves nothing in groups with other members until it has recovered.
     Restarted = 13,
-    /// The partition is in the last stretch of a recovery copy, which
-    /// holds its writes for a few milliseconds; retry shortly.
-    Copying = 14,
+    /// The partition's writes are held for a moment: the last stretch of a
+    /// recovery copy, or a change of its group's membership being decided;
+    /// retry shortly.
+    WritesHeld = 14,
 }
 
 /// An error reply.
@@ -234,6 +268,14 @@ pub enum Reply {
         held_bytes: u64,
         holds_partition: bool,
     },
+    /// The answer to `ConfigVote`: whether the promise or the acceptance was
+    /// given, the highest ballot the receiver has promised, and the value
+    /// it accepted for that epoch, if any.
+    ConfigVote {
+        granted: bool,
+        promised: Ballot,
+        accepted: Option<Accepted>,
+    },
     Error(ErrorReply),
 }
 
@@ -266,6 +308,7 @@ pub mod kind {
     pub const COPY_CHUNK: u8 = 16;
     pub const COPY_ABORT: u8 = 17;
     pub const CAPACITY: u8 = 18;
+    pub const CONFIG_VOTE: u8 = 19;
 
     pub const OK: u8 = 64;
     pub const PONG: u8 = 65;
@@ -281,6 +324,7 @@ pub mod kind {
     pub const COPY_READY: u8 = 75;
     pub const COPY_ACK: u8 = 76;
     pub const CAPACITY_REPLY: u8 = 77;
+    pub const CONFIG_VOTE_REPLY: u8 = 78;
 
     /// The first kind number of a reply; below it are requests.
     pub const REPLY_MIN: u8 = 64;
@@ -309,6 +353,7 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         kind::COPY_CHUNK => "CopyChunk",
         kind::COPY_ABORT => "CopyAbort",
         kind::CAPACITY => "Capacity",
+        kind::CONFIG_VOTE => "ConfigVote",
         kind::OK => "Ok",
         kind::PONG => "Pong",
         kind::VALUE => "Value",
@@ -323,6 +368,7 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         kind::COPY_READY => "CopyReady",
         kind::COPY_ACK => "CopyAck",
         kind::CAPACITY_REPLY => "CapacityReply",
+        kind::CONFIG_VOTE_REPLY => "ConfigVoteReply",
         _ => return None,
     };
     Some(name)
@@ -350,6 +396,7 @@ impl Request {
             Request::CopyChunk { .. } => kind::COPY_CHUNK,
             Request::CopyAbort { .. } => kind::COPY_ABORT,
             Request::Capacity { .. } => kind::CAPACITY,
+            Request::ConfigVote { .. } => kind::CONFIG_VOTE,
         }
     }
 }
@@ -372,6 +419,7 @@ impl Reply {
             Reply::CopyReady { .. } => kind::COPY_READY,
             Reply::CopyAck { .. } => kind::COPY_ACK,
             Reply::Capacity { .. } => kind::CAPACITY_REPLY,
+            Reply::ConfigVote { .. } => kind::CONFIG_VOTE_REPLY,
         }
     }
 }

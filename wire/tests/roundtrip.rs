@@ -15,7 +15,10 @@ use wire::limits::{
     COPY_CHUNK_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, KEY_SIZE_MAX, MAPS_SIZE_MAX, PARTICIPANTS_MAX,
     STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
 };
-use wire::{kind_name, Digest, ErrorReply, Message, Reply, Request, TxId, Write, HEADER_SIZE};
+use wire::{
+    kind_name, Accepted, Ballot, Digest, ErrorReply, Message, Reply, Request, TxId, Write,
+    HEADER_SIZE,
+};
 
 /// Encodes the body, checks its announced length, decodes it back, and
 /// checks that the encoding is canonical (decoding then encoding gives the
@@ -94,14 +97,14 @@ fn kinds_are_distinct_and_split_by_direction() {
         assert!((1..=63).contains(&kind), "{request:?} has kind {kind}");
         seen.insert(kind);
     }
-    assert_eq!(seen.len(), 18, "one kind per request variant");
+    assert_eq!(seen.len(), 19, "one kind per request variant");
     let mut seen = HashSet::new();
     for reply in sample_replies() {
         let kind = reply.kind();
         assert!((64..=127).contains(&kind), "reply kind {kind}");
         seen.insert(kind);
     }
-    assert_eq!(seen.len(), 14, "one kind per reply variant");
+    assert_eq!(seen.len(), 15, "one kind per reply variant");
 }
 
 #[test]
@@ -383,7 +386,30 @@ fn request_strategy() -> impl Strategy<Value = Request> {
         any::<u64>().prop_map(|p| Request::Capacity {
             partition: PartitionId(p)
         }),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            ballot_strategy(),
+            proptest::option::of(bricks_strategy())
+        )
+            .prop_map(|(rg, epoch, ballot, value)| Request::ConfigVote {
+                rg: RgId(rg),
+                epoch,
+                ballot,
+                value,
+            }),
     ]
+}
+
+fn ballot_strategy() -> impl Strategy<Value = Ballot> {
+    (any::<u64>(), any::<u32>()).prop_map(|(round, brick)| Ballot {
+        round,
+        brick: BrickId(brick),
+    })
+}
+
+fn bricks_strategy() -> impl Strategy<Value = Vec<BrickId>> {
+    vec(any::<u32>().prop_map(BrickId), 0..=PARTICIPANTS_MAX)
 }
 
 fn reply_strategy() -> impl Strategy<Value = Reply> {
@@ -406,6 +432,16 @@ fn reply_strategy() -> impl Strategy<Value = Reply> {
             held_bytes,
             holds_partition
         }),
+        (
+            any::<bool>(),
+            ballot_strategy(),
+            proptest::option::of((ballot_strategy(), bricks_strategy()))
+        )
+            .prop_map(|(granted, promised, accepted)| Reply::ConfigVote {
+                granted,
+                promised,
+                accepted: accepted.map(|(ballot, bricks)| Accepted { ballot, bricks }),
+            }),
         (
             0..ERROR_CODES.len(),
             text_up_to(ERROR_MESSAGE_SIZE_MAX),

@@ -18,7 +18,7 @@
 //!    offsets stay put. Writes that land meanwhile are appended past the
 //!    offset already sent and go in a later chunk.
 //! 3. **Write lease**: when less than `SEAL_BYTES` remain, the source refuses
-//!    new prepares for the partition (`Copying`, which ddslib retries),
+//!    new prepares for the partition (`WritesHeld`, which ddslib retries),
 //!    waits for its prepared writes there to finish, sends the rest with the
 //!    partition's digest, and the target installs the copy only if its own
 //!    digest of what it received is equal. The source then adds the target
@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use maps::{BrickId, PartitionId, RgId};
 use wire::{Digest, ErrorCode, Reply, Request};
 
-use super::{error, Node, PeerPending, TABLE_MARKER};
+use super::{error, membership, Node, PeerPending, TABLE_MARKER};
 use crate::limits;
 use crate::store::{Backing, Partition, HEADER_BYTES};
 
@@ -67,6 +67,23 @@ pub fn maps_path(dir: &std::path::Path) -> PathBuf {
     dir.join("maps")
 }
 
+/// The file in a brick's data folder that holds its membership votes.
+pub fn votes_path(dir: &std::path::Path) -> PathBuf {
+    dir.join("votes")
+}
+
+/// Writes `bytes` to a temporary file, syncs it and renames it over
+/// `path`, so a crash leaves the old file or the new one, whole.
+fn save_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
 impl Storage {
     /// Makes `maps` (encoded) durable before the node acts on them, so a
     /// brick that restarts after a crash knows every membership it
@@ -74,17 +91,20 @@ impl Storage {
     /// second time, differently). Written to a temporary file, synced and
     /// renamed over the old one, so a crash leaves one or the other whole.
     pub(super) fn save_maps(&self, maps: &[u8]) -> std::io::Result<()> {
-        let Storage::Dir(dir) = self else {
-            return Ok(());
-        };
-        let path = maps_path(dir);
-        let tmp = path.with_extension("tmp");
-        {
-            let mut file = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut file, maps)?;
-            file.sync_all()?;
+        match self {
+            Storage::Dir(dir) => save_durably(&maps_path(dir), maps),
+            Storage::Anonymous => Ok(()),
         }
-        std::fs::rename(&tmp, &path)
+    }
+
+    /// Makes the votes durable before they are answered (see
+    /// `membership`): an acceptor that forgot a promise could let two
+    /// memberships be decided for one epoch.
+    pub(super) fn save_votes(&self, votes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Storage::Dir(dir) => save_durably(&votes_path(dir), votes),
+            Storage::Anonymous => Ok(()),
+        }
     }
 
     /// A fresh, empty partition: an existing file is deleted first.
@@ -151,6 +171,8 @@ pub(super) enum CopyPhase {
     Sealed,
     /// The last chunk is sent; waiting for the target's verdict.
     Final,
+    /// The target holds a verified copy; the bricks vote on adding it.
+    Deciding,
 }
 
 impl CopyPhase {
@@ -160,12 +182,16 @@ impl CopyPhase {
             CopyPhase::PreCopy => 1,
             CopyPhase::Sealed => 2,
             CopyPhase::Final => 3,
+            CopyPhase::Deciding => 4,
         }
     }
 
     /// Whether the partition's writes are held.
     fn holds_writes(self) -> bool {
-        matches!(self, CopyPhase::Sealed | CopyPhase::Final)
+        matches!(
+            self,
+            CopyPhase::Sealed | CopyPhase::Final | CopyPhase::Deciding
+        )
     }
 }
 
@@ -306,6 +332,11 @@ impl Node {
     }
 
     /// Notes who left which group, after any change of the maps.
+    /// The members of `rg` as this node saw them before the latest change.
+    pub(super) fn recovery_members(&self, rg: RgId) -> Option<&Vec<BrickId>> {
+        self.recovery.members.get(&rg)
+    }
+
     pub(super) fn note_members(&mut self, now: Instant) {
         for (rg, entry) in self.maps.rg.iter() {
             if let Some(old) = self.recovery.members.get(rg) {
@@ -320,21 +351,32 @@ impl Node {
             }
             self.recovery.members.insert(*rg, entry.bricks.clone());
         }
-        // A copy whose group changed under it is void.
-        let void: Vec<PartitionId> = self
+        // A copy whose group changed under it is over: the target joined
+        // if the vote on adding it decided so, else the copy is void.
+        let changed: Vec<(PartitionId, bool)> = self
             .recovery
             .out
             .iter()
-            .filter(|(_, c)| {
-                self.maps
-                    .rg
-                    .get(c.rg)
-                    .is_none_or(|e| e.epoch != c.epoch || e.bricks.first() != Some(&self.id))
+            .filter_map(|(p, c)| {
+                let entry = self.maps.rg.get(c.rg);
+                if entry.is_some_and(|e| e.epoch == c.epoch && e.bricks.first() == Some(&self.id)) {
+                    return None;
+                }
+                let joined = c.phase == CopyPhase::Deciding
+                    && entry.is_some_and(|e| {
+                        e.epoch == c.epoch + 1
+                            && e.bricks.first() == Some(&self.id)
+                            && e.bricks.contains(&c.target)
+                    });
+                Some((*p, joined))
             })
-            .map(|(p, _)| *p)
             .collect();
-        for partition in void {
-            self.abort_copy(partition, "the group changed during the copy");
+        for (partition, joined) in changed {
+            if joined {
+                self.copy_joined(now, partition);
+            } else {
+                self.abort_copy(partition, "the group changed during the copy");
+            }
         }
     }
 
@@ -398,6 +440,8 @@ impl Node {
             };
             if self.recovery.out.contains_key(&partition)
                 || self.recovery.polls.contains_key(&rg)
+                || self.membership_holds_writes(now, rg)
+                || self.membership.proposals.contains_key(&rg)
                 || self
                     .recovery
                     .next_attempt
@@ -672,7 +716,7 @@ impl Node {
             }
             let end = store.end_offset();
             match c.phase {
-                CopyPhase::Begin | CopyPhase::Final => return,
+                CopyPhase::Begin | CopyPhase::Final | CopyPhase::Deciding => return,
                 CopyPhase::PreCopy => {
                     if end - c.acked <= SEAL_BYTES && c.in_flight == 0 {
                         c.phase = CopyPhase::Sealed;
@@ -807,69 +851,70 @@ impl Node {
         }
     }
 
-    /// The target holds a verified copy: it joins the group.
+    /// The target holds a verified copy: the bricks vote on adding it,
+    /// while the source keeps holding the partition's writes.
     fn finish_copy(&mut self, now: Instant, partition: PartitionId) {
-        let c = self.recovery.out.remove(&partition).expect("finished copy");
-        if let Some(store) = self.partitions.get_mut(&partition) {
-            store.set_compaction_paused(false);
-        }
-        let sealed_at = c.sealed_at.unwrap_or(now);
-        let lease = now.saturating_duration_since(sealed_at);
-        let current = self
+        let c = self.recovery.out.get(&partition).expect("finished copy");
+        let lease = now.saturating_duration_since(c.sealed_at.unwrap_or(now));
+        let members = self
             .maps
             .rg
             .get(c.rg)
-            .is_some_and(|e| e.epoch == c.epoch && e.bricks.first() == Some(&self.id));
-        if !current || lease > self.config.recovery.copy_lease || now < self.stalled_until {
-            self.recovery.counters.failed += 1;
-            log::warn!(
-                "{}: not adding {} to {}: the group changed or the write lease ran out",
-                self.id,
-                c.target,
-                c.rg
-            );
-            self.send_copy_abort(c.target, partition);
+            .filter(|e| e.epoch == c.epoch && e.bricks.first() == Some(&self.id))
+            .map(|e| e.bricks.clone());
+        let (rg, target) = (c.rg, c.target);
+        let Some(mut members) = members
+            .filter(|_| lease <= self.config.recovery.copy_lease && now >= self.stalled_until)
+        else {
+            self.abort_copy(partition, "the group changed or the write lease ran out");
             return;
+        };
+        members.push(target);
+        if let Some(c) = self.recovery.out.get_mut(&partition) {
+            c.phase = CopyPhase::Deciding;
         }
-        match self.maps.rg.include(c.rg, c.target) {
-            Ok(entry) => {
-                let took = now.saturating_duration_since(c.started);
-                let bytes = c.acked - HEADER_BYTES;
-                let counters = &mut self.recovery.counters;
-                counters.finished += 1;
-                counters.catch_ups += u64::from(c.catch_up);
-                counters.last_copy_ms = took.as_millis() as u64;
-                counters.last_copy_bytes = if c.catch_up { 0 } else { bytes };
-                counters.last_write_lease_us = lease.as_micros() as u64;
-                counters.longest_write_lease_us = counters
-                    .longest_write_lease_us
-                    .max(lease.as_micros() as u64);
-                log::warn!(
-                    "{}: {} joined {} at epoch {} after {}; writes were held for {:?}",
-                    self.id,
-                    c.target,
-                    c.rg,
-                    entry.epoch,
-                    if c.catch_up {
-                        "it proved its data current".to_string()
-                    } else {
-                        format!(
-                            "a copy of {bytes} bytes in {took:?} ({:.0} MiB/s)",
-                            rate(bytes, took) / 1048576.0
-                        )
-                    },
-                    lease
-                );
-            }
-            Err(e) => {
-                self.recovery.counters.failed += 1;
-                log::warn!("{}: could not add {} to {}: {e}", self.id, c.target, c.rg);
-                return;
-            }
+        // In a one- or two-brick cluster the vote is decided at once.
+        if !self.propose(now, rg, membership::Purpose::Add(partition), members) {
+            self.abort_copy(partition, "a vote on the group is under way");
         }
+    }
+
+    /// The vote added the copy's target to the group.
+    fn copy_joined(&mut self, now: Instant, partition: PartitionId) {
+        let Some(c) = self.recovery.out.remove(&partition) else {
+            return;
+        };
+        if let Some(store) = self.partitions.get_mut(&partition) {
+            store.set_compaction_paused(false);
+        }
+        let lease = now.saturating_duration_since(c.sealed_at.unwrap_or(now));
+        let took = now.saturating_duration_since(c.started);
+        let bytes = c.acked - HEADER_BYTES;
+        let counters = &mut self.recovery.counters;
+        counters.finished += 1;
+        counters.catch_ups += u64::from(c.catch_up);
+        counters.last_copy_ms = took.as_millis() as u64;
+        counters.last_copy_bytes = if c.catch_up { 0 } else { bytes };
+        counters.last_write_lease_us = lease.as_micros() as u64;
+        counters.longest_write_lease_us = counters
+            .longest_write_lease_us
+            .max(lease.as_micros() as u64);
         let epoch = self.maps.rg.get(c.rg).map_or(0, |e| e.epoch);
-        self.maps_changed(now);
-        self.push_maps_to_all();
+        log::warn!(
+            "{}: {} joined {} at epoch {epoch} after {}; writes were held for {:?}",
+            self.id,
+            c.target,
+            c.rg,
+            if c.catch_up {
+                "it proved its data current".to_string()
+            } else {
+                format!(
+                    "a copy of {bytes} bytes in {took:?} ({:.0} MiB/s)",
+                    rate(bytes, took) / 1048576.0
+                )
+            },
+            lease
+        );
         // The new member cannot have removed this node before its first
         // renewal: until then, this node's reads count on a lease from it
         // as if just granted, so reads do not stop at the switch.
@@ -901,6 +946,19 @@ impl Node {
         self.recovery.counters.failed += 1;
         if let Some(store) = self.partitions.get_mut(&partition) {
             store.set_compaction_paused(false);
+        }
+        // A vote on adding the target stops here: once writes resume the
+        // target's copy is out of date. If this node accepted the addition
+        // already, its vote keeps holding the writes until the epoch is
+        // decided (see `membership`); if it did not, nobody did, since the
+        // source accepts its value before anyone else is asked to.
+        if self
+            .membership
+            .proposals
+            .get(&c.rg)
+            .is_some_and(|p| p.purpose == membership::Purpose::Add(partition))
+        {
+            self.membership.proposals.remove(&c.rg);
         }
         self.send_copy_abort(c.target, partition);
     }

@@ -9,7 +9,9 @@ use wire::limits::{
     COPY_CHUNK_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, KEY_SIZE_MAX, MAPS_SIZE_MAX, PARTICIPANTS_MAX,
     STATS_ENTRIES_MAX, STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
 };
-use wire::{Digest, ErrorCode, ErrorReply, Message, Reply, Request, TxId, TxState, Write};
+use wire::{
+    Accepted, Ballot, Digest, ErrorCode, ErrorReply, Message, Reply, Request, TxId, TxState, Write,
+};
 
 pub const ERROR_CODES: [ErrorCode; 14] = [
     ErrorCode::FingerprintMismatch,
@@ -25,7 +27,7 @@ pub const ERROR_CODES: [ErrorCode; 14] = [
     ErrorCode::UnknownTransaction,
     ErrorCode::Internal,
     ErrorCode::Restarted,
-    ErrorCode::Copying,
+    ErrorCode::WritesHeld,
 ];
 
 pub const TX_STATES: [TxState; 4] = [
@@ -176,6 +178,24 @@ pub fn sample_requests() -> Vec<Request> {
         Request::Capacity {
             partition: PartitionId(u64::MAX),
         },
+        Request::ConfigVote {
+            rg: RgId(3),
+            epoch: 9,
+            ballot: Ballot {
+                round: 2,
+                brick: BrickId(1),
+            },
+            value: None,
+        },
+        Request::ConfigVote {
+            rg: RgId(u32::MAX),
+            epoch: u64::MAX,
+            ballot: Ballot {
+                round: u64::MAX,
+                brick: BrickId(u32::MAX),
+            },
+            value: Some(vec![BrickId(0), BrickId(2)]),
+        },
     ]
 }
 
@@ -243,6 +263,25 @@ pub fn sample_replies() -> Vec<Reply> {
             held_bytes: 0,
             holds_partition: true,
         },
+        Reply::ConfigVote {
+            granted: false,
+            promised: Ballot::ZERO,
+            accepted: None,
+        },
+        Reply::ConfigVote {
+            granted: true,
+            promised: Ballot {
+                round: 7,
+                brick: BrickId(2),
+            },
+            accepted: Some(Accepted {
+                ballot: Ballot {
+                    round: 6,
+                    brick: BrickId(1),
+                },
+                bricks: vec![BrickId(1), BrickId(2)],
+            }),
+        },
     ];
     for state in TX_STATES {
         replies.push(Reply::TxState(state));
@@ -295,8 +334,21 @@ pub fn random_text<R: Rng>(rng: &mut R, max: usize) -> String {
     text
 }
 
+fn random_ballot<R: Rng>(rng: &mut R) -> Ballot {
+    Ballot {
+        round: rng.random(),
+        brick: BrickId(rng.random()),
+    }
+}
+
+fn random_bricks<R: Rng>(rng: &mut R, max: usize) -> Vec<BrickId> {
+    (0..rng.random_range(0..=max))
+        .map(|_| BrickId(rng.random()))
+        .collect()
+}
+
 pub fn random_request<R: Rng>(rng: &mut R) -> Request {
-    match rng.random_range(0..18) {
+    match rng.random_range(0..19) {
         0 => Request::Ping,
         1 => Request::GetMaps,
         2 => Request::CreateTable {
@@ -372,6 +424,14 @@ pub fn random_request<R: Rng>(rng: &mut R) -> Request {
         16 => Request::Capacity {
             partition: PartitionId(rng.random()),
         },
+        17 => Request::ConfigVote {
+            rg: RgId(rng.random()),
+            epoch: rng.random(),
+            ballot: random_ballot(rng),
+            value: rng
+                .random::<bool>()
+                .then(|| random_bricks(rng, PARTICIPANTS_MAX)),
+        },
         _ => Request::PartitionChecksum {
             partition: PartitionId(rng.random()),
         },
@@ -379,7 +439,7 @@ pub fn random_request<R: Rng>(rng: &mut R) -> Request {
 }
 
 pub fn random_reply<R: Rng>(rng: &mut R) -> Reply {
-    match rng.random_range(0..14) {
+    match rng.random_range(0..15) {
         0 => Reply::Ok,
         1 => Reply::Pong,
         2 => Reply::Value(random_bytes(rng, VALUE_SIZE_MAX)),
@@ -413,6 +473,14 @@ pub fn random_reply<R: Rng>(rng: &mut R) -> Reply {
         12 => Reply::Capacity {
             held_bytes: rng.random(),
             holds_partition: rng.random(),
+        },
+        13 => Reply::ConfigVote {
+            granted: rng.random(),
+            promised: random_ballot(rng),
+            accepted: rng.random::<bool>().then(|| Accepted {
+                ballot: random_ballot(rng),
+                bricks: random_bricks(rng, PARTICIPANTS_MAX),
+            }),
         },
         _ => Reply::Error(ErrorReply {
             code: ERROR_CODES[rng.random_range(0..ERROR_CODES.len())],
