@@ -32,10 +32,12 @@
 //!   A brick asked about a transaction it never saw records it as aborted, so
 //!   a late prepare is refused.
 //! * Membership: a brick that stops answering lease renewals, or that a
-//!   client asks to exclude, is removed by the group's leader for that change
-//!   (the first member other than the brick being removed). The leader stops
-//!   granting it leases, probes it, and installs the new epoch only when the
-//!   probe went unanswered and every lease it granted has run out.
+//!   client asks to exclude, is proposed for removal by the group's leader
+//!   for that change (the first member other than the brick being removed).
+//!   The leader stops granting it leases, probes it, and proposes the new
+//!   epoch only when the probe went unanswered and every lease it granted
+//!   has run out. Every new epoch is decided by a vote among all bricks
+//!   (`membership`).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};

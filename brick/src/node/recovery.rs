@@ -21,8 +21,9 @@
 //!    new prepares for the partition (`WritesHeld`, which ddslib retries),
 //!    waits for its prepared writes there to finish, sends the rest with the
 //!    partition's digest, and the target installs the copy only if its own
-//!    digest of what it received is equal. The source then adds the target
-//!    to the group at a new epoch and pushes the maps. Every write needs the
+//!    digest of what it received is equal. The source then proposes the
+//!    group with the target added for the next epoch (`membership`), still
+//!    holding writes, and the decision is pushed to every brick. Every write needs the
 //!    source's yes vote, so holding the source's prepares holds them all.
 //! 4. Anything else ends the copy: a chunk that fails its crc, a digest
 //!    that differs, the target or the source going silent, the group
