@@ -347,12 +347,14 @@ impl Node {
             recovery: recovery::Recovery::default(),
             membership: membership::Membership::default(),
         };
-        if node.config.restarted {
+        if node.config.restarted && !node.config.amnesiac {
             // Leases this brick granted to its partners before it stopped
             // may still run: no prepare in a shared group until they have,
             // whatever the next epoch removes. (A brick alone in a group
             // removed its partner before it stopped, and waited out its
-            // leases then.)
+            // leases then; an amnesiac brick takes no prepare in a shared
+            // group until it has been removed and copied back, by which
+            // time its old grants are void.)
             let until = now + node.config.lease + limits::LEASE_MARGIN;
             let me = node.id;
             let groups: Vec<RgId> = node
@@ -1125,18 +1127,10 @@ impl Node {
     /// Installs exclusions whose probe went unanswered and whose leases ran
     /// out.
     fn advance_exclusions(&mut self, now: Instant) {
+        self.finish_decided_exclusions();
         let keys: Vec<(RgId, BrickId)> = self.exclusions.keys().copied().collect();
         for (rg, brick) in keys {
             let exclusion = &self.exclusions[&(rg, brick)];
-            let current = self
-                .maps
-                .rg
-                .get(rg)
-                .map(|e| (e.epoch, e.bricks.contains(&brick)));
-            if current != Some((exclusion.epoch, true)) {
-                self.finish_exclusion(rg, brick);
-                continue;
-            }
             if exclusion.probe_answered || now < exclusion.probe_deadline {
                 continue;
             }
@@ -1172,6 +1166,27 @@ impl Node {
             if let Some(exclusion) = self.exclusions.get_mut(&(rg, brick)) {
                 exclusion.probe_deadline = now + self.config.probe_timeout;
             }
+        }
+    }
+
+    /// Exclusions whose group moved to another epoch are over, whatever
+    /// the vote decided: their callers get the maps at once.
+    fn finish_decided_exclusions(&mut self) {
+        let done: Vec<(RgId, BrickId)> = self
+            .exclusions
+            .iter()
+            .filter(|((rg, brick), exclusion)| {
+                let current = self
+                    .maps
+                    .rg
+                    .get(*rg)
+                    .map(|e| (e.epoch, e.bricks.contains(brick)));
+                current != Some((exclusion.epoch, true))
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for (rg, brick) in done {
+            self.finish_exclusion(rg, brick);
         }
     }
 
@@ -1224,6 +1239,7 @@ impl Node {
         self.fence_removed(now);
         self.note_members(now);
         self.proposals_after_maps_change();
+        self.finish_decided_exclusions();
     }
 
     /// A member that learns an epoch removing a brick takes no prepare in
