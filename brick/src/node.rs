@@ -39,7 +39,12 @@
 //!   has run out. Every new epoch is decided by a vote among all bricks
 //!   (`membership`).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Hash tables with a fast keyed hasher (the default one showed in
+/// profiles of the request path).
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 use std::time::{Duration, Instant};
 
 use maps::{BrickId, Maps, PartitionId, RgId};
@@ -312,7 +317,7 @@ impl Node {
         partitions: BTreeMap<PartitionId, Partition>,
         now: Instant,
     ) -> Node {
-        let mut tables = HashSet::new();
+        let mut tables = HashSet::default();
         for partition in partitions.values() {
             for marker in partition.keys_with_prefix(&[TABLE_MARKER]) {
                 tables.insert(marker[1..].to_vec());
@@ -325,16 +330,16 @@ impl Node {
             maps,
             partitions,
             tables,
-            locks: HashMap::new(),
+            locks: HashMap::default(),
             prepared: BTreeMap::new(),
-            reserved: HashMap::new(),
+            reserved: HashMap::default(),
             outcomes: outcomes::Outcomes::new(outcome_retention),
-            waiting_reads: HashMap::new(),
+            waiting_reads: HashMap::default(),
             waiting_reads_count: 0,
-            held: HashMap::new(),
-            granted: HashMap::new(),
-            last_heard: HashMap::new(),
-            peer_incarnations: HashMap::new(),
+            held: HashMap::default(),
+            granted: HashMap::default(),
+            last_heard: HashMap::default(),
+            peer_incarnations: HashMap::default(),
             exclusions: BTreeMap::new(),
             next_renewal: now,
             last_watch: now,

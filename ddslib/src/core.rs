@@ -31,7 +31,12 @@
 //! When the outcome cannot be learned within the retry budget the caller
 //! gets [`DdsError::OutcomeUnknown`] rather than a guess.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Hash tables with a fast keyed hasher (the default one showed in
+/// profiles of the request path).
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 use std::time::{Duration, Instant};
 
 use maps::{BrickId, Maps, PartitionId, RgId};
@@ -234,13 +239,13 @@ impl Core {
             next_tx: 0,
             next_op: 1,
             next_request_id: 1,
-            ops: HashMap::new(),
+            ops: HashMap::default(),
             requests: BTreeMap::new(),
             transmits: VecDeque::new(),
             completions: VecDeque::new(),
             timers: BTreeMap::new(),
             next_read_replica: 0,
-            followups: HashMap::new(),
+            followups: HashMap::default(),
         }
     }
 
@@ -294,7 +299,7 @@ impl Core {
     }
 
     /// The bricks this core has requests outstanding at.
-    pub fn bricks_in_use(&self) -> HashSet<BrickId> {
+    pub fn bricks_in_use(&self) -> std::collections::HashSet<BrickId> {
         self.requests.keys().map(|(b, _)| *b).collect()
     }
 
@@ -320,8 +325,11 @@ impl Core {
         request_id
     }
 
+    /// Moves the op's one timer to `at`, so the timer table holds one
+    /// entry per live op rather than every deadline ever set.
     fn set_deadline(&mut self, id: OpId, at: Instant) {
         if let Some(state) = self.ops.get_mut(&id) {
+            self.timers.remove(&(state.deadline, id.0));
             state.deadline = at;
             self.timers.insert((at, id.0), id);
         }
@@ -329,6 +337,7 @@ impl Core {
 
     fn complete(&mut self, id: OpId, result: Result<Output, DdsError>) {
         if let Some(state) = self.ops.remove(&id) {
+            self.timers.remove(&(state.deadline, id.0));
             for key in &state.sent {
                 self.requests.remove(key);
             }
@@ -445,7 +454,7 @@ impl Core {
         self.ops.get_mut(&id).unwrap().phase = Phase::Preparing(Box::new(Prepare {
             txid,
             route,
-            yes: HashSet::new(),
+            yes: HashSet::default(),
             no: None,
             waiting,
         }));

@@ -29,7 +29,12 @@ pub mod core;
 pub mod error;
 pub mod limits;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+/// Hash tables with a fast keyed hasher (the default one showed in
+/// profiles of the request path).
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -116,11 +121,11 @@ impl Dds {
             poll,
             events: Events::with_capacity(256),
             directory,
-            conns: HashMap::new(),
-            unread: HashSet::new(),
-            results: HashMap::new(),
+            conns: HashMap::default(),
+            unread: HashSet::default(),
+            results: HashMap::default(),
             completed: Vec::new(),
-            private_replies: HashMap::new(),
+            private_replies: HashMap::default(),
             next_private_id: PRIVATE_REQUEST_ID_BASE,
         };
         dds.refresh_maps()?;

@@ -14,7 +14,11 @@
 //! Each entry lasts at least `retention` after it was last written; a
 //! block lives on while commits keep landing in it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+/// Hash tables with a fast keyed hasher (the default one showed in
+/// profiles of the request path).
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 use std::time::{Duration, Instant};
 
 use wire::{TxId, TxState};
@@ -58,8 +62,8 @@ impl Outcomes {
     pub(super) fn new(retention: Duration) -> Outcomes {
         Outcomes {
             retention,
-            committed: HashMap::new(),
-            others: HashMap::new(),
+            committed: HashMap::default(),
+            others: HashMap::default(),
             expiry: VecDeque::new(),
         }
     }
