@@ -239,6 +239,18 @@ struct Exclusion {
     waiters: Vec<(ConnId, u64)>,
 }
 
+/// A decision on a transaction that waits for this node's lease.
+#[derive(Debug)]
+struct WaitingDecision {
+    conn: ConnId,
+    request_id: u64,
+    txid: TxId,
+    partition: PartitionId,
+    decision: TxState,
+    /// Refused (`Fenced`) if the lease has not come by then.
+    until: Instant,
+}
+
 /// Leases this node holds for one replica group.
 #[derive(Debug, Default)]
 struct HeldLease {
@@ -280,6 +292,7 @@ pub struct Node {
     /// Reads waiting for a locked key's outcome.
     waiting_reads: HashMap<LockKey, Vec<(ConnId, u64)>>,
     waiting_reads_count: usize,
+    waiting_decisions: Vec<WaitingDecision>,
 
     held: HashMap<RgId, HeldLease>,
     /// When this node last granted each peer a lease, per group.
@@ -336,6 +349,7 @@ impl Node {
             outcomes: outcomes::Outcomes::new(outcome_retention),
             waiting_reads: HashMap::default(),
             waiting_reads_count: 0,
+            waiting_decisions: Vec::new(),
             held: HashMap::default(),
             granted: HashMap::default(),
             last_heard: HashMap::default(),
@@ -435,6 +449,9 @@ impl Node {
         if let Some(at) = self.membership_timeout() {
             next = next.min(at);
         }
+        for w in &self.waiting_decisions {
+            next = next.min(w.until);
+        }
         Some(next)
     }
 
@@ -454,6 +471,7 @@ impl Node {
             !waiters.is_empty()
         });
         self.waiting_reads_count -= removed;
+        self.waiting_decisions.retain(|w| w.conn != conn);
         for exclusion in self.exclusions.values_mut() {
             exclusion.waiters.retain(|(c, _)| *c != conn);
         }
@@ -517,10 +535,10 @@ impl Node {
                 participants,
             )),
             Request::Commit { txid, partition } => {
-                Some(self.decide(now, txid, partition, TxState::Committed))
+                self.decide_or_wait(now, conn, request_id, txid, partition, TxState::Committed)
             }
             Request::Abort { txid, partition } => {
-                Some(self.decide(now, txid, partition, TxState::Aborted))
+                self.decide_or_wait(now, conn, request_id, txid, partition, TxState::Aborted)
             }
             Request::TxStatus { txid, partition } => {
                 Some(Reply::TxState(self.status_for_peer(now, txid, partition)))
@@ -881,6 +899,108 @@ impl Node {
     /// A decision from the coordinator. Replies with the transaction's final
     /// state here, which differs from `decision` when this node decided
     /// first (as primary, after its timeout).
+    /// A decision for a prepared transaction this node is the primary of
+    /// waits while the node holds no lease for the group (just started,
+    /// or after a stall): see [`Node::decision_fence`].
+    fn decide_or_wait(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        request_id: u64,
+        txid: TxId,
+        partition: PartitionId,
+        decision: TxState,
+    ) -> Option<Reply> {
+        if self.decision_waits(now, txid) {
+            if self.waiting_decisions.len() >= limits::PREPARED_MAX {
+                return Some(error(
+                    ErrorCode::Busy,
+                    "too many decisions waiting for a lease".to_string(),
+                ));
+            }
+            self.waiting_decisions.push(WaitingDecision {
+                conn,
+                request_id,
+                txid,
+                partition,
+                decision,
+                until: now + self.config.lease,
+            });
+            return None;
+        }
+        Some(self.decide(now, txid, partition, decision))
+    }
+
+    /// Whether a decision on `txid` must wait: this node is its primary,
+    /// still a member, but holds no valid lease for the group.
+    fn decision_waits(&self, now: Instant, txid: TxId) -> bool {
+        let Some(tx) = self.prepared.get(&txid) else {
+            return false;
+        };
+        let member = self
+            .maps
+            .rg
+            .get(tx.rg)
+            .is_some_and(|e| e.bricks.contains(&self.id));
+        member && self.primary_of(tx) == Some(self.id) && !self.lease_valid(now, tx.rg)
+    }
+
+    /// Takes up the decisions that waited for a lease: those that may go
+    /// on now, and those that waited too long (refused by
+    /// `decision_fence`).
+    fn retry_waiting_decisions(&mut self, now: Instant) {
+        if self.waiting_decisions.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.waiting_decisions);
+        for w in waiting {
+            if now < w.until && self.decision_waits(now, w.txid) {
+                self.waiting_decisions.push(w);
+                continue;
+            }
+            let reply = self.decide(now, w.txid, w.partition, w.decision);
+            self.reply(w.conn, w.request_id, reply);
+        }
+    }
+
+    /// The primary's state is the transaction's outcome, so it decides only
+    /// while it is sure to be a member: with a lease from every other
+    /// member, no removal of it can have been decided (a brick that was
+    /// paused may have been removed, and the group may have resolved the
+    /// transaction without it). A brick removed from the group decides
+    /// nothing for it: the caller, whose maps are stale, learns the group's.
+    fn decision_fence(&self, now: Instant, txid: TxId) -> Option<Reply> {
+        let tx = self.prepared.get(&txid)?;
+        let rg = tx.rg;
+        let member = self
+            .maps
+            .rg
+            .get(rg)
+            .is_some_and(|e| e.bricks.contains(&self.id));
+        let primary = self.primary_of(tx) == Some(self.id);
+        if member && !(primary && !self.lease_valid(now, rg)) {
+            return None;
+        }
+        log::info!(
+            "{}: refusing the decision on transaction {}: {}",
+            self.id,
+            txid.0,
+            if member {
+                "it holds no lease for the group"
+            } else {
+                "it is no longer a member"
+            }
+        );
+        Some(Reply::Error(ErrorReply {
+            code: ErrorCode::Fenced,
+            message: format!(
+                "{} is not a member of {rg} or holds no lease for it; it cannot decide",
+                self.id
+            ),
+            maps: Some(self.maps.encode()),
+        }))
+    }
+
     fn decide(
         &mut self,
         now: Instant,
@@ -889,6 +1009,9 @@ impl Node {
         decision: TxState,
     ) -> Reply {
         if self.prepared.contains_key(&txid) {
+            if let Some(reply) = self.decision_fence(now, txid) {
+                return reply;
+            }
             self.finish(now, txid, decision);
             match decision {
                 TxState::Committed => self.counters.commits += 1,
@@ -1167,7 +1290,7 @@ impl Node {
             // Decided by a vote among the bricks; the exclusion ends when
             // the group's epoch moves, whatever the vote decides. Until
             // then it is looked at again once per probe timeout.
-            self.propose(now, rg, membership::Purpose::Remove(brick), without);
+            self.propose(now, rg, membership::Purpose::Remove(brick), Some(without));
             if let Some(exclusion) = self.exclusions.get_mut(&(rg, brick)) {
                 exclusion.probe_deadline = now + self.config.probe_timeout;
             }
@@ -1245,6 +1368,7 @@ impl Node {
         self.note_members(now);
         self.proposals_after_maps_change();
         self.finish_decided_exclusions();
+        self.retry_waiting_decisions(now);
     }
 
     /// A member that learns an epoch removing a brick takes no prepare in
@@ -1446,6 +1570,7 @@ impl Node {
                 // Counted from the send time, so the lease here ends no later
                 // than the grant at the peer.
                 held.until.insert(peer, sent_at + duration);
+                self.retry_waiting_decisions(now);
             }
             Reply::Error(e) if e.code == ErrorCode::Restarted => {
                 self.last_heard.insert((rg, peer), now);
@@ -1541,6 +1666,7 @@ impl Node {
         }
         self.advance_exclusions(now);
         self.membership_tick(now);
+        self.retry_waiting_decisions(now);
         self.resolve_transactions(now);
         self.heal_tick(now, tick);
     }

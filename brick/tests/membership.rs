@@ -62,6 +62,9 @@ struct Net {
     now: Instant,
     /// Client replies: (brick, request id) → reply.
     client_replies: Vec<(BrickId, u64, Reply)>,
+    /// Bricks that run no timers (a paused process); cut links stand for
+    /// the messages it does not handle.
+    paused: Vec<BrickId>,
 }
 
 /// Connection ids name the peer brick; clients use ids above this.
@@ -90,6 +93,7 @@ impl Net {
             cut: Vec::new(),
             now,
             client_replies: Vec::new(),
+            paused: Vec::new(),
         }
     }
 
@@ -181,7 +185,10 @@ impl Net {
             }
             self.now += step;
             let now = self.now;
-            for node in self.nodes.values_mut() {
+            for (id, node) in self.nodes.iter_mut() {
+                if self.paused.contains(id) {
+                    continue;
+                }
                 if node.poll_timeout().is_some_and(|at| at <= now) {
                     node.handle_timeout(now);
                 }
@@ -272,4 +279,82 @@ fn a_brick_cut_off_from_the_majority_decides_nothing() {
     net.run(Duration::from_secs(2), Duration::from_millis(5));
     assert!(net.group(BrickId(1)).0 >= 2);
     assert_eq!(net.group(BrickId(1)), net.group(BrickId(2)));
+}
+
+/// Sends a client request to `brick` and returns the request id used.
+fn client_request(net: &mut Net, brick: BrickId, id: u64, request: Request) {
+    let now = net.now;
+    net.nodes
+        .get_mut(&brick)
+        .unwrap()
+        .handle_request(now, ConnId(CLIENT_CONN + 100), id, request);
+    net.collect();
+}
+
+fn client_reply(net: &Net, brick: BrickId, id: u64) -> Option<&Reply> {
+    net.client_replies
+        .iter()
+        .find(|(b, i, _)| *b == brick && *i == id)
+        .map(|(_, _, r)| r)
+}
+
+#[test]
+fn a_paused_and_removed_primary_does_not_decide_for_the_group() {
+    let mut net = Net::new(3);
+    net.run(Duration::from_millis(300), Duration::from_millis(5));
+    let maps = net.nodes[&BrickId(1)].maps().clone();
+    let (partition, _) = maps.dp.leaves().next().unwrap();
+    let fingerprint = maps.partition_fingerprint(partition).unwrap();
+    for b in [BrickId(1), BrickId(2)] {
+        client_request(
+            &mut net,
+            b,
+            1,
+            Request::CreateTable {
+                name: b"t".to_vec(),
+            },
+        );
+    }
+    // A write prepared on both members: brick 1 is its primary.
+    let txid = wire::TxId(42);
+    for b in [BrickId(1), BrickId(2)] {
+        client_request(
+            &mut net,
+            b,
+            2,
+            Request::Prepare {
+                txid,
+                partition,
+                fingerprint,
+                table: b"t".to_vec(),
+                key: b"k".to_vec(),
+                write: wire::Write::Put(b"v".to_vec()),
+                participants: vec![BrickId(1), BrickId(2)],
+            },
+        );
+        assert_eq!(client_reply(&net, b, 2), Some(&Reply::Voted), "{b}");
+    }
+    // Brick 1 is paused long enough for brick 2 to remove it.
+    net.paused.push(BrickId(1));
+    net.cut.push((BrickId(1), BrickId(2)));
+    net.cut.push((BrickId(1), BrickId(3)));
+    net.run(Duration::from_secs(3), Duration::from_millis(5));
+    assert_eq!(net.group(BrickId(2)), (2, vec![BrickId(2)]));
+    assert_eq!(net.group(BrickId(1)).0, 1, "brick 1 has not heard yet");
+    // It resumes, and the coordinator's commit reaches it before anything
+    // else: with stale maps it believes itself the primary. It must not
+    // answer for the group: its lease ran out while it was paused.
+    net.paused.clear();
+    net.cut.clear();
+    client_request(&mut net, BrickId(1), 3, Request::Commit { txid, partition });
+    assert_eq!(
+        client_reply(&net, BrickId(1), 3),
+        None,
+        "the decision waits"
+    );
+    net.run(Duration::from_secs(2), Duration::from_millis(5));
+    match client_reply(&net, BrickId(1), 3) {
+        Some(Reply::Error(e)) => assert_eq!(e.code, wire::ErrorCode::Fenced, "{e:?}"),
+        other => panic!("a removed primary answered the decision: {other:?}"),
+    }
 }

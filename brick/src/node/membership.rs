@@ -88,8 +88,11 @@ enum Phase {
 pub(super) struct Proposal {
     epoch: u64,
     ballot: Ballot,
-    /// What this node wants the group to be at `epoch`.
-    own: Vec<BrickId>,
+    /// What this node wants the group to be at `epoch`; `None` while the
+    /// proposal only gathers promises, ahead of knowing its value (the
+    /// recovery source does so while it finishes the copy, so that only
+    /// phase two falls in the time writes are held).
+    own: Option<Vec<BrickId>>,
     phase: Phase,
     /// When the round is tried again with a higher ballot.
     deadline: Instant,
@@ -343,7 +346,7 @@ impl Node {
         now: Instant,
         rg: RgId,
         purpose: Purpose,
-        own: Vec<BrickId>,
+        own: Option<Vec<BrickId>>,
     ) -> bool {
         if self.membership.proposals.contains_key(&rg) {
             return false;
@@ -352,10 +355,16 @@ impl Node {
             return false;
         };
         let epoch = entry.epoch + 1;
-        log::info!(
-            "{}: proposing {own:?} for {rg} at epoch {epoch} ({purpose:?})",
-            self.id
-        );
+        match &own {
+            Some(own) => log::info!(
+                "{}: proposing {own:?} for {rg} at epoch {epoch} ({purpose:?})",
+                self.id
+            ),
+            None => log::info!(
+                "{}: gathering promises for {rg} at epoch {epoch} ({purpose:?})",
+                self.id
+            ),
+        }
         self.membership.proposals.insert(
             rg,
             Proposal {
@@ -484,32 +493,76 @@ impl Node {
             p.deadline = p.deadline.min(now + Duration::from_millis(pause));
             return;
         }
-        let value = match &mut p.phase {
+        match &mut p.phase {
             Phase::Promising(promises) => {
                 promises.insert(from, accepted);
-                if promises.len() < quorum {
-                    return;
-                }
-                let adopted = promises
-                    .values()
-                    .flatten()
-                    .max_by_key(|a| a.ballot)
-                    .map(|a| a.bricks.clone());
-                let value = adopted.unwrap_or_else(|| p.own.clone());
-                p.phase = Phase::Accepting(value.clone(), BTreeSet::new());
-                value
+                self.after_promise(now, rg);
             }
             Phase::Accepting(value, accepts) => {
                 accepts.insert(from);
-                if accepts.len() < quorum {
-                    return;
+                if accepts.len() >= quorum {
+                    let value = value.clone();
+                    self.decide_epoch(now, rg, epoch, value);
                 }
-                let value = value.clone();
-                self.decide_epoch(now, rg, epoch, value);
-                return;
             }
+        }
+    }
+
+    /// With promises from a majority and a value known, phase two: the
+    /// value accepted at the highest ballot among the promises, or this
+    /// node's own.
+    fn after_promise(&mut self, now: Instant, rg: RgId) {
+        let quorum = self.quorum();
+        let Some(p) = self.membership.proposals.get_mut(&rg) else {
+            return;
         };
+        let Phase::Promising(promises) = &p.phase else {
+            return;
+        };
+        if promises.len() < quorum {
+            return;
+        }
+        let adopted = promises
+            .values()
+            .flatten()
+            .max_by_key(|a| a.ballot)
+            .map(|a| a.bricks.clone());
+        let Some(value) = adopted.or_else(|| p.own.clone()) else {
+            // Promised, value not known yet: hold the promises (a round
+            // is not retried while it waits; a higher ballot meanwhile
+            // shows up as a refusal in phase two).
+            p.deadline = now + self.config.probe_timeout * 10;
+            return;
+        };
+        p.phase = Phase::Accepting(value.clone(), BTreeSet::new());
+        let (epoch, ballot) = (p.epoch, p.ballot);
         self.ask_acceptors(now, rg, epoch, ballot, Some(value));
+    }
+
+    /// Gives a proposal started without a value (`propose` with `None`)
+    /// its value, or starts one with it. Returns false if a vote of this
+    /// node for another purpose is under way.
+    pub(super) fn propose_value(
+        &mut self,
+        now: Instant,
+        rg: RgId,
+        purpose: Purpose,
+        own: Vec<BrickId>,
+    ) -> bool {
+        match self.membership.proposals.get_mut(&rg) {
+            Some(p) if p.purpose == purpose && p.own.is_none() => {
+                log::info!(
+                    "{}: proposing {own:?} for {rg} at epoch {} ({purpose:?})",
+                    self.id,
+                    p.epoch
+                );
+                p.own = Some(own);
+                self.after_promise(now, rg);
+                true
+            }
+            Some(_) => false,
+            None => self.propose(now, rg, purpose, Some(own)),
+        }
     }
 
     /// `value` is decided for `rg` at `epoch`: install it and tell everyone.
@@ -577,7 +630,7 @@ impl Node {
                 "{}: its vote on {rg}'s next epoch is still undecided; settling it",
                 self.id
             );
-            self.propose(now, rg, Purpose::Settle, members);
+            self.propose(now, rg, Purpose::Settle, Some(members));
         }
     }
 

@@ -722,6 +722,13 @@ impl Node {
                     if end - c.acked <= SEAL_BYTES && c.in_flight == 0 {
                         c.phase = CopyPhase::Sealed;
                         c.sealed_at = Some(now);
+                        // Phase one of the vote on adding the target runs
+                        // while the last stretch is sent and checked.
+                        let rg = c.rg;
+                        self.propose(now, rg, membership::Purpose::Add(partition), None);
+                        let Some(c) = self.recovery.out.get_mut(&partition) else {
+                            return;
+                        };
                         log::info!(
                             "{}: holding writes of {partition} for the last {} bytes of the copy",
                             self.id,
@@ -875,7 +882,7 @@ impl Node {
             c.phase = CopyPhase::Deciding;
         }
         // In a one- or two-brick cluster the vote is decided at once.
-        if !self.propose(now, rg, membership::Purpose::Add(partition), members) {
+        if !self.propose_value(now, rg, membership::Purpose::Add(partition), members) {
             self.abort_copy(partition, "a vote on the group is under way");
         }
     }
