@@ -978,7 +978,7 @@ impl Node {
             .get(rg)
             .is_some_and(|e| e.bricks.contains(&self.id));
         let primary = self.primary_of(tx) == Some(self.id);
-        if member && !(primary && !self.lease_valid(now, rg)) {
+        if member && (!primary || self.lease_valid(now, rg)) {
             return None;
         }
         log::info!(
