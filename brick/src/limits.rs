@@ -38,3 +38,13 @@ pub const PROBES_MAX: u32 = 4;
 
 /// Copies a brick receives at once.
 pub const INCOMING_COPIES_MAX: usize = 4;
+
+/// Prepares that may wait at once for a held partition (the last stretch
+/// of a copy, a membership vote) before they are refused with `WritesHeld`.
+pub const HELD_PREPARES_MAX: usize = 65_536;
+
+/// How long a prepare waits for a held partition before it is refused with
+/// `WritesHeld` (the client then backs off and retries): longer than a
+/// copy's usual hold of a few milliseconds, far shorter than a client's
+/// request timeout.
+pub const PREPARE_HOLD_WAIT: Duration = Duration::from_millis(50);

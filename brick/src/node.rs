@@ -239,6 +239,15 @@ struct Exclusion {
     waiters: Vec<(ConnId, u64)>,
 }
 
+/// A prepare that waits for its partition's writes to be released.
+#[derive(Debug)]
+struct HeldPrepare {
+    conn: ConnId,
+    request_id: u64,
+    request: Request,
+    until: Instant,
+}
+
 /// A decision on a transaction that waits for this node's lease.
 #[derive(Debug)]
 struct WaitingDecision {
@@ -293,6 +302,7 @@ pub struct Node {
     waiting_reads: HashMap<LockKey, Vec<(ConnId, u64)>>,
     waiting_reads_count: usize,
     waiting_decisions: Vec<WaitingDecision>,
+    held_prepares: Vec<HeldPrepare>,
 
     held: HashMap<RgId, HeldLease>,
     /// When this node last granted each peer a lease, per group.
@@ -350,6 +360,7 @@ impl Node {
             waiting_reads: HashMap::default(),
             waiting_reads_count: 0,
             waiting_decisions: Vec::new(),
+            held_prepares: Vec::new(),
             held: HashMap::default(),
             granted: HashMap::default(),
             last_heard: HashMap::default(),
@@ -452,6 +463,9 @@ impl Node {
         for w in &self.waiting_decisions {
             next = next.min(w.until);
         }
+        for h in &self.held_prepares {
+            next = next.min(h.until);
+        }
         Some(next)
     }
 
@@ -472,6 +486,7 @@ impl Node {
         });
         self.waiting_reads_count -= removed;
         self.waiting_decisions.retain(|w| w.conn != conn);
+        self.held_prepares.retain(|h| h.conn != conn);
         for exclusion in self.exclusions.values_mut() {
             exclusion.waiters.retain(|(c, _)| *c != conn);
         }
@@ -516,6 +531,22 @@ impl Node {
                 table,
                 key,
             } => self.get(now, conn, request_id, partition, fingerprint, &table, &key),
+            Request::Prepare {
+                txid, partition, ..
+            } if self.writes_held(now, partition)
+                && !self.prepared.contains_key(&txid)
+                && self.held_prepares.len() < limits::HELD_PREPARES_MAX =>
+            {
+                // Held for a moment (a copy's last stretch, a vote): the
+                // prepare waits here rather than the client backing off.
+                self.held_prepares.push(HeldPrepare {
+                    conn,
+                    request_id,
+                    request,
+                    until: now + limits::PREPARE_HOLD_WAIT,
+                });
+                None
+            }
             Request::Prepare {
                 txid,
                 partition,
@@ -899,6 +930,67 @@ impl Node {
     /// A decision from the coordinator. Replies with the transaction's final
     /// state here, which differs from `decision` when this node decided
     /// first (as primary, after its timeout).
+    /// Whether prepares for `partition` are held: the last stretch of a
+    /// copy, or a vote on its group's membership.
+    fn writes_held(&self, now: Instant, partition: PartitionId) -> bool {
+        self.copy_holds_writes(partition)
+            || self
+                .maps
+                .dp
+                .rg_of(partition)
+                .is_some_and(|rg| self.membership_holds_writes(now, rg))
+    }
+
+    /// Takes up prepares that waited for a hold to end: those whose hold
+    /// ended, and those that waited `PREPARE_HOLD_WAIT` (refused then with
+    /// `WritesHeld`, and the client backs off).
+    pub(super) fn retry_held_prepares(&mut self, now: Instant) {
+        if self.held_prepares.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held_prepares);
+        for h in held {
+            let Request::Prepare {
+                txid,
+                partition,
+                fingerprint,
+                table,
+                key,
+                write,
+                participants,
+            } = h.request
+            else {
+                continue;
+            };
+            if now < h.until && self.writes_held(now, partition) {
+                self.held_prepares.push(HeldPrepare {
+                    request: Request::Prepare {
+                        txid,
+                        partition,
+                        fingerprint,
+                        table,
+                        key,
+                        write,
+                        participants,
+                    },
+                    ..h
+                });
+                continue;
+            }
+            let reply = self.prepare(
+                now,
+                txid,
+                partition,
+                fingerprint,
+                &table,
+                &key,
+                write,
+                participants,
+            );
+            self.reply(h.conn, h.request_id, reply);
+        }
+    }
+
     /// A decision for a prepared transaction this node is the primary of
     /// waits while the node holds no lease for the group (just started,
     /// or after a stall): see [`Node::decision_fence`].
@@ -1369,6 +1461,7 @@ impl Node {
         self.proposals_after_maps_change();
         self.finish_decided_exclusions();
         self.retry_waiting_decisions(now);
+        self.retry_held_prepares(now);
     }
 
     /// A member that learns an epoch removing a brick takes no prepare in
@@ -1667,6 +1760,7 @@ impl Node {
         self.advance_exclusions(now);
         self.membership_tick(now);
         self.retry_waiting_decisions(now);
+        self.retry_held_prepares(now);
         self.resolve_transactions(now);
         self.heal_tick(now, tick);
     }

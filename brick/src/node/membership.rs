@@ -90,7 +90,7 @@ pub(super) struct Proposal {
     ballot: Ballot,
     /// What this node wants the group to be at `epoch`; `None` while the
     /// proposal only gathers promises, ahead of knowing its value (the
-    /// recovery source does so while it finishes the copy, so that only
+    /// recovery source does so when the copy starts, so that only
     /// phase two falls in the time writes are held).
     own: Option<Vec<BrickId>>,
     phase: Phase,

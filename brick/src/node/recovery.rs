@@ -17,8 +17,9 @@
 //!    writes go on; background compaction of the partition is paused so
 //!    offsets stay put. Writes that land meanwhile are appended past the
 //!    offset already sent and go in a later chunk.
-//! 3. **Write lease**: when less than `SEAL_BYTES` remain, the source refuses
-//!    new prepares for the partition (`WritesHeld`, which ddslib retries),
+//! 3. **Write lease**: when less than `SEAL_BYTES` remain, the source holds
+//!    new prepares for the partition (they wait up to `PREPARE_HOLD_WAIT`,
+//!    then are refused with `WritesHeld`, which ddslib retries),
 //!    waits for its prepared writes there to finish, sends the rest with the
 //!    partition's digest, and the target installs the copy only if its own
 //!    digest of what it received is equal. The source then proposes the
@@ -696,6 +697,11 @@ impl Node {
             c.phase = CopyPhase::PreCopy;
             c.generation = store.generation();
         }
+        // Phase one of the vote on adding the target (promises, each saved
+        // with an fsync) runs now, so that only phase two falls in the
+        // time writes are held.
+        let rg = c.rg;
+        self.propose(now, rg, membership::Purpose::Add(partition), None);
         self.pump_copy(now, partition);
     }
 
@@ -722,13 +728,6 @@ impl Node {
                     if end - c.acked <= SEAL_BYTES && c.in_flight == 0 {
                         c.phase = CopyPhase::Sealed;
                         c.sealed_at = Some(now);
-                        // Phase one of the vote on adding the target runs
-                        // while the last stretch is sent and checked.
-                        let rg = c.rg;
-                        self.propose(now, rg, membership::Purpose::Add(partition), None);
-                        let Some(c) = self.recovery.out.get_mut(&partition) else {
-                            return;
-                        };
                         log::info!(
                             "{}: holding writes of {partition} for the last {} bytes of the copy",
                             self.id,
@@ -969,6 +968,10 @@ impl Node {
             self.membership.proposals.remove(&c.rg);
         }
         self.send_copy_abort(c.target, partition);
+        // Prepares parked by the hold go on (`last_active` is the time of
+        // the input being handled).
+        let now = self.last_active;
+        self.retry_held_prepares(now);
     }
 
     /// Abandons copies past their deadline or their write lease.
