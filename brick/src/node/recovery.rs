@@ -77,14 +77,24 @@ pub fn votes_path(dir: &std::path::Path) -> PathBuf {
 /// Writes `bytes` to a temporary file, syncs it and renames it over
 /// `path`, so a crash leaves the old file or the new one, whole.
 fn save_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let started = std::time::Instant::now();
     let tmp = path.with_extension("tmp");
     {
         let mut file = std::fs::File::create(&tmp)?;
         std::io::Write::write_all(&mut file, bytes)?;
         file.sync_all()?;
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    let took = started.elapsed();
+    if took >= SLOW_SAVE {
+        log::warn!("saving {} took {took:?}", path.display());
+    }
+    Ok(())
 }
+
+/// A save of the maps or votes slower than this is logged: the event loop
+/// waits for it.
+const SLOW_SAVE: Duration = Duration::from_millis(5);
 
 impl Storage {
     /// Makes `maps` (encoded) durable before the node acts on them, so a
