@@ -131,8 +131,13 @@ struct Route {
 enum Phase {
     /// Waiting to (re)start after a backoff.
     Backoff,
-    /// A read sent to the last of `tried`, the replicas asked so far.
-    Reading { tried: Vec<BrickId> },
+    /// A read sent to `first`, then to each of `others` in turn (the last
+    /// one asked is the one waited for). Nothing is allocated for a read
+    /// answered by its first replica.
+    Reading {
+        first: BrickId,
+        others: Vec<BrickId>,
+    },
     /// Prepares sent; votes so far.
     Preparing(Box<Prepare>),
     /// The decision was sent to `primary`; waiting for the outcome.
@@ -381,15 +386,20 @@ impl Core {
         let deadline = now + self.config.request_timeout;
         match state.op.clone() {
             Op::Get { table, key } => {
-                let route = self.route(&table, &key).expect("maps cover every hash");
-                let brick = self.pick_replica(&route.bricks, &[]);
+                // The hot path: the route is read in place, not copied.
+                let route = self.maps.lookup(maps::key_hash(&table, &key));
+                self.next_read_replica = self.next_read_replica.wrapping_add(1);
+                let brick = route.bricks[self.next_read_replica % route.bricks.len()];
                 let request = Request::Get {
                     partition: route.partition,
                     fingerprint: route.fingerprint,
                     table,
                     key,
                 };
-                self.ops.get_mut(&id).unwrap().phase = Phase::Reading { tried: vec![brick] };
+                self.ops.get_mut(&id).unwrap().phase = Phase::Reading {
+                    first: brick,
+                    others: Vec::new(),
+                };
                 self.send(id, brick, request);
             }
             Op::Put { table, key, value } => self.start_prepare(id, table, key, Write::Put(value)),
@@ -658,11 +668,13 @@ impl Core {
         let Some(state) = self.ops.get(&id) else {
             return;
         };
-        let (Op::Get { table, key }, Phase::Reading { tried, .. }) = (&state.op, &state.phase)
+        let (Op::Get { table, key }, Phase::Reading { first, others }) = (&state.op, &state.phase)
         else {
             return;
         };
-        let mut tried = tried.clone();
+        let first = *first;
+        let mut tried = others.clone();
+        tried.insert(0, first);
         let (table, key) = (table.clone(), key.clone());
         let route = self.route(&table, &key).expect("maps cover every hash");
         if route.bricks.iter().all(|b| tried.contains(b)) {
@@ -675,7 +687,11 @@ impl Core {
         }
         let next = self.pick_replica(&route.bricks, &tried);
         tried.push(next);
-        self.ops.get_mut(&id).unwrap().phase = Phase::Reading { tried };
+        tried.remove(0);
+        self.ops.get_mut(&id).unwrap().phase = Phase::Reading {
+            first,
+            others: tried,
+        };
         self.send(
             id,
             next,
