@@ -547,24 +547,7 @@ impl Node {
                 });
                 None
             }
-            Request::Prepare {
-                txid,
-                partition,
-                fingerprint,
-                table,
-                key,
-                write,
-                participants,
-            } => Some(self.prepare(
-                now,
-                txid,
-                partition,
-                fingerprint,
-                &table,
-                &key,
-                write,
-                participants,
-            )),
+            request @ Request::Prepare { .. } => Some(self.prepare_request(now, request)),
             Request::Commit { txid, partition } => {
                 self.decide_or_wait(now, conn, request_id, txid, partition, TxState::Committed)
             }
@@ -950,45 +933,41 @@ impl Node {
         }
         let held = std::mem::take(&mut self.held_prepares);
         for h in held {
-            let Request::Prepare {
-                txid,
-                partition,
-                fingerprint,
-                table,
-                key,
-                write,
-                participants,
-            } = h.request
-            else {
+            let Request::Prepare { partition, .. } = h.request else {
                 continue;
             };
             if now < h.until && self.writes_held(now, partition) {
-                self.held_prepares.push(HeldPrepare {
-                    request: Request::Prepare {
-                        txid,
-                        partition,
-                        fingerprint,
-                        table,
-                        key,
-                        write,
-                        participants,
-                    },
-                    ..h
-                });
+                self.held_prepares.push(h);
                 continue;
             }
-            let reply = self.prepare(
-                now,
-                txid,
-                partition,
-                fingerprint,
-                &table,
-                &key,
-                write,
-                participants,
-            );
+            let reply = self.prepare_request(now, h.request);
             self.reply(h.conn, h.request_id, reply);
         }
+    }
+
+    fn prepare_request(&mut self, now: Instant, request: Request) -> Reply {
+        let Request::Prepare {
+            txid,
+            partition,
+            fingerprint,
+            table,
+            key,
+            write,
+            participants,
+        } = request
+        else {
+            return error(ErrorCode::Internal, "not a prepare".to_string());
+        };
+        self.prepare(
+            now,
+            txid,
+            partition,
+            fingerprint,
+            &table,
+            &key,
+            write,
+            participants,
+        )
     }
 
     /// A decision for a prepared transaction this node is the primary of
