@@ -1,8 +1,13 @@
-//! Membership votes between brick state machines, driven by hand: the
-//! double fault where the two members of a group cannot reach each other
-//! while both still reach the third brick. Each is asked to remove the
-//! other at the same moment; a vote among all bricks lets at most one of
-//! the two removals through, and every brick ends with the same maps.
+//! Membership votes and the primary's fencing, between brick state machines
+//! driven by hand (messages delivered in order, links cut, a brick paused):
+//! - the double fault where the two members of a group cannot reach each
+//!   other while both still reach the third brick, and each is asked to
+//!   remove the other: at most one removal goes through, and every brick
+//!   ends with the same maps;
+//! - a brick cut off from the majority decides nothing;
+//! - a value accepted but not decided holds the group's writes until the
+//!   vote is settled;
+//! - a primary that was paused and removed does not answer a decision.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -65,6 +70,8 @@ struct Net {
     /// Bricks that run no timers (a paused process); cut links stand for
     /// the messages it does not handle.
     paused: Vec<BrickId>,
+    /// Phase-two votes (`ConfigVote` with a value) on these links are lost.
+    drop_accepts: Vec<(BrickId, BrickId)>,
 }
 
 /// Connection ids name the peer brick; clients use ids above this.
@@ -94,6 +101,7 @@ impl Net {
             now,
             client_replies: Vec::new(),
             paused: Vec::new(),
+            drop_accepts: Vec::new(),
         }
     }
 
@@ -160,6 +168,11 @@ impl Net {
                                 .get_mut(&from)
                                 .unwrap()
                                 .handle_peer_unreachable(now, to);
+                            continue;
+                        }
+                        if self.drop_accepts.contains(&(from, to))
+                            && matches!(request, Request::ConfigVote { value: Some(_), .. })
+                        {
                             continue;
                         }
                         let conn = ConnId(u64::from(from.0));
@@ -357,4 +370,62 @@ fn a_paused_and_removed_primary_does_not_decide_for_the_group() {
         Some(Reply::Error(e)) => assert_eq!(e.code, wire::ErrorCode::Fenced, "{e:?}"),
         other => panic!("a removed primary answered the decision: {other:?}"),
     }
+}
+
+#[test]
+fn an_accepted_undecided_change_holds_writes_until_it_is_settled() {
+    let mut net = Net::new(3);
+    net.run(Duration::from_millis(300), Duration::from_millis(5));
+    for b in [BrickId(1), BrickId(2)] {
+        client_request(
+            &mut net,
+            b,
+            1,
+            Request::CreateTable {
+                name: b"t".to_vec(),
+            },
+        );
+    }
+    // Brick 2 stops; brick 1 removes it with brick 3's promises, but its
+    // acceptance never reaches brick 3: the removal is accepted by brick 1
+    // alone, not decided, and could still be adopted by a later ballot.
+    net.paused.push(BrickId(2));
+    net.cut.push((BrickId(1), BrickId(2)));
+    net.cut.push((BrickId(2), BrickId(3)));
+    net.drop_accepts.push((BrickId(1), BrickId(3)));
+    net.run(Duration::from_secs(3), Duration::from_millis(5));
+    assert_eq!(net.group(BrickId(1)).0, 1, "not decided");
+    let prepare = |txid: u64, net: &Net| {
+        let maps = net.nodes[&BrickId(1)].maps().clone();
+        let (partition, _) = maps.dp.leaves().next().unwrap();
+        let participants = maps.route(partition).unwrap().bricks.to_vec();
+        Request::Prepare {
+            txid: wire::TxId(txid),
+            partition,
+            fingerprint: maps.partition_fingerprint(partition).unwrap(),
+            table: b"t".to_vec(),
+            key: b"k".to_vec(),
+            write: wire::Write::Put(b"v".to_vec()),
+            participants,
+        }
+    };
+    // Meanwhile brick 1 takes no write in the group: it waits, then is
+    // refused with `WritesHeld`.
+    let request = prepare(7, &net);
+    client_request(&mut net, BrickId(1), 2, request);
+    assert_eq!(client_reply(&net, BrickId(1), 2), None, "the prepare waits");
+    net.run(Duration::from_millis(100), Duration::from_millis(5));
+    match client_reply(&net, BrickId(1), 2) {
+        Some(Reply::Error(e)) => assert_eq!(e.code, wire::ErrorCode::WritesHeld, "{e:?}"),
+        other => panic!("a brick with an undecided vote took a write: {other:?}"),
+    }
+    // Acceptances get through again: brick 1 settles its vote (adopting
+    // its own accepted removal) and writes go on at the new epoch.
+    net.drop_accepts.clear();
+    net.run(Duration::from_secs(2), Duration::from_millis(5));
+    assert_eq!(net.group(BrickId(1)), (2, vec![BrickId(1)]));
+    assert_eq!(net.group(BrickId(3)), (2, vec![BrickId(1)]));
+    let request = prepare(8, &net);
+    client_request(&mut net, BrickId(1), 3, request);
+    assert_eq!(client_reply(&net, BrickId(1), 3), Some(&Reply::Voted));
 }
