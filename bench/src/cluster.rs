@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::error::BenchError;
+
 use crate::limits::{
     BRICKS_MAX, BRICK_READY_POLL_INTERVAL, BRICK_READY_TIMEOUT, BRICK_STOP_TIMEOUT,
     CONFIG_SIZE_MAX, LOG_TAIL_SIZE,
@@ -494,6 +496,53 @@ impl Drop for LocalCluster {
                 let _ = brick.child.wait();
             }
         }
+    }
+}
+
+/// A copy of a cluster configuration whose `data_dir` is a fresh folder of
+/// its own, removed (with the copy) when this is dropped.
+pub struct ScratchConfig {
+    dir: PathBuf,
+}
+
+impl ScratchConfig {
+    pub fn new(config: &Path) -> Result<ScratchConfig, BenchError> {
+        let text = std::fs::read_to_string(config)
+            .map_err(|e| BenchError::Config(format!("read {}: {e}", config.display())))?;
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e| BenchError::Config(format!("{}: {e}", config.display())))?;
+        let dir = std::env::temp_dir().join(format!("dds-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| BenchError::Config(format!("create {}: {e}", dir.display())))?;
+        let scratch = ScratchConfig { dir };
+        let data = scratch.dir.join("data").to_string_lossy().into_owned();
+        match table.get_mut("cluster").and_then(toml::Value::as_table_mut) {
+            Some(cluster) => {
+                cluster.insert("data_dir".to_string(), toml::Value::String(data));
+            }
+            None => {
+                return Err(BenchError::Config(format!(
+                    "{} has no [cluster] section",
+                    config.display()
+                )))
+            }
+        }
+        std::fs::write(scratch.path(), table.to_string())
+            .map_err(|e| BenchError::Config(format!("write {}: {e}", scratch.path().display())))?;
+        Ok(scratch)
+    }
+
+    /// The copy of the configuration.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("cluster.toml")
+    }
+}
+
+impl Drop for ScratchConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bench::cluster::{find_brick_binary, LocalCluster};
+use bench::cluster::{find_brick_binary, LocalCluster, ScratchConfig};
 use bench::driver::{LoadConfig, Target};
 use bench::keys::{KeyDist, Mix};
 use bench::redis::RedisTarget;
@@ -40,6 +40,11 @@ struct Args {
     /// them after (with --target dds). The brick binary must sit next to bench.
     #[arg(long)]
     spawn: bool,
+    /// With --spawn: keep the bricks' data in the `data_dir` of --config
+    /// (and start from what is there) instead of a fresh scratch folder
+    /// removed after the run.
+    #[arg(long)]
+    keep_data: bool,
     /// Service threads, each with its own connection.
     #[arg(long, default_value_t = 4)]
     services: usize,
@@ -135,9 +140,19 @@ fn run(args: &Args) -> Result<u64, BenchError> {
         ));
     }
 
+    // A spawned cluster keeps its data in a fresh folder, so every run
+    // starts empty (memory per key is measured from there) and a run never
+    // restarts bricks on a previous run's data. Dropped last: the folder
+    // goes after the bricks have stopped.
+    let scratch = if args.spawn && !args.keep_data {
+        Some(ScratchConfig::new(&args.config)?)
+    } else {
+        None
+    };
+    let config_path = scratch.as_ref().map_or(args.config.clone(), |s| s.path());
     // Held until the end of the run; dropping it stops the bricks.
     let cluster = if args.spawn {
-        Some(LocalCluster::start(&args.config, &find_brick_binary()?)?)
+        Some(LocalCluster::start(&config_path, &find_brick_binary()?)?)
     } else {
         None
     };
@@ -145,7 +160,7 @@ fn run(args: &Args) -> Result<u64, BenchError> {
         TargetKind::Redis => Box::new(RedisTarget::new(args.redis_addr)),
         TargetKind::Dds => {
             let pids = cluster.as_ref().map(|c| c.pids()).unwrap_or_default();
-            bench::dds::dds_target(&args.config, pids)?
+            bench::dds::dds_target(&config_path, pids)?
         }
     };
 

@@ -958,7 +958,7 @@ impl Node {
         else {
             return error(ErrorCode::Internal, "not a prepare".to_string());
         };
-        self.prepare(
+        let reply = self.prepare(
             now,
             txid,
             partition,
@@ -967,7 +967,18 @@ impl Node {
             &key,
             write,
             participants,
-        )
+        );
+        // A no vote is final: the transaction cannot commit without this
+        // brick's yes, and ddslib numbers every attempt anew. Remembering
+        // it as aborted lets this brick say so when the coordinator's abort
+        // reaches it as primary, even after a restart made it unsure of
+        // transactions it does not know (it would say "unknown", and the
+        // caller would hear "outcome unknown" for a write that surely
+        // failed).
+        if matches!(reply, Reply::Error(_)) && self.outcomes.get(txid).is_none() {
+            self.remember(now, txid, TxState::Aborted);
+        }
+        reply
     }
 
     /// A decision for a prepared transaction this node is the primary of
