@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use maps::config::ClusterConfig;
 use maps::BrickId;
@@ -97,6 +97,7 @@ pub fn run(
     // lost prepared transactions, so it starts amnesiac.
     let marker = dir.join(CLEAN_SHUTDOWN_MARKER);
     let clean = marker.exists();
+    let start_fence = start_fence(&marker, Duration::from_millis(config.timeouts.lease_ms));
     let _ = std::fs::remove_file(&marker);
     let mut had_data = false;
     let mut partitions = BTreeMap::new();
@@ -141,6 +142,7 @@ pub fn run(
         incarnation: incarnation(),
         amnesiac: had_data && !clean,
         restarted: had_data,
+        start_fence,
         replicas: config.cluster.replicas as usize,
         bricks: directory.keys().copied().collect(),
         partition_capacity: capacity,
@@ -174,9 +176,18 @@ pub fn run(
     let server = Server::bind(addr, node, directory, stop)
         .map_err(|e| DaemonError::Listen(addr.to_string(), e))?;
     log::info!("{id}: listening on {}", server.local_addr());
-    server.run().map_err(DaemonError::Serve)?;
+    let leases_until = server.run().map_err(DaemonError::Serve)?;
     // Written after the arenas were flushed: the next start may trust them.
-    if let Err(e) = std::fs::write(&marker, b"") {
+    // It holds the wall-clock time (ms since the Unix epoch) until which a
+    // read lease this brick granted may still run, so that a start after
+    // that takes writes at once.
+    let until_ms = leases_until.map_or(0, |until| {
+        let left = until.saturating_duration_since(Instant::now());
+        (SystemTime::now() + left)
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    });
+    if let Err(e) = std::fs::write(&marker, until_ms.to_string()) {
         log::warn!(
             "{id}: cannot record the clean shutdown at {}: {e}",
             marker.display()
@@ -187,6 +198,27 @@ pub fn run(
 
 /// Present in a brick's data directory only after a clean stop.
 const CLEAN_SHUTDOWN_MARKER: &str = "clean-shutdown";
+
+/// How long a starting brick takes no writes in shared groups: what is left
+/// of the leases it granted before a clean stop (recorded in the marker, by
+/// the wall clock, plus the lease margin for clocks), or a whole lease
+/// period if it does not know.
+fn start_fence(marker: &Path, lease: Duration) -> Duration {
+    let unknown = lease + crate::limits::LEASE_MARGIN;
+    let Some(until_ms) = std::fs::read_to_string(marker)
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+    else {
+        return unknown;
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(u64::MAX, |d| d.as_millis() as u64);
+    if until_ms <= now_ms {
+        return Duration::ZERO;
+    }
+    (Duration::from_millis(until_ms - now_ms) + crate::limits::LEASE_MARGIN).min(unknown)
+}
 
 /// A number that differs between runs of the process.
 fn incarnation() -> u64 {

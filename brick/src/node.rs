@@ -106,6 +106,11 @@ pub struct NodeConfig {
     /// stop): it says "unknown", never "aborted", about transactions it
     /// does not know, since it may have seen them before.
     pub restarted: bool,
+    /// How long after its start a brick that held data takes no prepare in
+    /// the groups it shares: read leases it granted before it stopped may
+    /// still run. The daemon knows from its clean-shutdown record; a lease
+    /// period plus margin when it does not.
+    pub start_fence: Duration,
     /// Members every replica group should have (`cluster.replicas`).
     pub replicas: usize,
     /// Every brick of the cluster: where a group short of members looks
@@ -377,7 +382,7 @@ impl Node {
             recovery: recovery::Recovery::default(),
             membership: membership::Membership::default(),
         };
-        if node.config.restarted && !node.config.amnesiac {
+        if node.config.restarted && !node.config.amnesiac && !node.config.start_fence.is_zero() {
             // Leases this brick granted to its partners before it stopped
             // may still run: no prepare in a shared group until they have,
             // whatever the next epoch removes. (A brick alone in a group
@@ -385,7 +390,7 @@ impl Node {
             // leases then; an amnesiac brick takes no prepare in a shared
             // group until it has been removed and copied back, by which
             // time its old grants are void.)
-            let until = now + node.config.lease + limits::LEASE_MARGIN;
+            let until = now + node.config.start_fence;
             let me = node.id;
             let groups: Vec<RgId> = node
                 .maps
@@ -467,6 +472,16 @@ impl Node {
             next = next.min(h.until);
         }
         Some(next)
+    }
+
+    /// Until when a lease this node granted may still run at its holder:
+    /// what a clean stop records, so the next start knows how long to wait
+    /// before it takes writes.
+    pub fn leases_granted_until(&self) -> Option<Instant> {
+        self.granted
+            .values()
+            .max()
+            .map(|at| *at + self.config.lease + limits::LEASE_MARGIN)
     }
 
     /// Whether the node holds no prepared transaction: used at shutdown to

@@ -129,7 +129,9 @@ impl Server {
 
     /// Runs until `stop` is set; then stops accepting, lets prepared
     /// transactions finish (up to a bound), flushes the arenas and returns.
-    pub fn run(mut self) -> io::Result<()> {
+    /// Serves until stopped; returns until when a lease the brick granted
+    /// may still run (see [`Node::leases_granted_until`]).
+    pub fn run(mut self) -> io::Result<Option<Instant>> {
         let mut events = Events::with_capacity(1024);
         let mut drain_deadline: Option<Instant> = None;
         loop {
@@ -203,7 +205,7 @@ impl Server {
             }
         }
         log::info!("{}: stopped", self.node.id());
-        Ok(())
+        Ok(self.node.leases_granted_until())
     }
 
     fn all_flushed(&self) -> bool {

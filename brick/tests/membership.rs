@@ -29,6 +29,7 @@ fn config(bricks: u32) -> NodeConfig {
         incarnation: 1,
         amnesiac: false,
         restarted: false,
+        start_fence: Duration::ZERO,
         replicas: 2,
         bricks: (1..=bricks).map(BrickId).collect(),
         partition_capacity: CAPACITY,

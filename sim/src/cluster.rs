@@ -112,6 +112,8 @@ fn node_config(incarnation: u64, amnesiac: bool, bricks: u32, replicas: u32) -> 
         incarnation,
         amnesiac,
         restarted: incarnation > 1,
+        // A crashed brick restarts amnesiac, which fences it already.
+        start_fence: Duration::ZERO,
         replicas: replicas as usize,
         bricks: (1..=bricks).map(BrickId).collect(),
         partition_capacity: PARTITION_CAPACITY,
