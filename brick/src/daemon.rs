@@ -228,3 +228,41 @@ fn incarnation() -> u64 {
         .unwrap_or(0);
     nanos ^ (u64::from(std::process::id()) << 32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_fence_is_what_is_left_of_the_recorded_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join(CLEAN_SHUTDOWN_MARKER);
+        let lease = Duration::from_millis(1500);
+        let full = lease + crate::limits::LEASE_MARGIN;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        // Leases that ran out before the start: no fence.
+        std::fs::write(&marker, (now_ms - 10).to_string()).unwrap();
+        assert_eq!(start_fence(&marker, lease), Duration::ZERO);
+        // No grant at all ("0"): no fence.
+        std::fs::write(&marker, "0").unwrap();
+        assert_eq!(start_fence(&marker, lease), Duration::ZERO);
+        // Leases still running: what is left, plus the margin.
+        std::fs::write(&marker, (now_ms + 1000).to_string()).unwrap();
+        let fence = start_fence(&marker, lease);
+        assert!(
+            fence > Duration::from_millis(900) && fence <= full,
+            "{fence:?}"
+        );
+        // A time past a whole lease (a clock stepped back): one lease.
+        std::fs::write(&marker, (now_ms + 60_000).to_string()).unwrap();
+        assert_eq!(start_fence(&marker, lease), full);
+        // An unreadable record or none: one lease.
+        std::fs::write(&marker, "").unwrap();
+        assert_eq!(start_fence(&marker, lease), full);
+        std::fs::remove_file(&marker).unwrap();
+        assert_eq!(start_fence(&marker, lease), full);
+    }
+}
