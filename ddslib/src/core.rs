@@ -221,7 +221,7 @@ pub struct Core {
     next_request_id: u64,
     ops: HashMap<OpId, OpState>,
     /// Outstanding requests: (brick, request id) → operation.
-    requests: BTreeMap<(BrickId, u64), OpId>,
+    requests: HashMap<(BrickId, u64), OpId>,
     transmits: VecDeque<(BrickId, u64, Request)>,
     completions: VecDeque<(OpId, Result<Output, DdsError>)>,
     /// Deadlines by time; stale entries are skipped when they fire.
@@ -245,7 +245,7 @@ impl Core {
             next_op: 1,
             next_request_id: 1,
             ops: HashMap::default(),
-            requests: BTreeMap::new(),
+            requests: HashMap::default(),
             transmits: VecDeque::new(),
             completions: VecDeque::new(),
             timers: BTreeMap::new(),
@@ -543,12 +543,14 @@ impl Core {
     /// Every request outstanding at `brick` is lost.
     pub fn handle_unreachable(&mut self, now: Instant, brick: BrickId) {
         self.followups.retain(|(b, _), _| *b != brick);
-        let lost: Vec<(u64, OpId)> = self
+        let mut lost: Vec<(u64, OpId)> = self
             .requests
             .iter()
             .filter(|((b, _), _)| *b == brick)
             .map(|((_, r), op)| (*r, *op))
             .collect();
+        // In the order the requests were sent, so a run replays exactly.
+        lost.sort_unstable();
         for (request_id, id) in lost {
             self.requests.remove(&(brick, request_id));
             self.lost(now, id, brick);
@@ -586,12 +588,13 @@ impl Core {
                 Phase::Halted => {}
                 _ => {
                     // Every request still outstanding for the op is lost.
-                    let lost: Vec<(BrickId, u64)> = self
-                        .requests
+                    let mut lost: Vec<(BrickId, u64)> = state
+                        .sent
                         .iter()
-                        .filter(|(_, op)| **op == id)
-                        .map(|(k, _)| *k)
+                        .filter(|key| self.requests.get(key) == Some(&id))
+                        .copied()
                         .collect();
+                    lost.sort_unstable();
                     if lost.is_empty() {
                         // Nothing outstanding (a push, for example): restart.
                         self.start(now, id);
