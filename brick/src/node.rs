@@ -253,6 +253,16 @@ struct HeldPrepare {
     until: Instant,
 }
 
+/// What a node may do with a decision on a prepared transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DecisionGate {
+    Decide,
+    /// It is the primary but holds no lease: the decision waits.
+    NoLease,
+    /// It left the group: the decision is refused.
+    NotMember,
+}
+
 /// A decision on a transaction that waits for this node's lease.
 #[derive(Debug)]
 struct WaitingDecision {
@@ -1028,18 +1038,29 @@ impl Node {
         Some(self.decide(now, txid, partition, decision))
     }
 
-    /// Whether a decision on `txid` must wait: this node is its primary,
-    /// still a member, but holds no valid lease for the group.
-    fn decision_waits(&self, now: Instant, txid: TxId) -> bool {
+    /// Whether this node may decide `txid` now (see `decision_fence`).
+    fn decision_gate(&self, now: Instant, txid: TxId) -> DecisionGate {
         let Some(tx) = self.prepared.get(&txid) else {
-            return false;
+            return DecisionGate::Decide;
         };
         let member = self
             .maps
             .rg
             .get(tx.rg)
             .is_some_and(|e| e.bricks.contains(&self.id));
-        member && self.primary_of(tx) == Some(self.id) && !self.lease_valid(now, tx.rg)
+        if !member {
+            DecisionGate::NotMember
+        } else if self.primary_of(tx) == Some(self.id) && !self.lease_valid(now, tx.rg) {
+            DecisionGate::NoLease
+        } else {
+            DecisionGate::Decide
+        }
+    }
+
+    /// Whether a decision on `txid` must wait: this node is its primary,
+    /// still a member, but holds no valid lease for the group.
+    fn decision_waits(&self, now: Instant, txid: TxId) -> bool {
+        self.decision_gate(now, txid) == DecisionGate::NoLease
     }
 
     /// Takes up the decisions that waited for a lease: those that may go
@@ -1067,26 +1088,16 @@ impl Node {
     /// transaction without it). A brick removed from the group decides
     /// nothing for it: the caller, whose maps are stale, learns the group's.
     fn decision_fence(&self, now: Instant, txid: TxId) -> Option<Reply> {
-        let tx = self.prepared.get(&txid)?;
-        let rg = tx.rg;
-        let member = self
-            .maps
-            .rg
-            .get(rg)
-            .is_some_and(|e| e.bricks.contains(&self.id));
-        let primary = self.primary_of(tx) == Some(self.id);
-        if member && (!primary || self.lease_valid(now, rg)) {
-            return None;
-        }
+        let why = match self.decision_gate(now, txid) {
+            DecisionGate::Decide => return None,
+            DecisionGate::NoLease => "it holds no lease for the group",
+            DecisionGate::NotMember => "it is no longer a member",
+        };
+        let rg = self.prepared.get(&txid)?.rg;
         log::info!(
-            "{}: refusing the decision on transaction {}: {}",
+            "{}: refusing the decision on transaction {}: {why}",
             self.id,
-            txid.0,
-            if member {
-                "it holds no lease for the group"
-            } else {
-                "it is no longer a member"
-            }
+            txid.0
         );
         Some(Reply::Error(ErrorReply {
             code: ErrorCode::Fenced,
