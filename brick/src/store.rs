@@ -112,7 +112,7 @@ mod record;
 use std::fmt;
 use std::path::PathBuf;
 
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+use xxhash_rust::xxh3::xxh3_64;
 
 use arena::{Arena, Leftovers};
 use index::{Index, Probe};
@@ -130,6 +130,10 @@ pub const COMPACTION_DEAD_BYTES_MIN: u64 = 1 << 20;
 /// Bytes of records a compaction step may visit (dead ones included) per
 /// byte of its copy budget, so a step over mostly dead records stays short.
 pub const COMPACTION_VISIT_FACTOR: u64 = 4;
+
+/// How many records ahead of the one being applied an appended copy chunk
+/// prefetches index slots: enough to cover a memory access.
+const PREFETCH_AHEAD: usize = 8;
 
 /// How index locations are laid out for one capacity: the record's offset
 /// in the low bits, and above it one bit for the parity of the arena's
@@ -448,9 +452,14 @@ impl Partition {
 
     /// Applies the validated record at `offset` to the index, during open.
     fn replay(&mut self, offset: u64) {
+        let hash = xxh3_64(self.main.record(offset).key);
+        self.replay_hashed(offset, hash);
+    }
+
+    /// [`Partition::replay`] of a record whose key hash is `hash`.
+    fn replay_hashed(&mut self, offset: u64, hash: u64) {
         let arenas = Arenas::new(&self.main, &self.compaction);
         let record = arenas.main.record(offset);
-        let hash = xxh3_64(record.key);
         let len = record.bytes.len() as u64;
         if record.live {
             self.index.reserve_one(|l| arenas.hash(l));
@@ -459,7 +468,7 @@ impl Partition {
         if let Probe::Found(pos) = probe {
             let old = arenas.record(self.index.location(pos));
             self.live_bytes -= old.bytes.len() as u64;
-            self.digest_sum = self.digest_sum.wrapping_sub(record_digest(&old));
+            self.digest_sum = self.digest_sum.wrapping_sub(record_digest(hash, &old));
         }
         match (record.live, probe) {
             (true, Probe::Found(pos)) => self
@@ -476,7 +485,7 @@ impl Partition {
         }
         if record.live {
             self.live_bytes += len;
-            self.digest_sum = self.digest_sum.wrapping_add(record_digest(&record));
+            self.digest_sum = self.digest_sum.wrapping_add(record_digest(hash, &record));
         }
     }
 
@@ -510,12 +519,12 @@ impl Partition {
         let (old_len, old_digest) = match probe {
             Probe::Found(pos) => {
                 let old = arenas.record(self.index.location(pos));
-                (old.bytes.len() as u64, record_digest(&old))
+                (old.bytes.len() as u64, record_digest(hash, &old))
             }
             Probe::Vacant(_) => (0, 0),
         };
         let offset = self.main.append(true, key, value);
-        let new_digest = record_digest(&self.main.record(offset));
+        let new_digest = record_digest(hash, &self.main.record(offset));
         let new_location = self.locations.at(self.main.parity(), offset);
         match probe {
             Probe::Found(pos) => self.index.replace(pos, new_location),
@@ -550,7 +559,7 @@ impl Partition {
         }
         let arenas = Arenas::new(&self.main, &self.compaction);
         let old = arenas.record(self.index.location(pos));
-        let (old_len, old_digest) = (old.bytes.len() as u64, record_digest(&old));
+        let (old_len, old_digest) = (old.bytes.len() as u64, record_digest(hash, &old));
         self.main.append(false, key, &[]);
         let arenas = Arenas::new(&self.main, &self.compaction);
         self.index.remove(pos, |l| arenas.hash(l));
@@ -781,7 +790,7 @@ impl Partition {
             let record = self.main.record(self.locations.offset(l));
             if Some(pos) == skip {
                 skipped_bytes = record.bytes.len() as u64;
-                skipped_digest = record_digest(&record);
+                skipped_digest = record_digest(xxh3_64(record.key), &record);
             } else {
                 next.append_copy(record.bytes);
             }
@@ -889,7 +898,7 @@ impl Partition {
         if let Some(c) = self.compaction.take() {
             c.next.discard();
         }
-        self.index = Index::new(self.locations.bits());
+        self.index.clear();
         self.live_bytes = 0;
         self.digest_sum = 0;
         self.main.end = HEADER_BYTES;
@@ -933,12 +942,23 @@ impl Partition {
                 }
             }
         }
+        // Each record's index slot is fetched from memory a few records
+        // before it is needed: without that, the index's cache misses are
+        // most of the time an append takes.
+        let mut records = Vec::with_capacity(chunk.len() / 64);
         let mut at = 0usize;
         while at < chunk.len() {
-            let len = record::view(chunk, at as u64).bytes.len();
+            let record = record::view(chunk, at as u64);
+            records.push((at, record.bytes.len(), xxh3_64(record.key)));
+            at += record.bytes.len();
+        }
+        self.main.populate_tail(chunk.len() as u64);
+        for (i, &(at, len, hash)) in records.iter().enumerate() {
+            if let Some(&(_, _, ahead)) = records.get(i + PREFETCH_AHEAD) {
+                self.index.prefetch(ahead);
+            }
             let written = self.main.append_copy(&chunk[at..at + len]);
-            self.replay(written);
-            at += len;
+            self.replay_hashed(written, hash);
         }
         self.main.mark_end();
         Ok(())
@@ -996,7 +1016,8 @@ impl Partition {
         }
         assert_eq!(live_bytes, self.live_bytes, "live byte count");
         let digest = self.index.iter().fold(0u64, |sum, (_, l)| {
-            sum.wrapping_add(record_digest(&arenas.record(l)))
+            let record = arenas.record(l);
+            sum.wrapping_add(record_digest(xxh3_64(record.key), &record))
         });
         assert_eq!(digest, self.digest_sum, "running digest");
         self.check_invariants_cheap();
@@ -1024,11 +1045,18 @@ impl Drop for Partition {
     }
 }
 
-/// One record's share of the partition digest: xxh3 of its key and value,
-/// seeded with the key length so that the key/value split counts.
-fn record_digest(record: &Record<'_>) -> u64 {
-    let key_and_value = &record.bytes[RECORD_HEADER_BYTES as usize..];
-    xxh3_64_with_seed(key_and_value, record.key.len() as u64)
+/// One record's share of the partition digest: its key's hash and its crc
+/// (which covers the lengths, the key and the value) mixed into 64 bits.
+/// Both are at hand wherever a record is written or replayed, so the digest
+/// costs no pass over the value; an appended copy's crcs are checked
+/// before they count.
+fn record_digest(key_hash: u64, record: &Record<'_>) -> u64 {
+    // The finalizer of SplitMix64: every input bit moves every output bit.
+    let mut z =
+        key_hash.rotate_left(32) ^ u64::from(record.crc).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn check_capacity(capacity_bytes: u64) -> Result<(), StoreError> {

@@ -679,3 +679,30 @@ fn a_partition_reset_for_a_copy_reopens_without_its_old_records() {
     again.check_invariants();
     assert_eq!(snapshot(&again), snapshot(&source));
 }
+
+#[test]
+fn the_digest_depends_on_the_data_not_on_the_order_it_was_written() {
+    let mut forward = anonymous(CAPACITY);
+    let mut backward = anonymous(CAPACITY);
+    for i in 0..200 {
+        forward.put(&key(i), &value(i, 40)).unwrap();
+        backward.put(&key(199 - i), &value(199 - i, 40)).unwrap();
+    }
+    assert_eq!(forward.digest(), backward.digest());
+    assert_eq!(forward.digest().1, 200);
+
+    // One value differing in one byte, or in its length, or one key
+    // missing: the digests differ.
+    let mut changed = value(7, 40);
+    changed[39] ^= 1;
+    backward.put(&key(7), &changed).unwrap();
+    assert_ne!(forward.digest(), backward.digest());
+    backward.put(&key(7), &value(7, 41)).unwrap();
+    assert_ne!(forward.digest(), backward.digest());
+    backward.put(&key(7), &value(7, 40)).unwrap();
+    assert_eq!(forward.digest(), backward.digest());
+    backward.remove(&key(8)).unwrap();
+    assert_ne!(forward.digest().0, backward.digest().0);
+    backward.put(&key(8), &value(8, 40)).unwrap();
+    assert_eq!(forward.digest(), backward.digest());
+}

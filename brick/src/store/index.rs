@@ -74,6 +74,13 @@ impl Index {
         }
     }
 
+    /// Removes every key and keeps the table's size, for a partition that
+    /// is about to be filled again with about as many keys.
+    pub fn clear(&mut self) {
+        self.slots.fill(0);
+        self.len = 0;
+    }
+
     /// Keys in the index.
     pub fn len(&self) -> usize {
         self.len
@@ -152,6 +159,22 @@ impl Index {
             pos = (pos + 1) & mask;
         }
         unreachable!("an index of {} slots has no empty slot", self.slots.len());
+    }
+
+    /// Asks the processor to bring the home slot of `hash` into its cache,
+    /// so that a [`Index::find`] of that hash a little later does not wait
+    /// for memory. Only a hint: it changes nothing.
+    pub fn prefetch(&self, hash: u64) {
+        let slot: *const u64 = &self.slots[self.home(hash)];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch has no effect on memory and cannot fault; the
+        // pointer is into the table anyway.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(slot.cast());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = slot;
     }
 
     /// The location in slot `pos`, if it is occupied.
@@ -381,6 +404,23 @@ mod tests {
             1,
             "the first entry's tag differs, so it is not compared"
         );
+    }
+
+    #[test]
+    fn clear_empties_the_table_and_keeps_its_size() {
+        let (mut index, mut keys) = (Index::new(BITS), Keys::default());
+        for key in 0..100 {
+            put(&mut index, &mut keys, key, hash(key % 16, key));
+        }
+        let slots = index.slots();
+        assert!(slots > SLOTS_MIN);
+        index.clear();
+        assert_eq!((index.len(), index.slots()), (0, slots));
+        assert_eq!(index.iter().count(), 0);
+        assert_eq!(get(&index, &keys, 5, hash(5, 5)), None);
+        let again = put(&mut index, &mut keys, 5, hash(5, 5));
+        assert_eq!(get(&index, &keys, 5, hash(5, 5)), Some(again));
+        check(&index, &mut keys);
     }
 
     #[test]

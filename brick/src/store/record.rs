@@ -186,6 +186,8 @@ pub fn encode(dst: &mut [u8], live: bool, key: &[u8], value: &[u8]) {
 /// A record already known to be valid, as slices of the arena.
 #[derive(Clone, Copy, Debug)]
 pub struct Record<'a> {
+    /// The crc of the record's flags, lengths, key and value.
+    pub crc: u32,
     pub live: bool,
     pub key: &'a [u8],
     pub value: &'a [u8],
@@ -205,6 +207,7 @@ pub fn view(arena: &[u8], offset: u64) -> Record<'_> {
     let value_at = key_at + key_len;
     let end = value_at + value_len;
     Record {
+        crc: LittleEndian::read_u32(&header[0..4]),
         live: header[4] & FLAG_LIVE != 0,
         key: &arena[key_at..value_at],
         value: &arena[value_at..end],
