@@ -132,7 +132,7 @@ impl From<HeaderError> for FrameError {
 /// Memory is bounded: the buffer is [`DECODER_BUFFER_SIZE_MIN`] bytes, grows
 /// only to the size of a frame whose header has been validated, and never
 /// past [`FRAME_SIZE_MAX`]; a header claiming more is refused from its 24
-/// bytes alone. Consumed frames are skipped by moving a read offset; the
+/// bytes alone. It shrinks back when a small frame empties it. Consumed frames are skipped by moving a read offset; the
 /// unread tail is moved to the front only when the room after it runs low and
 /// the tail is no longer than what was consumed, so the copying costs at most
 /// one pass over the bytes received.
@@ -265,9 +265,12 @@ impl FrameDecoder {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            // A large frame is gone; give its memory back rather than keep
-            // the largest frame ever seen for every idle connection.
-            if self.buf.len() > DECODER_BUFFER_SIZE_MIN {
+            // Large frames are over once a small one empties the buffer:
+            // give their memory back rather than keep the largest frame
+            // ever seen for every idle connection. While large frames
+            // follow each other (a recovery copy) the buffer stays, instead
+            // of being freed and zeroed again for every frame.
+            if self.buf.len() > DECODER_BUFFER_SIZE_MIN && count <= DECODER_BUFFER_SIZE_MIN {
                 self.buf.truncate(DECODER_BUFFER_SIZE_MIN);
                 self.buf.shrink_to_fit();
             }

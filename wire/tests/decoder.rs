@@ -188,6 +188,39 @@ fn a_large_frame_grows_the_buffer_to_its_size_then_it_shrinks() {
 }
 
 #[test]
+fn large_frames_in_a_row_keep_the_buffer_until_a_small_one() {
+    let message = Message::Reply(Reply::Value(pattern(VALUE_SIZE_MAX, 5)));
+    let one = stream_of(std::slice::from_ref(&message));
+    let frame_len = one.len();
+    let mut decoder = FrameDecoder::new();
+    let mut decoded = Vec::new();
+    for round in 0..3 {
+        let mut fed = 0;
+        while fed < one.len() {
+            fed += decoder.feed(&one[fed..]);
+            drain(&mut decoder, &mut decoded);
+        }
+        assert_eq!(decoded.len(), round + 1);
+        assert_eq!(decoder.buffered_len(), 0);
+        assert_eq!(
+            decoder.capacity(),
+            frame_len,
+            "the buffer is kept for the next large frame"
+        );
+    }
+    let mut ping = Vec::new();
+    encode_request(7, &Request::Ping, &mut ping);
+    decoder.feed(&ping);
+    drain(&mut decoder, &mut decoded);
+    assert_eq!(decoded.last(), Some(&(7, Message::Request(Request::Ping))));
+    assert_eq!(
+        decoder.capacity(),
+        DECODER_BUFFER_SIZE_MIN,
+        "a small frame gives the memory back"
+    );
+}
+
+#[test]
 fn the_largest_allowed_frame_fits_exactly() {
     // A body of FRAME_BODY_SIZE_MAX bytes with a good crc: no message is
     // that long, so the decoder reports trailing bytes, but only after

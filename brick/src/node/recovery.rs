@@ -707,12 +707,14 @@ impl Node {
             c.phase = CopyPhase::PreCopy;
             c.generation = store.generation();
         }
-        // Phase one of the vote on adding the target (promises, each saved
-        // with an fsync) runs now, so that only phase two falls in the
-        // time writes are held.
+        // The first chunks go out first; then phase one of the vote on
+        // adding the target (promises, each saved with an fsync) runs, so
+        // that only phase two falls in the time writes are held.
         let rg = c.rg;
-        self.propose(now, rg, membership::Purpose::Add(partition), None);
         self.pump_copy(now, partition);
+        if copy_in_session(&mut self.recovery.out, partition, session).is_some() {
+            self.propose(now, rg, membership::Purpose::Add(partition), None);
+        }
     }
 
     /// Sends what the copy of `partition` may send now.
