@@ -119,8 +119,8 @@ use index::{Index, Probe};
 use record::{Parsed, Record};
 
 pub use record::{
-    record_bytes, CAPACITY_MAX, CAPACITY_MIN, HEADER_BYTES, KEY_SIZE_MAX, RECORD_HEADER_BYTES,
-    VALUE_SIZE_MAX,
+    record_bytes, CAPACITY_MAX, CAPACITY_MIN, HEADER_BYTES, KEY_SIZE_MAX, RECORD_HEADER_BYTES_MAX,
+    RECORD_HEADER_BYTES_MIN, VALUE_SIZE_MAX,
 };
 
 /// Dead bytes below which the ratio rule does not start a compaction: not
@@ -417,7 +417,7 @@ impl Partition {
         let mut offset = HEADER_BYTES;
         let mut invalid = None;
         // Every record is at least a header long, which bounds the scan.
-        for _ in 0..=partition.main.capacity() / RECORD_HEADER_BYTES {
+        for _ in 0..=partition.main.capacity() / RECORD_HEADER_BYTES_MIN {
             match record::parse(partition.main.bytes(), offset) {
                 Parsed::End => break,
                 Parsed::Invalid(reason) => {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use brick::store::{
     record_bytes, Backing, OpenReport, Partition, StoreError, CAPACITY_MAX, HEADER_BYTES,
-    KEY_SIZE_MAX, RECORD_HEADER_BYTES, VALUE_SIZE_MAX,
+    KEY_SIZE_MAX, RECORD_HEADER_BYTES_MAX, RECORD_HEADER_BYTES_MIN, VALUE_SIZE_MAX,
 };
 
 const CAPACITY: u64 = 1 << 20;
@@ -147,11 +147,11 @@ fn full_only_when_live_data_cannot_fit_and_a_failed_put_changes_nothing() {
     // 4096 - 64 = 4032 bytes for records: twelve records of 336 bytes.
     let capacity = 4096;
     let mut p = anonymous(capacity);
-    let record = record_bytes(3, 322);
+    let record = record_bytes(3, 326);
     assert_eq!(record, 336);
     for i in 0..12 {
-        assert!(p.can_fit(3, 322), "record {i}");
-        p.put(format!("k{i:02}").as_bytes(), &value(i, 322))
+        assert!(p.can_fit(3, 326), "record {i}");
+        p.put(format!("k{i:02}").as_bytes(), &value(i, 326))
             .unwrap();
     }
     assert_eq!(p.end_offset(), capacity);
@@ -177,15 +177,15 @@ fn full_only_when_live_data_cannot_fit_and_a_failed_put_changes_nothing() {
     // tombstone; the next put then compacts to make room at the tail.
     assert!(p.remove(b"k00").unwrap());
     assert_eq!(p.get(b"k00"), None);
-    assert!(p.can_fit(3, 322));
-    assert!(!p.can_fit(3, 323));
-    p.put(b"k12", &value(12, 322)).unwrap();
-    assert_eq!(p.get(b"k12"), Some(&value(12, 322)[..]));
+    assert!(p.can_fit(3, 326));
+    assert!(!p.can_fit(3, 327));
+    p.put(b"k12", &value(12, 326)).unwrap();
+    assert_eq!(p.get(b"k12"), Some(&value(12, 326)[..]));
     assert_eq!(p.end_offset(), capacity);
     for i in 1..12 {
         assert_eq!(
             p.get(format!("k{i:02}").as_bytes()),
-            Some(&value(i, 322)[..])
+            Some(&value(i, 326)[..])
         );
     }
     p.check_invariants();
@@ -227,11 +227,11 @@ fn a_remove_with_no_room_for_its_tombstone_still_succeeds() {
     let path = dir.path().join("p.arena");
     let (mut p, _) = open_file(&path, 4096);
     for i in 0..12 {
-        p.put(format!("k{i:02}").as_bytes(), &value(i, 322))
+        p.put(format!("k{i:02}").as_bytes(), &value(i, 326))
             .unwrap();
     }
     assert!(
-        p.end_offset() + RECORD_HEADER_BYTES + 3 > 4096,
+        p.end_offset() + record_bytes(3, 0) > 4096,
         "no room for a tombstone"
     );
     assert!(p.remove(b"k05").unwrap());
@@ -364,7 +364,7 @@ fn a_missing_header_with_its_body_written_is_cut() {
     let path = dir.path().join("p.arena");
     let last = write_records(&path, 100);
     let len = record_bytes(key(0).len(), 50);
-    patch(&path, last, &[0; RECORD_HEADER_BYTES as usize]);
+    patch(&path, last, &[0; RECORD_HEADER_BYTES_MIN as usize]);
     check_torn_tail(&path, 100, last, len);
 }
 
@@ -375,7 +375,7 @@ fn a_bad_record_in_the_middle_cuts_everything_after_it() {
     let last = write_records(&path, 100);
     let len = record_bytes(key(0).len(), 50);
     let bad = HEADER_BYTES + 50 * len;
-    patch(&path, bad + 4, &[0x80]); // an unknown flag bit
+    patch(&path, bad + 4, &[0x80, 0x00]); // a key length in a longer form
     let (p, report) = open_file(&path, CAPACITY);
     assert_eq!(report.records, 50);
     assert_eq!(report.torn_tail_bytes, last + len - bad);
@@ -591,7 +591,7 @@ fn a_copy_by_chunks_rebuilds_the_same_partition() {
             let chunk = source.chunk(offset, chunk_bytes);
             assert!(!chunk.is_empty(), "a chunk always holds a record");
             assert!(
-                chunk.len() <= chunk_bytes.max(RECORD_HEADER_BYTES as usize + 9 + 300),
+                chunk.len() <= chunk_bytes.max(RECORD_HEADER_BYTES_MAX as usize + 9 + 300),
                 "a chunk of {} bytes for a budget of {chunk_bytes}",
                 chunk.len()
             );

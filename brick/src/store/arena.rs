@@ -327,12 +327,12 @@ impl Arena {
         offset
     }
 
-    /// Zeroes a record header's worth of bytes at the end of data (as far
-    /// as the capacity allows), so that bytes left from earlier contents
-    /// past it read as the end.
+    /// Zeroes the end marker's bytes at the end of data (as far as the
+    /// capacity allows), so that bytes left from earlier contents past it
+    /// read as the end.
     pub(super) fn mark_end(&mut self) {
         let from = self.end as usize;
-        let to = (self.end + record::RECORD_HEADER_BYTES).min(self.capacity()) as usize;
+        let to = (self.end + record::RECORD_HEADER_BYTES_MIN).min(self.capacity()) as usize;
         self.map[from..to].fill(0);
     }
 

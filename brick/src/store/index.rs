@@ -38,15 +38,18 @@
 pub const SLOTS_MIN: usize = 16;
 
 /// Most slots a table may have: beyond this a partition could not hold
-/// enough records anyway (records are at least 11 bytes in an arena of at
-/// most [`super::CAPACITY_MAX`] bytes).
-pub const SLOTS_MAX: usize = 1 << 36;
+/// enough records anyway (records are at least
+/// [`super::RECORD_HEADER_BYTES_MIN`] bytes in an arena of at most
+/// [`super::CAPACITY_MAX`] bytes).
+pub const SLOTS_MAX: usize = 1 << 37;
 
 /// Most bits a location may take, so that a tag has at least 24.
 pub const LOCATION_BITS_MAX: u32 = 40;
 
 const _: () = assert!(SLOTS_MIN >= 4 && SLOTS_MAX.is_power_of_two());
-const _: () = assert!(SLOTS_MAX as u64 * 11 / 8 * 7 >= super::record::CAPACITY_MAX);
+const _: () = assert!(
+    SLOTS_MAX as u64 * super::RECORD_HEADER_BYTES_MIN / 8 * 7 >= super::record::CAPACITY_MAX
+);
 
 /// Where a key's probe ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,25 +15,37 @@
 //!   60..64  crc32 of bytes 0..60
 //!
 //! record (from offset 64 on, back to back):
-//!   [crc32 u32][flags u8][key_len u16][value_len u32][key][value]
+//!   [crc32 u32][varint: key_len * 2 + live][varint: value_len][key][value]
 //! ```
 //!
-//! A record's crc covers everything after the crc itself (flags to the end
-//! of the value). Flags bit 0 set means a live record; clear means a
-//! tombstone, which never has a value. Any other flag bit makes the record
-//! invalid, so a later format can add flags that this one refuses to guess
-//! at. The end of the data is a record header of eleven zero bytes: no real
-//! record looks like that, because the crc of seven zero bytes (the only
-//! possible tombstone with an empty key) is not zero.
+//! Varints are LEB128 (seven bits a byte, low bits first, the top bit set on
+//! every byte but the last) in their shortest form; anything longer is
+//! invalid. A key under 64 bytes takes one byte of length and a value under
+//! 16 KiB two, so a typical header is 7 bytes (format 1 had fixed fields of
+//! 11: four bytes a record that every key paid). The low bit of the first
+//! varint set means a live record; clear means a tombstone, which never has
+//! a value. A record's crc covers everything after the crc itself (lengths,
+//! key and value). The end of the data is six zero bytes: no real record
+//! starts like that, because the only record whose lengths are two zero
+//! bytes (a tombstone with an empty key) has the crc of two zero bytes,
+//! which is not zero.
 
 use byteorder::{ByteOrder, LittleEndian};
 
 /// Bytes of the header page at the start of every arena.
 pub const HEADER_BYTES: u64 = 64;
 
-/// Bytes of a record's header: crc (4), flags (1), key length (2), value
-/// length (4).
-pub const RECORD_HEADER_BYTES: u64 = 11;
+/// Fewest bytes of a record's header: crc (4) and two one-byte lengths.
+/// This many zero bytes mark the end of the data.
+pub const RECORD_HEADER_BYTES_MIN: u64 = 6;
+
+/// Most bytes of a record's header: crc (4), a key length of up to three
+/// bytes and a value length of up to four.
+pub const RECORD_HEADER_BYTES_MAX: u64 = 11;
+
+/// Most bytes of each length varint.
+const KEY_VARINT_BYTES_MAX: usize = 3;
+const VALUE_VARINT_BYTES_MAX: usize = 4;
 
 /// Largest key a record can hold. The key length field is a u16; the wire
 /// layer enforces the smaller user limit, and the table name prefix the node
@@ -52,23 +64,77 @@ pub const CAPACITY_MIN: u64 = 4096;
 pub const CAPACITY_MAX: u64 = 1 << 39;
 
 /// The format this code writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
-
-/// Flags bit 0: a live record (set) or a tombstone (clear).
-pub const FLAG_LIVE: u8 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const MAGIC: [u8; 8] = *b"DDSARENA";
 const HEADER_CRC_AT: usize = 60;
 
 const _: () = assert!(HEADER_BYTES as usize == HEADER_CRC_AT + 4);
-const _: () = assert!(CAPACITY_MIN > HEADER_BYTES + RECORD_HEADER_BYTES);
+const _: () = assert!(CAPACITY_MIN > HEADER_BYTES + RECORD_HEADER_BYTES_MAX);
+const _: () = assert!((KEY_SIZE_MAX as u64 * 2 + 1) >> (7 * KEY_VARINT_BYTES_MAX) == 0);
+const _: () = assert!(VALUE_SIZE_MAX as u64 >> (7 * VALUE_VARINT_BYTES_MAX) == 0);
+const _: () =
+    assert!(RECORD_HEADER_BYTES_MAX == 4 + (KEY_VARINT_BYTES_MAX + VALUE_VARINT_BYTES_MAX) as u64);
 const _: () = assert!(CAPACITY_MAX <= 1 << 39);
 const _: () = assert!(VALUE_SIZE_MAX <= u32::MAX as usize);
 const _: () = assert!(usize::BITS >= 64);
 
 /// Bytes a record with these field sizes takes in the arena.
 pub fn record_bytes(key_len: usize, value_len: usize) -> u64 {
-    RECORD_HEADER_BYTES + key_len as u64 + value_len as u64
+    header_bytes(key_len, value_len) + key_len as u64 + value_len as u64
+}
+
+/// Bytes of the header of a record with these field sizes.
+fn header_bytes(key_len: usize, value_len: usize) -> u64 {
+    4 + varint_bytes(key_len as u64 * 2 + 1) + varint_bytes(value_len as u64)
+}
+
+/// Bytes of `v` as a shortest varint.
+fn varint_bytes(v: u64) -> u64 {
+    u64::from((64 - (v | 1).leading_zeros()).div_ceil(7))
+}
+
+/// Writes `v` as a shortest varint at the start of `dst`; returns its
+/// length.
+fn put_varint(dst: &mut [u8], mut v: u64) -> usize {
+    let mut at = 0;
+    while v >= 0x80 {
+        dst[at] = (v as u8) | 0x80;
+        v >>= 7;
+        at += 1;
+    }
+    dst[at] = v as u8;
+    at + 1
+}
+
+/// Reads a varint of at most `max_bytes` from the start of `bytes`: its
+/// value and length, or `None` if it is cut off, longer than `max_bytes`,
+/// or not in its shortest form.
+fn get_varint(bytes: &[u8], max_bytes: usize) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (at, &b) in bytes.iter().take(max_bytes).enumerate() {
+        v |= u64::from(b & 0x7f) << (7 * at);
+        if b & 0x80 == 0 {
+            // A last byte of zero after others is a longer form of a
+            // shorter number.
+            return (b != 0 || at == 0).then_some((v, at + 1));
+        }
+    }
+    None
+}
+
+/// Reads a varint that the store wrote itself.
+fn read_varint(bytes: &[u8]) -> (u64, usize) {
+    let mut v = 0u64;
+    let mut at = 0;
+    loop {
+        let b = bytes[at];
+        v |= u64::from(b & 0x7f) << (7 * at);
+        at += 1;
+        if b & 0x80 == 0 {
+            return (v, at);
+        }
+    }
 }
 
 /// What the header page says.
@@ -117,8 +183,8 @@ pub fn decode_header(page: &[u8]) -> Result<Option<Header>, &'static str> {
 pub enum Parsed {
     /// A valid record of `len` bytes.
     Record { live: bool, len: u64 },
-    /// Eleven zero bytes (or too few bytes left for a header, all zero): the
-    /// end of the data.
+    /// Six zero bytes (or fewer bytes left than that, all zero): the end of
+    /// the data.
     End,
     /// Bytes that are neither a record nor the end, and why.
     Invalid(&'static str),
@@ -128,34 +194,51 @@ pub enum Parsed {
 /// is the capacity), including its crc. Used when loading bytes that came
 /// from disk; records written since are trusted.
 pub fn parse(arena: &[u8], offset: u64) -> Parsed {
+    const CUT: Parsed = Parsed::Invalid("a record header runs past the arena's end");
     let capacity = arena.len() as u64;
     let at = offset as usize;
-    if offset + RECORD_HEADER_BYTES > capacity {
+    if offset + RECORD_HEADER_BYTES_MIN > capacity {
         return if arena[at.min(arena.len())..].iter().all(|&b| b == 0) {
             Parsed::End
         } else {
-            Parsed::Invalid("a record header runs past the arena's end")
+            CUT
         };
     }
-    let header = &arena[at..at + RECORD_HEADER_BYTES as usize];
-    if header.iter().all(|&b| b == 0) {
+    if arena[at..at + RECORD_HEADER_BYTES_MIN as usize]
+        .iter()
+        .all(|&b| b == 0)
+    {
         return Parsed::End;
     }
+    let header = &arena[at..(offset + RECORD_HEADER_BYTES_MAX).min(capacity) as usize];
     let crc = LittleEndian::read_u32(&header[0..4]);
-    let flags = header[4];
-    let key_len = LittleEndian::read_u16(&header[5..7]) as usize;
-    let value_len = LittleEndian::read_u32(&header[7..11]) as usize;
-    if flags & !FLAG_LIVE != 0 {
-        return Parsed::Invalid("the record has flag bits this format does not define");
+    let Some((key_field, key_varint)) = get_varint(&header[4..], KEY_VARINT_BYTES_MAX) else {
+        return if header.len() < RECORD_HEADER_BYTES_MAX as usize {
+            CUT
+        } else {
+            Parsed::Invalid("the record's key length is not a valid varint")
+        };
+    };
+    let values_at = 4 + key_varint;
+    let Some((value_len, _)) = get_varint(&header[values_at..], VALUE_VARINT_BYTES_MAX) else {
+        return if header.len() < RECORD_HEADER_BYTES_MAX as usize {
+            CUT
+        } else {
+            Parsed::Invalid("the record's value length is not a valid varint")
+        };
+    };
+    let live = key_field & 1 == 1;
+    let key_len = key_field >> 1;
+    if key_len > KEY_SIZE_MAX as u64 {
+        return Parsed::Invalid("the key length is over the limit");
     }
-    let live = flags & FLAG_LIVE != 0;
     if !live && value_len != 0 {
         return Parsed::Invalid("a tombstone claims a value");
     }
-    if value_len > VALUE_SIZE_MAX {
+    if value_len > VALUE_SIZE_MAX as u64 {
         return Parsed::Invalid("the value length is over the limit");
     }
-    let len = record_bytes(key_len, value_len);
+    let len = record_bytes(key_len as usize, value_len as usize);
     if offset + len > capacity {
         return Parsed::Invalid("the record runs past the arena's end");
     }
@@ -173,12 +256,12 @@ pub fn encode(dst: &mut [u8], live: bool, key: &[u8], value: &[u8]) {
     assert_eq!(dst.len() as u64, record_bytes(key.len(), value.len()));
     assert!(key.len() <= KEY_SIZE_MAX && value.len() <= VALUE_SIZE_MAX);
     assert!(live || value.is_empty(), "a tombstone has no value");
-    let body = RECORD_HEADER_BYTES as usize;
+    let body = header_bytes(key.len(), value.len()) as usize;
     dst[body..body + key.len()].copy_from_slice(key);
     dst[body + key.len()..].copy_from_slice(value);
-    dst[4] = if live { FLAG_LIVE } else { 0 };
-    LittleEndian::write_u16(&mut dst[5..7], key.len() as u16);
-    LittleEndian::write_u32(&mut dst[7..11], value.len() as u32);
+    let key_field = key.len() as u64 * 2 + u64::from(live);
+    let values_at = 4 + put_varint(&mut dst[4..], key_field);
+    put_varint(&mut dst[values_at..], value.len() as u64);
     let crc = crc32fast::hash(&dst[4..]);
     LittleEndian::write_u32(&mut dst[0..4], crc);
 }
@@ -186,7 +269,7 @@ pub fn encode(dst: &mut [u8], live: bool, key: &[u8], value: &[u8]) {
 /// A record already known to be valid, as slices of the arena.
 #[derive(Clone, Copy, Debug)]
 pub struct Record<'a> {
-    /// The crc of the record's flags, lengths, key and value.
+    /// The crc of the record's lengths, key and value.
     pub crc: u32,
     pub live: bool,
     pub key: &'a [u8],
@@ -200,15 +283,14 @@ pub struct Record<'a> {
 /// mistake and panics on the slice bounds.
 pub fn view(arena: &[u8], offset: u64) -> Record<'_> {
     let at = offset as usize;
-    let header = &arena[at..at + RECORD_HEADER_BYTES as usize];
-    let key_len = LittleEndian::read_u16(&header[5..7]) as usize;
-    let value_len = LittleEndian::read_u32(&header[7..11]) as usize;
-    let key_at = at + RECORD_HEADER_BYTES as usize;
-    let value_at = key_at + key_len;
-    let end = value_at + value_len;
+    let (key_field, key_varint) = read_varint(&arena[at + 4..]);
+    let (value_len, value_varint) = read_varint(&arena[at + 4 + key_varint..]);
+    let key_at = at + 4 + key_varint + value_varint;
+    let value_at = key_at + (key_field >> 1) as usize;
+    let end = value_at + value_len as usize;
     Record {
-        crc: LittleEndian::read_u32(&header[0..4]),
-        live: header[4] & FLAG_LIVE != 0,
+        crc: LittleEndian::read_u32(&arena[at..at + 4]),
+        live: key_field & 1 == 1,
         key: &arena[key_at..value_at],
         value: &arena[value_at..end],
         bytes: &arena[at..end],
@@ -239,21 +321,69 @@ mod tests {
 
     #[test]
     fn the_empty_key_tombstone_is_not_the_end_marker() {
-        // The end marker is eleven zero bytes; this is the one record whose
-        // fields besides the crc are all zero, so its crc must not be.
-        assert_ne!(crc32fast::hash(&[0u8; 7]), 0);
+        // The end marker is six zero bytes; this is the one record whose
+        // lengths are zero bytes, so its crc must not be zero.
+        assert_ne!(crc32fast::hash(&[0u8; 2]), 0);
         let arena = arena_with(&[(false, b"", b"")]);
         assert_eq!(
             parse(&arena, HEADER_BYTES),
             Parsed::Record {
                 live: false,
-                len: RECORD_HEADER_BYTES
+                len: RECORD_HEADER_BYTES_MIN
             }
         );
         assert_eq!(
-            parse(&arena, HEADER_BYTES + RECORD_HEADER_BYTES),
+            parse(&arena, HEADER_BYTES + RECORD_HEADER_BYTES_MIN),
             Parsed::End
         );
+    }
+
+    #[test]
+    fn lengths_take_the_fewest_bytes() {
+        assert_eq!(record_bytes(0, 0), 6);
+        assert_eq!(record_bytes(63, 127), 4 + 1 + 1 + 63 + 127);
+        assert_eq!(record_bytes(64, 128), 4 + 2 + 2 + 64 + 128);
+        // The bench's records: a 14-byte store key, a 150-byte value.
+        assert_eq!(record_bytes(14, 150), 7 + 14 + 150);
+        assert_eq!(
+            record_bytes(KEY_SIZE_MAX, VALUE_SIZE_MAX),
+            RECORD_HEADER_BYTES_MAX + KEY_SIZE_MAX as u64 + VALUE_SIZE_MAX as u64
+        );
+        for v in [0u64, 1, 127, 128, 16_383, 16_384, 1 << 21, u32::MAX as u64] {
+            let mut bytes = [0u8; 10];
+            let n = put_varint(&mut bytes, v);
+            assert_eq!(n as u64, varint_bytes(v), "{v}");
+            assert_eq!(get_varint(&bytes, 10), Some((v, n)), "{v}");
+            assert_eq!(read_varint(&bytes), (v, n), "{v}");
+        }
+        // A longer form of a number, or a varint past its limit, is refused.
+        assert_eq!(get_varint(&[0x81, 0x00], 4), None);
+        assert_eq!(get_varint(&[0x80, 0x80, 0x80, 0x01], 3), None);
+        assert_eq!(get_varint(&[0x80, 0x80], 4), None);
+    }
+
+    #[test]
+    fn every_field_size_round_trips() {
+        for (key_len, value_len) in [(0, 0), (1, 0), (63, 127), (64, 128), (300, 20_000)] {
+            for live in [true, false] {
+                let value_len = if live { value_len } else { 0 };
+                let key: Vec<u8> = (0..key_len).map(|i| i as u8).collect();
+                let value: Vec<u8> = (0..value_len).map(|i| (i * 7) as u8).collect();
+                let mut arena = vec![0u8; 32 * 1024];
+                let len = record_bytes(key_len, value_len);
+                let at = HEADER_BYTES as usize;
+                encode(&mut arena[at..at + len as usize], live, &key, &value);
+                assert_eq!(parse(&arena, HEADER_BYTES), Parsed::Record { live, len });
+                let record = view(&arena, HEADER_BYTES);
+                assert_eq!(
+                    (record.live, record.key, record.value),
+                    (live, &key[..], &value[..])
+                );
+                assert_eq!(record.bytes.len() as u64, len);
+                assert_eq!(record.crc, LittleEndian::read_u32(&arena[at..at + 4]));
+                assert_eq!(parse(&arena, HEADER_BYTES + len), Parsed::End);
+            }
+        }
     }
 
     #[test]
@@ -266,17 +396,17 @@ mod tests {
             parse(&arena, HEADER_BYTES),
             Parsed::Record {
                 live: true,
-                len: 19
+                len: 14
             }
         );
-        let second = view(&arena, HEADER_BYTES + 19);
+        let second = view(&arena, HEADER_BYTES + 14);
         assert!(!second.live);
         assert_eq!(second.key, b"gone");
         assert_eq!(
-            parse(&arena, HEADER_BYTES + 19),
+            parse(&arena, HEADER_BYTES + 14),
             Parsed::Record {
                 live: false,
-                len: 15
+                len: 10
             }
         );
         assert_eq!(
@@ -292,30 +422,46 @@ mod tests {
     fn damaged_records_are_invalid() {
         let clean = arena_with(&[(true, b"key", b"value")]);
         let at = HEADER_BYTES as usize;
-        let cases: [(usize, u8, &str); 4] = [
+        // Record: crc (4), key field 7 (key 3, live), value length 5,
+        // "key", "value".
+        let cases: [(&[u8], &str); 5] = [
+            (b"\x07\x05kXy", "the record's checksum does not match"),
+            // A value length of 13,696 (0x80 then 'k').
+            (b"\x07\x80", "the record runs past the arena's end"),
+            (b"\x06", "a tombstone claims a value"),
+            (b"\x87\x00", "the record's key length is not a valid varint"),
             (
-                at + 4,
-                0x82,
-                "the record has flag bits this format does not define",
+                b"\x07\x80\x80\x80\x80",
+                "the record's value length is not a valid varint",
             ),
-            (at + 17, b'X', "the record's checksum does not match"),
-            (at + 10, 0x7f, "the value length is over the limit"),
-            (at + 6, 0x10, "the record runs past the arena's end"),
         ];
-        for (byte, value, reason) in cases {
+        for (bytes, reason) in cases {
             let mut arena = clean.clone();
-            arena[byte] = value;
+            arena[at + 4..at + 4 + bytes.len()].copy_from_slice(bytes);
             assert_eq!(
                 parse(&arena, HEADER_BYTES),
                 Parsed::Invalid(reason),
-                "byte {byte}"
+                "{bytes:?}"
             );
         }
         let mut tombstone = arena_with(&[(false, b"k", b"")]);
-        tombstone[at + 7] = 1;
+        tombstone[at + 5] = 1;
         assert_eq!(
             parse(&tombstone, HEADER_BYTES),
             Parsed::Invalid("a tombstone claims a value")
+        );
+        // Lengths past the limits, in valid varints.
+        let mut long_key = clean.clone();
+        long_key[at + 4..at + 8].copy_from_slice(&[0xff, 0xff, 0x7f, 0x00]);
+        assert_eq!(
+            parse(&long_key, HEADER_BYTES),
+            Parsed::Invalid("the key length is over the limit")
+        );
+        let mut long_value = clean.clone();
+        long_value[at + 5..at + 9].copy_from_slice(&[0xff, 0xff, 0xff, 0x7f]);
+        assert_eq!(
+            parse(&long_value, HEADER_BYTES),
+            Parsed::Invalid("the value length is over the limit")
         );
     }
 
@@ -330,7 +476,7 @@ mod tests {
         generation[24] = 9;
         assert!(decode_header(&generation).unwrap_err().contains("checksum"));
         let mut version = clean;
-        LittleEndian::write_u32(&mut version[8..12], 2);
+        LittleEndian::write_u32(&mut version[8..12], 1);
         let crc = crc32fast::hash(&version[..HEADER_CRC_AT]);
         LittleEndian::write_u32(&mut version[HEADER_CRC_AT..64], crc);
         assert!(decode_header(&version).unwrap_err().contains("version"));
