@@ -166,9 +166,9 @@ impl Server {
             }
             for token in std::mem::take(&mut self.unread) {
                 if token.0 >= PEER_TOKEN_BASE {
-                    self.read_outbound(BrickId((token.0 - PEER_TOKEN_BASE) as u32));
+                    self.read_outbound(BrickId((token.0 - PEER_TOKEN_BASE) as u32), false);
                 } else {
-                    self.read_inbound(token);
+                    self.read_inbound(token, false);
                 }
             }
             for event in events.iter() {
@@ -181,14 +181,14 @@ impl Server {
                         self.dirty.insert(token);
                     }
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        self.read_outbound(peer);
+                        self.read_outbound(peer, event.is_read_closed() || event.is_error());
                     }
                 } else {
                     if event.is_writable() {
                         self.dirty.insert(token);
                     }
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        self.read_inbound(token);
+                        self.read_inbound(token, event.is_read_closed() || event.is_error());
                     }
                 }
             }
@@ -264,7 +264,12 @@ impl Server {
         }
     }
 
-    fn read_inbound(&mut self, token: Token) {
+    /// Reads what `token`'s connection has, up to the pass's budget. A read
+    /// that returns less than it had room for ends the pass unless
+    /// `to_the_end` (the event reported a hang-up, which comes with no
+    /// event of its own once read past): then reading goes on to
+    /// `WouldBlock` or the end of the stream.
+    fn read_inbound(&mut self, token: Token, to_the_end: bool) {
         let mut budget = READ_BYTES_PER_PASS_MAX;
         let mut would_block = false;
         let now = Instant::now();
@@ -283,6 +288,12 @@ impl Server {
                         format!("peer hung up in the middle of a frame ({partial} bytes unread)");
                     self.close_inbound(token, (partial > 0).then_some(why.as_str()));
                     return;
+                }
+                // A short read emptied the socket: no second read to hear
+                // WouldBlock (half of all reads under load).
+                Ok(_) if !to_the_end && conn.decoder.last_read_was_short() => {
+                    budget = 0;
+                    would_block = true;
                 }
                 Ok(n) => budget = budget.saturating_sub(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -382,7 +393,8 @@ impl Server {
         self.node.connection_closed(ConnId(token.0 as u64));
     }
 
-    fn read_outbound(&mut self, peer: BrickId) {
+    /// As [`Server::read_inbound`], for the connection to `peer`.
+    fn read_outbound(&mut self, peer: BrickId, to_the_end: bool) {
         let now = Instant::now();
         let mut budget = READ_BYTES_PER_PASS_MAX;
         let mut would_block = false;
@@ -392,6 +404,10 @@ impl Server {
             };
             match conn.decoder.read_from(&mut conn.stream) {
                 Ok(0) => return self.drop_outbound(peer, "peer closed the connection"),
+                Ok(_) if !to_the_end && conn.decoder.last_read_was_short() => {
+                    budget = 0;
+                    would_block = true;
+                }
                 Ok(n) => budget = budget.saturating_sub(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     budget = 0;
@@ -531,7 +547,9 @@ impl Server {
                             && conn.out.len() - conn.out_pos <= QUEUED_BYTES_PER_CONNECTION_MAX / 2
                         {
                             conn.reading = true;
-                            self.read_inbound(token);
+                            // Events were ignored meanwhile: a hang-up may
+                            // be waiting behind the bytes.
+                            self.read_inbound(token, true);
                         }
                     }
                     Err(e) => self.close_inbound(token, Some(&format!("write failed: {e}"))),

@@ -369,21 +369,22 @@ impl Dds {
                 return Err(DdsError::Io(e.to_string()));
             }
         }
-        let ready: Vec<(BrickId, bool, bool)> = self
+        let ready: Vec<(BrickId, bool, bool, bool)> = self
             .events
             .iter()
             .map(|ev| {
                 (
                     BrickId(ev.token().0 as u32),
                     ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    ev.is_read_closed() || ev.is_error(),
                     ev.is_writable(),
                 )
             })
             .collect();
         for brick in std::mem::take(&mut self.unread) {
-            self.read(brick);
+            self.read(brick, false);
         }
-        for (brick, readable, writable) in ready {
+        for (brick, readable, hung_up, writable) in ready {
             if writable {
                 if let Some(conn) = self.conns.get_mut(&brick) {
                     conn.connected = true;
@@ -391,7 +392,7 @@ impl Dds {
                 self.flush(brick);
             }
             if readable {
-                self.read(brick);
+                self.read(brick, hung_up);
             }
         }
         let now = Instant::now();
@@ -420,7 +421,10 @@ impl Dds {
         }
     }
 
-    fn read(&mut self, brick: BrickId) {
+    /// Reads what the connection to `brick` has, up to the event's budget.
+    /// A short read ends it unless `to_the_end` (the event reported a
+    /// hang-up, which brings no event of its own once read past).
+    fn read(&mut self, brick: BrickId, to_the_end: bool) {
         let mut budget = limits::READ_BYTES_PER_EVENT_MAX;
         let mut would_block = false;
         loop {
@@ -429,6 +433,12 @@ impl Dds {
             };
             match conn.decoder.read_from(&mut conn.stream) {
                 Ok(0) => return self.drop_conn(brick, "brick closed the connection"),
+                // A short read emptied the socket; bytes that arrive later
+                // bring an event of their own.
+                Ok(_) if !to_the_end && conn.decoder.last_read_was_short() => {
+                    budget = 0;
+                    would_block = true;
+                }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                 }

@@ -150,6 +150,8 @@ pub struct FrameDecoder {
     /// Bytes moved by compaction over the decoder's life, so tests can check
     /// that the copying stays linear in the bytes received.
     compacted_bytes: u64,
+    /// Whether the last read returned less than the room it was offered.
+    short_read: bool,
 }
 
 impl FrameDecoder {
@@ -191,13 +193,24 @@ impl FrameDecoder {
                 "frame decoder buffer is full: call next_frame until it returns Ok(None) before reading more",
             ));
         }
+        let room = self.buf.len() - self.end;
         let count = reader.read(&mut self.buf[self.end..])?;
         assert!(
-            count <= self.buf.len() - self.end,
+            count <= room,
             "reader claims to have read more than it was given room for"
         );
         self.end += count;
+        self.short_read = count < room;
         Ok(count)
+    }
+
+    /// Whether the last [`FrameDecoder::read_from`] returned fewer bytes
+    /// than it had room for. From a TCP socket that means the socket had
+    /// nothing more at that moment, so an event loop need not spend another
+    /// `read` to hear `WouldBlock`: with edge-triggered readiness, bytes
+    /// that arrive later bring an event of their own.
+    pub fn last_read_was_short(&self) -> bool {
+        self.short_read
     }
 
     /// Appends as much of `bytes` as fits and returns how many were taken;

@@ -381,3 +381,20 @@ fn reading_into_a_full_buffer_is_an_error_not_end_of_stream() {
     assert!(decoder.next_frame().unwrap().is_some());
     assert_eq!(decoder.read_from(&mut reader).unwrap(), HEADER_SIZE);
 }
+
+#[test]
+fn a_read_says_whether_it_filled_the_room_it_had() {
+    let bytes = vec![0u8; DECODER_BUFFER_SIZE_MIN + 100];
+    let mut reader = io::Cursor::new(bytes);
+    let mut decoder = FrameDecoder::new();
+    // The first read fills the whole buffer: more may be waiting.
+    assert_eq!(
+        decoder.read_from(&mut reader).unwrap(),
+        DECODER_BUFFER_SIZE_MIN
+    );
+    assert!(!decoder.last_read_was_short());
+    let mut small = io::Cursor::new(vec![1u8; 10]);
+    let mut fresh = FrameDecoder::new();
+    assert_eq!(fresh.read_from(&mut small).unwrap(), 10);
+    assert!(fresh.last_read_was_short(), "10 bytes with room for more");
+}
