@@ -708,3 +708,52 @@ fn the_digest_depends_on_the_data_not_on_the_order_it_was_written() {
     backward.put(&key(8), &value(8, 40)).unwrap();
     assert_eq!(forward.digest(), backward.digest());
 }
+
+/// What an appended chunk may do: go in whole, keeping every invariant,
+/// or be refused as corrupt having written nothing.
+fn append_or_refuse(bytes: &[u8]) {
+    let mut copy = anonymous(CAPACITY);
+    let before = snapshot(&copy);
+    match copy.append_chunk(HEADER_BYTES, bytes) {
+        Ok(()) => copy.check_invariants(),
+        Err(StoreError::Corrupt { .. }) => {
+            assert_eq!(snapshot(&copy), before, "a refused chunk wrote nothing");
+            assert_eq!(copy.end_offset(), HEADER_BYTES);
+        }
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// A copy chunk is bytes from the network: any bytes at all are
+    /// refused or taken, never a panic.
+    #[test]
+    fn any_bytes_as_a_chunk_are_refused_or_taken(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+    ) {
+        append_or_refuse(&bytes);
+    }
+
+    /// A good chunk with bytes overwritten anywhere (lengths, crcs, keys,
+    /// values) is refused or taken whole, never half.
+    #[test]
+    fn a_damaged_chunk_is_refused_or_taken_whole(
+        edits in proptest::collection::vec(
+            (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
+            1..4,
+        ),
+    ) {
+        let source = churned(40);
+        let mut chunk = source.chunk(HEADER_BYTES, 4096).to_vec();
+        for (at, byte) in edits {
+            let at = at.index(chunk.len());
+            chunk[at] = byte;
+        }
+        append_or_refuse(&chunk);
+    }
+}
