@@ -572,7 +572,9 @@ impl Node {
                 });
                 None
             }
-            request @ Request::Prepare { .. } => Some(self.prepare_request(now, request)),
+            request @ Request::Prepare { .. } => {
+                self.prepare_request(now, conn, request_id, request)
+            }
             Request::Commit { txid, partition } => {
                 self.decide_or_wait(now, conn, request_id, txid, partition, TxState::Committed)
             }
@@ -965,12 +967,23 @@ impl Node {
                 self.held_prepares.push(h);
                 continue;
             }
-            let reply = self.prepare_request(now, h.request);
-            self.reply(h.conn, h.request_id, reply);
+            if let Some(reply) = self.prepare_request(now, h.conn, h.request_id, h.request) {
+                self.reply(h.conn, h.request_id, reply);
+            }
         }
     }
 
-    fn prepare_request(&mut self, now: Instant, request: Request) -> Reply {
+    /// A prepare, or (with `decide`) a prepare that, on a yes here,
+    /// commits at once as the transaction's primary: every other
+    /// participant voted yes before it was sent. The answer is `None` when
+    /// the decision waits for a lease (it is sent later).
+    fn prepare_request(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        request_id: u64,
+        request: Request,
+    ) -> Option<Reply> {
         let Request::Prepare {
             txid,
             partition,
@@ -979,10 +992,19 @@ impl Node {
             key,
             write,
             participants,
+            decide,
         } = request
         else {
-            return error(ErrorCode::Internal, "not a prepare".to_string());
+            return Some(error(ErrorCode::Internal, "not a prepare".to_string()));
         };
+        if decide {
+            // Asked again (the first answer was lost), or resolved here
+            // already (asked about by a participant that timed out): the
+            // outcome stands.
+            if let Some(state) = self.outcomes.get(txid) {
+                return Some(Reply::TxState(state));
+            }
+        }
         let reply = self.prepare(
             now,
             txid,
@@ -1003,7 +1025,10 @@ impl Node {
         if matches!(reply, Reply::Error(_)) && self.outcomes.get(txid).is_none() {
             self.remember(now, txid, TxState::Aborted);
         }
-        reply
+        if decide && reply == Reply::Voted {
+            return self.decide_or_wait(now, conn, request_id, txid, partition, TxState::Committed);
+        }
+        Some(reply)
     }
 
     /// A decision for a prepared transaction this node is the primary of

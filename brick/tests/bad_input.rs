@@ -213,6 +213,7 @@ fn oversized_prepare(f: &Fixture, key_len: usize, value_len: usize) -> Vec<u8> {
         key: vec![b'k'; key_len],
         write: Write::Put(vec![b'v'; value_len]),
         participants: bricks,
+        decide: false,
     };
     frame(5, &small)
 }

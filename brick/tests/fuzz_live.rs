@@ -66,6 +66,7 @@ fn random_request(rng: &mut ChaCha8Rng, partitions: &[(PartitionId, u32)]) -> Re
                 WireWrite::Remove
             },
             participants: vec![BrickId(rng.random_range(0..3))],
+            decide: rng.random_bool(0.3),
         },
         8 => Request::Commit {
             txid: TxId(rng.random()),

@@ -344,6 +344,7 @@ fn a_paused_and_removed_primary_does_not_decide_for_the_group() {
                 key: b"k".to_vec(),
                 write: wire::Write::Put(b"v".to_vec()),
                 participants: vec![BrickId(1), BrickId(2)],
+                decide: false,
             },
         );
         assert_eq!(client_reply(&net, b, 2), Some(&Reply::Voted), "{b}");
@@ -408,6 +409,7 @@ fn an_accepted_undecided_change_holds_writes_until_it_is_settled() {
             key: b"k".to_vec(),
             write: wire::Write::Put(b"v".to_vec()),
             participants,
+            decide: false,
         }
     };
     // Meanwhile brick 1 takes no write in the group: it waits, then is

@@ -147,6 +147,7 @@ fn lock_conflict_and_abort() {
         key: b"k".to_vec(),
         write: Write::Put(value.to_vec()),
         participants: bricks.clone(),
+        decide: false,
     };
     assert_eq!(c.call(&prepare(1, b"a")), Reply::Voted);
     // A second writer on the same key votes no at once: no waiting.
@@ -188,6 +189,81 @@ fn lock_conflict_and_abort() {
 }
 
 #[test]
+fn a_prepare_that_decides_commits_at_once_and_its_outcome_stands() {
+    let cluster = single_brick();
+    let mut c = RawClient::connect(cluster.bricks[0].addr);
+    let maps = c.maps();
+    assert_eq!(
+        c.call(&Request::CreateTable {
+            name: b"t".to_vec()
+        }),
+        Reply::Ok
+    );
+    let (partition, fingerprint, bricks) = route(&maps, b"t", b"k");
+    let prepare = |txid: u64, value: &[u8], decide: bool| Request::Prepare {
+        txid: TxId(txid),
+        partition,
+        fingerprint,
+        table: b"t".to_vec(),
+        key: b"k".to_vec(),
+        write: Write::Put(value.to_vec()),
+        participants: bricks.clone(),
+        decide,
+    };
+    let get = || Request::Get {
+        partition,
+        fingerprint,
+        table: b"t".to_vec(),
+        key: b"k".to_vec(),
+    };
+    // Prepared and committed in one step: the answer is the outcome.
+    assert_eq!(
+        c.call(&prepare(1, b"a", true)),
+        Reply::TxState(TxState::Committed)
+    );
+    assert_eq!(c.call(&get()), Reply::Value(b"a".to_vec()));
+    // Asked again (a lost answer), the outcome stands and nothing is
+    // applied twice.
+    assert_eq!(
+        c.call(&prepare(1, b"a", true)),
+        Reply::TxState(TxState::Committed)
+    );
+    // A no is answered with the reason, and the transaction is aborted
+    // here: asked again it says so.
+    assert_eq!(c.call(&prepare(2, b"x", false)), Reply::Voted);
+    assert_eq!(
+        code(&c.call(&prepare(3, b"b", true))),
+        Some(ErrorCode::LockConflict)
+    );
+    assert_eq!(
+        c.call(&prepare(3, b"b", true)),
+        Reply::TxState(TxState::Aborted)
+    );
+    assert_eq!(
+        c.call(&Request::Abort {
+            txid: TxId(2),
+            partition
+        }),
+        Reply::TxState(TxState::Aborted)
+    );
+    // A participant that timed out asked about transaction 4 before its
+    // prepare-and-decide arrived: it is aborted here, and the late one is
+    // answered so, without applying the write.
+    assert_eq!(
+        c.call(&Request::TxStatus {
+            txid: TxId(4),
+            partition
+        }),
+        Reply::TxState(TxState::Aborted)
+    );
+    assert_eq!(
+        c.call(&prepare(4, b"late", true)),
+        Reply::TxState(TxState::Aborted)
+    );
+    assert_eq!(c.call(&get()), Reply::Value(b"a".to_vec()));
+}
+
+#[test]
 fn many_requests_outstanding_on_one_connection() {
     let cluster = single_brick();
     let mut c = RawClient::connect(cluster.bricks[0].addr);
@@ -212,6 +288,7 @@ fn many_requests_outstanding_on_one_connection() {
                 key: key.to_vec(),
                 write: Write::Put(format!("value-{i}").into_bytes()),
                 participants: bricks,
+                decide: false,
             }
         })
         .collect();

@@ -33,6 +33,7 @@ fn put_range(c: &mut RawClient, maps: &maps::Maps, range: std::ops::Range<u32>) 
                     key: key.to_vec(),
                     write: Write::Put(value_of(*i)),
                     participants: bricks,
+                    decide: false,
                 }
             })
             .collect();

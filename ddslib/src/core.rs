@@ -96,13 +96,15 @@ pub struct CoreConfig {
     pub backoff_base: Duration,
     /// Seed for replica choice and backoff jitter.
     pub seed: u64,
-    /// Test hook: stop every write after all votes are in, sending no
-    /// decision, so a test can kill the process between prepare and commit.
+    /// Test hook: stop every write after the other participants' votes are
+    /// in, before the primary is asked to prepare and decide, so a test can
+    /// kill the process between the two phases.
     pub halt_after_prepare: bool,
-    /// Test-only, deliberately wrong: decide to commit after the first yes
-    /// vote instead of every vote. The simulator must catch it.
+    /// Test-only, deliberately wrong: ask the primary to prepare and decide
+    /// without waiting for the other participants' votes. The simulator
+    /// must catch it.
     #[doc(hidden)]
-    pub commit_after_first_vote: bool,
+    pub decide_without_votes: bool,
 }
 
 impl Default for CoreConfig {
@@ -113,7 +115,7 @@ impl Default for CoreConfig {
             backoff_base: Duration::from_millis(2),
             seed: 0,
             halt_after_prepare: false,
-            commit_after_first_vote: false,
+            decide_without_votes: false,
         }
     }
 }
@@ -160,6 +162,8 @@ struct Prepare {
     yes: HashSet<BrickId>,
     no: Option<(BrickId, ErrorReply)>,
     waiting: HashSet<BrickId>,
+    /// What the primary is sent once the others voted yes.
+    primary_prepare: Request,
 }
 
 #[derive(Debug)]
@@ -171,6 +175,9 @@ struct Decide {
     abort_reason: Option<(BrickId, ErrorReply)>,
     /// The participant that holds the decision: the primary.
     target: BrickId,
+    /// While the target has not prepared: the prepare-and-decide it is
+    /// sent instead of the decision.
+    prepare: Option<Request>,
     stage: Stage,
     /// While a removal is requested: the leader asked, and whom it removes.
     leader: Option<(BrickId, BrickId)>,
@@ -402,8 +409,10 @@ impl Core {
                 };
                 self.send(id, brick, request);
             }
-            Op::Put { table, key, value } => self.start_prepare(id, table, key, Write::Put(value)),
-            Op::Remove { table, key } => self.start_prepare(id, table, key, Write::Remove),
+            Op::Put { table, key, value } => {
+                self.start_prepare(now, id, table, key, Write::Put(value))
+            }
+            Op::Remove { table, key } => self.start_prepare(now, id, table, key, Write::Remove),
             Op::CreateTable { name } | Op::DestroyTable { name } => {
                 let create = matches!(self.ops[&id].op, Op::CreateTable { .. });
                 let bricks = self.all_bricks();
@@ -444,30 +453,59 @@ impl Core {
         pool[self.next_read_replica % pool.len()]
     }
 
-    fn start_prepare(&mut self, id: OpId, table: Vec<u8>, key: Vec<u8>, write: Write) {
+    /// Phase one: every participant but the primary is asked to prepare.
+    /// Once they all voted yes, the primary is asked to prepare and decide
+    /// in one step (see [`Core::votes_in`]). A retry asks every participant
+    /// at once, the primary too, as the decision then goes to a prepared
+    /// primary: when something went wrong (a participant that does not
+    /// answer, maps gone stale), the primary's own vote says so at once
+    /// (with its maps) rather than after the others'.
+    fn start_prepare(
+        &mut self,
+        now: Instant,
+        id: OpId,
+        table: Vec<u8>,
+        key: Vec<u8>,
+        write: Write,
+    ) {
         let route = self.route(&table, &key).expect("maps cover every hash");
         self.next_tx = self.next_tx.wrapping_add(1);
         let txid = TxId((u64::from(self.client_id) << 32) | u64::from(self.next_tx));
-        for brick in route.bricks.clone() {
-            let request = Request::Prepare {
-                txid,
-                partition: route.partition,
-                fingerprint: route.fingerprint,
-                table: table.clone(),
-                key: key.clone(),
-                write: write.clone(),
-                participants: route.bricks.clone(),
-            };
+        let prepare = |decide| Request::Prepare {
+            txid,
+            partition: route.partition,
+            fingerprint: route.fingerprint,
+            table: table.clone(),
+            key: key.clone(),
+            write: write.clone(),
+            participants: route.bricks.clone(),
+            decide,
+        };
+        let retry = self.ops.get(&id).is_some_and(|state| state.attempts > 1);
+        let others: Vec<BrickId> = route.bricks[usize::from(!retry)..].to_vec();
+        for &brick in &others {
+            let request = prepare(false);
             self.send(id, brick, request);
         }
-        let waiting = route.bricks.iter().copied().collect();
+        let primary_prepare = prepare(true);
+        let no_votes = others.is_empty();
+        let waiting = if self.config.decide_without_votes {
+            // The deliberately broken variant: no waiting for votes.
+            HashSet::default()
+        } else {
+            others.into_iter().collect()
+        };
         self.ops.get_mut(&id).unwrap().phase = Phase::Preparing(Box::new(Prepare {
             txid,
             route,
             yes: HashSet::default(),
             no: None,
             waiting,
+            primary_prepare,
         }));
+        if self.config.decide_without_votes || no_votes {
+            self.votes_in(now, id);
+        }
     }
 
     /// Takes newer routing facts from a brick's reply. If the brick is the
@@ -709,7 +747,6 @@ impl Core {
     }
 
     fn vote(&mut self, now: Instant, id: OpId, brick: BrickId, reply: Option<Reply>) {
-        let early = self.config.commit_after_first_vote;
         let Some(OpState {
             phase: Phase::Preparing(prepare),
             ..
@@ -723,10 +760,6 @@ impl Core {
         match reply {
             Some(Reply::Voted) => {
                 prepare.yes.insert(brick);
-                if early {
-                    // The deliberately broken variant: decide on one vote.
-                    prepare.waiting.clear();
-                }
             }
             Some(Reply::Error(e)) => {
                 if prepare.no.is_none() {
@@ -755,13 +788,20 @@ impl Core {
                 ));
             }
         }
-        if !prepare.waiting.is_empty() {
-            return;
+        if prepare.waiting.is_empty() {
+            self.votes_in(now, id);
         }
+    }
+
+    /// Every participant but the primary has voted: on all yes, the primary
+    /// is asked to prepare and decide; on a no, the abort goes to the
+    /// primary first (it records the transaction as aborted, fencing a late
+    /// prepare), then to the others.
+    fn votes_in(&mut self, now: Instant, id: OpId) {
         let prepare =
             match std::mem::replace(&mut self.ops.get_mut(&id).unwrap().phase, Phase::Backoff) {
                 Phase::Preparing(p) => p,
-                _ => unreachable!("checked above"),
+                _ => unreachable!("called in the prepare phase"),
             };
         if self.config.halt_after_prepare && prepare.no.is_none() {
             log::warn!(
@@ -777,12 +817,15 @@ impl Core {
             TxState::Aborted
         };
         let primary = prepare.route.bricks[0];
+        let primary_prepared = prepare.yes.contains(&primary);
         let decide = Box::new(Decide {
             txid: prepare.txid,
             route: prepare.route,
             decision,
             abort_reason: prepare.no,
             target: primary,
+            prepare: (decision == TxState::Committed && !primary_prepared)
+                .then_some(prepare.primary_prepare),
             stage: Stage::Primary,
             leader: None,
             attempts: 0,
@@ -813,7 +856,10 @@ impl Core {
             Stage::Primary => decide.decision,
             Stage::Others(_) => TxState::Aborted,
         };
-        let request = Self::decision_request(&decide, decision);
+        let request = match (&decide.stage, &decide.prepare) {
+            (Stage::Primary, Some(prepare)) => prepare.clone(),
+            _ => Self::decision_request(&decide, decision),
+        };
         self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
         self.forget_requests(id);
         for target in targets {
@@ -837,8 +883,8 @@ impl Core {
         let Some(mut decide) = self.take_decide(id) else {
             return;
         };
-        let state = match reply {
-            Some(Reply::TxState(state)) => Some(state),
+        let state = match &reply {
+            Some(Reply::TxState(state)) => Some(*state),
             _ => None,
         };
         match &mut decide.stage {
@@ -847,26 +893,26 @@ impl Core {
                     self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
                     return;
                 }
+                // The primary, asked to prepare and decide, voted no: it
+                // recorded the transaction as aborted.
+                let no_vote = match reply {
+                    Some(Reply::Error(e))
+                        if decide.prepare.is_some() && e.code != ErrorCode::Fenced =>
+                    {
+                        Some(e)
+                    }
+                    _ => None,
+                };
+                if let Some(e) = no_vote {
+                    decide.prepare = None;
+                    decide.decision = TxState::Aborted;
+                    decide.abort_reason = Some((brick, e));
+                    self.abort_at_others(now, id, decide);
+                    return;
+                }
                 match state {
                     Some(TxState::Committed) => self.committed(now, id, decide),
-                    Some(TxState::Aborted) => {
-                        // Final at the primary. The caller hears of it once
-                        // every other member has dropped the write too, so
-                        // that a retry cannot apply it twice.
-                        let entry = self.maps.rg.get(decide.route.rg).cloned();
-                        let waiting: BTreeSet<BrickId> = decide
-                            .route
-                            .bricks
-                            .iter()
-                            .copied()
-                            .filter(|b| {
-                                *b != decide.target
-                                    && entry.as_ref().is_some_and(|e| e.bricks.contains(b))
-                            })
-                            .collect();
-                        decide.stage = Stage::Others(waiting);
-                        self.continue_abort(now, id, decide);
-                    }
+                    Some(TxState::Aborted) => self.abort_at_others(now, id, decide),
                     // The primary could not tell (it restarted) or did not
                     // answer: have it removed, then ask the next one.
                     _ => {
@@ -895,6 +941,22 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// The primary aborted: final there. The caller hears of it once every
+    /// other member has dropped the write too, so that a retry cannot apply
+    /// it twice.
+    fn abort_at_others(&mut self, now: Instant, id: OpId, mut decide: Box<Decide>) {
+        let entry = self.maps.rg.get(decide.route.rg).cloned();
+        let waiting: BTreeSet<BrickId> = decide
+            .route
+            .bricks
+            .iter()
+            .copied()
+            .filter(|b| *b != decide.target && entry.as_ref().is_some_and(|e| e.bricks.contains(b)))
+            .collect();
+        decide.stage = Stage::Others(waiting);
+        self.continue_abort(now, id, decide);
     }
 
     /// The transaction committed: answer the caller, then tell the other
@@ -1034,7 +1096,10 @@ impl Core {
                 .find(|b| members.contains(b))
             {
                 Some(next) => {
+                    // The next member is a participant that voted yes: it
+                    // is prepared, so it gets the decision itself.
                     decide.target = next;
+                    decide.prepare = None;
                     self.send_decision(now, id, decide);
                 }
                 None => self.complete(

@@ -45,8 +45,9 @@ pub struct SimConfig {
     pub keys: u32,
     pub ops_per_client: u32,
     pub faults: Faults,
-    /// Test-only: the coordinator commits after the first yes vote.
-    pub broken_commit_early: bool,
+    /// Test-only: the coordinator asks the primary to prepare and decide
+    /// without waiting for the other participants' votes.
+    pub broken_decide_without_votes: bool,
 }
 
 /// Which faults a run injects.
@@ -97,7 +98,7 @@ impl SimConfig {
                 crash_restart: rng.random_bool(0.25),
                 pause_resume: rng.random_bool(0.25),
             },
-            broken_commit_early: false,
+            broken_decide_without_votes: false,
         }
     }
 }
@@ -347,7 +348,7 @@ impl Sim {
                     backoff_base: Duration::from_millis(2),
                     seed: seed.wrapping_mul(31).wrapping_add(u64::from(c)),
                     halt_after_prepare: false,
-                    commit_after_first_vote: config.broken_commit_early,
+                    decide_without_votes: config.broken_decide_without_votes,
                 },
                 maps.clone(),
             );

@@ -62,14 +62,14 @@ fn seeds_hold_every_invariant() {
     assert!(violations.is_empty(), "violating seeds: {violations:?}");
 }
 
-/// A coordinator that commits after the first yes vote is wrong; the
+/// A coordinator that decides before every vote is in is wrong; the
 /// simulator must find a seed that shows it within the CI budget.
 #[test]
 fn a_broken_coordinator_is_caught() {
     let budget = env_u64("SIM_BROKEN_SEEDS").unwrap_or(1000);
     for seed in 1..=budget {
         let mut config = SimConfig::random(seed);
-        config.broken_commit_early = true;
+        config.broken_decide_without_votes = true;
         // More contention makes the bug show sooner.
         config.keys = 2;
         config.clients = 4;
@@ -81,7 +81,7 @@ fn a_broken_coordinator_is_caught() {
             return;
         }
     }
-    panic!("a coordinator that commits on the first vote went unnoticed for {budget} seeds");
+    panic!("a coordinator that decides before the votes went unnoticed for {budget} seeds");
 }
 
 /// The same seed gives the same run.

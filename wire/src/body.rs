@@ -296,6 +296,7 @@ impl Request {
                 key,
                 write,
                 participants,
+                decide: _,
             } => {
                 put_u64(out, txid.0);
                 put_u64(out, partition.0);
@@ -661,7 +662,7 @@ impl Message {
                 table: r.bytes("Get.table", TABLE_NAME_SIZE_MAX)?,
                 key: r.bytes("Get.key", KEY_SIZE_MAX)?,
             }),
-            kind::PREPARE => {
+            kind::PREPARE | kind::PREPARE_DECIDE => {
                 let txid = TxId(r.u64("Prepare.txid")?);
                 let partition = PartitionId(r.u64("Prepare.partition")?);
                 let fingerprint = r.u32("Prepare.fingerprint")?;
@@ -681,6 +682,7 @@ impl Message {
                     key,
                     write,
                     participants,
+                    decide: kind == kind::PREPARE_DECIDE,
                 })
             }
             kind::COMMIT => Message::Request(Request::Commit {

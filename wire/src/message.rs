@@ -57,6 +57,12 @@ pub enum Request {
     /// Phase one of a write: lock the key (without waiting) and vote.
     /// `participants` are every replica asked, so that a participant whose
     /// coordinator vanished knows whom to ask about the outcome.
+    ///
+    /// With `decide` set (sent as its own kind, `PrepareDecide`), the
+    /// receiver is the transaction's primary and every other participant
+    /// has voted yes already: it prepares and, on its own yes, commits at
+    /// once, answering with the transaction's state (`TxState`) instead of
+    /// a vote. A no is answered with the error, as for a plain prepare.
     Prepare {
         txid: TxId,
         partition: PartitionId,
@@ -65,6 +71,7 @@ pub enum Request {
         key: Vec<u8>,
         write: Write,
         participants: Vec<BrickId>,
+        decide: bool,
     },
     /// Phase two: apply the prepared write and release the lock.
     Commit {
@@ -309,6 +316,7 @@ pub mod kind {
     pub const COPY_ABORT: u8 = 17;
     pub const CAPACITY: u8 = 18;
     pub const CONFIG_VOTE: u8 = 19;
+    pub const PREPARE_DECIDE: u8 = 20;
 
     pub const OK: u8 = 64;
     pub const PONG: u8 = 65;
@@ -341,6 +349,7 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         kind::DESTROY_TABLE => "DestroyTable",
         kind::GET => "Get",
         kind::PREPARE => "Prepare",
+        kind::PREPARE_DECIDE => "PrepareDecide",
         kind::COMMIT => "Commit",
         kind::ABORT => "Abort",
         kind::TX_STATUS => "TxStatus",
@@ -383,7 +392,8 @@ impl Request {
             Request::CreateTable { .. } => kind::CREATE_TABLE,
             Request::DestroyTable { .. } => kind::DESTROY_TABLE,
             Request::Get { .. } => kind::GET,
-            Request::Prepare { .. } => kind::PREPARE,
+            Request::Prepare { decide: false, .. } => kind::PREPARE,
+            Request::Prepare { decide: true, .. } => kind::PREPARE_DECIDE,
             Request::Commit { .. } => kind::COMMIT,
             Request::Abort { .. } => kind::ABORT,
             Request::TxStatus { .. } => kind::TX_STATUS,

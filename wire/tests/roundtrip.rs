@@ -97,7 +97,8 @@ fn kinds_are_distinct_and_split_by_direction() {
         assert!((1..=63).contains(&kind), "{request:?} has kind {kind}");
         seen.insert(kind);
     }
-    assert_eq!(seen.len(), 19, "one kind per request variant");
+    // Prepare has two kinds: with and without the decision.
+    assert_eq!(seen.len(), 20, "one kind per request variant and shape");
     let mut seen = HashSet::new();
     for reply in sample_replies() {
         let kind = reply.kind();
@@ -217,6 +218,7 @@ fn prepare_and_error_bodies_are_pinned() {
         key: b"k".to_vec(),
         write: Write::Put(b"v".to_vec()),
         participants: vec![BrickId(4), BrickId(5)],
+        decide: false,
     };
     let mut body = Vec::new();
     request.encode_body(&mut body);
@@ -234,6 +236,34 @@ fn prepare_and_error_bodies_are_pinned() {
     ]
     .concat();
     assert_eq!(body, expected);
+    // The prepare that also decides has the same body under its own kind.
+    let deciding = match request.clone() {
+        Request::Prepare {
+            txid,
+            partition,
+            fingerprint,
+            table,
+            key,
+            write,
+            participants,
+            ..
+        } => Request::Prepare {
+            txid,
+            partition,
+            fingerprint,
+            table,
+            key,
+            write,
+            participants,
+            decide: true,
+        },
+        _ => unreachable!(),
+    };
+    let mut deciding_body = Vec::new();
+    deciding.encode_body(&mut deciding_body);
+    assert_eq!(deciding_body, expected);
+    assert_eq!(request.kind(), wire::kind::PREPARE);
+    assert_eq!(deciding.kind(), wire::kind::PREPARE_DECIDE);
 
     let reply = Reply::Error(ErrorReply {
         code: wire::ErrorCode::LockConflict,
@@ -312,18 +342,22 @@ fn request_strategy() -> impl Strategy<Value = Request> {
             bytes_up_to(KEY_SIZE_MAX),
             write,
             vec(any::<u32>(), 0..=PARTICIPANTS_MAX),
+            any::<bool>(),
         )
-            .prop_map(|(t, p, fingerprint, table, key, write, participants)| {
-                Request::Prepare {
-                    txid: TxId(t),
-                    partition: PartitionId(p),
-                    fingerprint,
-                    table,
-                    key,
-                    write,
-                    participants: participants.into_iter().map(BrickId).collect(),
+            .prop_map(
+                |(t, p, fingerprint, table, key, write, participants, decide)| {
+                    Request::Prepare {
+                        txid: TxId(t),
+                        partition: PartitionId(p),
+                        fingerprint,
+                        table,
+                        key,
+                        write,
+                        participants: participants.into_iter().map(BrickId).collect(),
+                        decide,
+                    }
                 }
-            }),
+            ),
         (any::<u64>(), any::<u64>(), 0..3u8).prop_map(|(t, p, which)| {
             let (txid, partition) = (TxId(t), PartitionId(p));
             match which {

@@ -156,6 +156,7 @@ pub fn write(
         key: key.to_vec(),
         write,
         participants: bricks,
+        decide: false,
     });
     if vote != Reply::Voted {
         return vote;

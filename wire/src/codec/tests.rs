@@ -21,6 +21,7 @@ fn frames(count: usize) -> (Vec<u8>, Vec<Request>) {
                 key: vec![b'k'; i % 97],
                 write: Write::Put(vec![b'v'; (i * 37) % 4000]),
                 participants: vec![BrickId(1)],
+                decide: i % 2 == 0,
             },
             _ => Request::CreateTable {
                 name: vec![b'n'; i % 200],

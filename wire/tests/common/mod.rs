@@ -54,6 +54,7 @@ pub fn prepare(key: Vec<u8>, write: Write) -> Request {
         key,
         write,
         participants: vec![BrickId(1), BrickId(2), BrickId(u32::MAX)],
+        decide: false,
     }
 }
 
@@ -100,6 +101,7 @@ pub fn sample_requests() -> Vec<Request> {
             key: Vec::new(),
             write: Write::Remove,
             participants: Vec::new(),
+            decide: true,
         },
         Request::Prepare {
             txid: TxId(u64::MAX),
@@ -109,6 +111,7 @@ pub fn sample_requests() -> Vec<Request> {
             key: b"k".to_vec(),
             write: Write::Put(b"v".to_vec()),
             participants: (0..PARTICIPANTS_MAX as u32).map(BrickId).collect(),
+            decide: false,
         },
         Request::Commit {
             txid: TxId(42),
@@ -377,6 +380,7 @@ pub fn random_request<R: Rng>(rng: &mut R) -> Request {
             participants: (0..rng.random_range(0..=PARTICIPANTS_MAX))
                 .map(|_| BrickId(rng.random()))
                 .collect(),
+            decide: rng.random_bool(0.5),
         },
         6 => Request::Commit {
             txid: TxId(rng.random()),
