@@ -237,28 +237,10 @@ fn prepare_and_error_bodies_are_pinned() {
     .concat();
     assert_eq!(body, expected);
     // The prepare that also decides has the same body under its own kind.
-    let deciding = match request.clone() {
-        Request::Prepare {
-            txid,
-            partition,
-            fingerprint,
-            table,
-            key,
-            write,
-            participants,
-            ..
-        } => Request::Prepare {
-            txid,
-            partition,
-            fingerprint,
-            table,
-            key,
-            write,
-            participants,
-            decide: true,
-        },
-        _ => unreachable!(),
-    };
+    let mut deciding = request.clone();
+    if let Request::Prepare { decide, .. } = &mut deciding {
+        *decide = true;
+    }
     let mut deciding_body = Vec::new();
     deciding.encode_body(&mut deciding_body);
     assert_eq!(deciding_body, expected);
