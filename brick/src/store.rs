@@ -123,9 +123,15 @@ pub use record::{
     RECORD_HEADER_BYTES_MIN, VALUE_SIZE_MAX,
 };
 
-/// Dead bytes below which the ratio rule does not start a compaction: not
-/// worth a pass over the arena.
-pub const COMPACTION_DEAD_BYTES_MIN: u64 = 1 << 20;
+/// Dead bytes below which the ratio rule does not start a compaction. A
+/// compaction has a fixed cost whatever it frees (a new arena file, its
+/// first pages, two fsyncs before the rename, unmapping the old one): at
+/// 1 MiB, a partition with a few MiB of live data under overwrites
+/// compacted several times a second, which took a third of a brick's CPU
+/// and, through the fsyncs on the event loop, most of the writes' tail
+/// latency. The price is up to this many dead bytes resident per
+/// partition on top of the quarter of its used bytes the ratio allows.
+pub const COMPACTION_DEAD_BYTES_MIN: u64 = 8 << 20;
 
 /// Bytes of records a compaction step may visit (dead ones included) per
 /// byte of its copy budget, so a step over mostly dead records stays short.
