@@ -136,20 +136,33 @@ fn kv_binary() -> std::path::PathBuf {
     path
 }
 
+/// A child process that is killed when the test ends, also when it fails
+/// half-way.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn client_killed_between_prepare_and_commit() {
     let cluster = cluster();
     let mut dds = connect(&cluster);
     ensure_table(&mut dds, "t");
     dds.put("t", b"k", b"before").unwrap();
-    let mut child = Command::new(kv_binary())
-        .args(["--config"])
-        .arg(cluster.config_path())
-        .args(["--halt-after-prepare", "put", "t", "k", "halted"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn kv example");
+    let mut child = KillOnDrop(
+        Command::new(kv_binary())
+            .args(["--config"])
+            .arg(cluster.config_path())
+            .args(["--halt-after-prepare", "put", "t", "k", "halted"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kv example"),
+    );
     // Wait until the other replica holds the prepared write: the client
     // halts before it asks the primary to prepare and decide.
     let maps = dds.maps().clone();
@@ -161,8 +174,8 @@ fn client_killed_between_prepare_and_commit() {
         || stats(&mut dds, other).get("prepared") == Some(&1),
     );
     assert_eq!(stats(&mut dds, primary).get("prepared"), Some(&0));
-    let _ = child.kill(); // kill -9
-    let _ = child.wait();
+    let _ = child.0.kill(); // kill -9
+    let _ = child.0.wait();
     let killed_at = Instant::now();
     // The prepared replica times out and asks the primary, which never saw
     // the write: the write aborts, and the lock is released within the
