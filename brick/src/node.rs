@@ -1026,7 +1026,18 @@ impl Node {
             self.remember(now, txid, TxState::Aborted);
         }
         if decide && reply == Reply::Voted {
-            return self.decide_or_wait(now, conn, request_id, txid, partition, TxState::Committed);
+            let decided =
+                self.decide_or_wait(now, conn, request_id, txid, partition, TxState::Committed);
+            if let Some(Reply::Error(e)) = &decided {
+                // Too many decisions wait for a lease already: the prepare
+                // is withdrawn, so that the refusal is a no vote like any
+                // other (a fenced primary stays prepared: the caller then
+                // has it removed and decides with the next member).
+                if e.code != ErrorCode::Fenced && self.prepared.contains_key(&txid) {
+                    self.finish(now, txid, TxState::Aborted);
+                }
+            }
+            return decided;
         }
         Some(reply)
     }

@@ -913,8 +913,10 @@ impl Core {
                 match state {
                     Some(TxState::Committed) => self.committed(now, id, decide),
                     Some(TxState::Aborted) => self.abort_at_others(now, id, decide),
-                    // The primary could not tell (it restarted) or did not
-                    // answer: have it removed, then ask the next one.
+                    // The primary could not tell (it restarted), did not
+                    // answer, or may not decide (fenced: removed, or
+                    // without a lease): have it removed, then ask the
+                    // next one, which voted yes.
                     _ => {
                         log::info!(
                             "primary {brick} of transaction {} answered {state:?}",
