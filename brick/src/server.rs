@@ -164,11 +164,13 @@ impl Server {
                     return Err(e);
                 }
             }
+            // Connections left at the read budget are read to the end: a
+            // hang-up reported with their last event brings no other.
             for token in std::mem::take(&mut self.unread) {
                 if token.0 >= PEER_TOKEN_BASE {
-                    self.read_outbound(BrickId((token.0 - PEER_TOKEN_BASE) as u32), false);
+                    self.read_outbound(BrickId((token.0 - PEER_TOKEN_BASE) as u32), true);
                 } else {
-                    self.read_inbound(token, false);
+                    self.read_inbound(token, true);
                 }
             }
             for event in events.iter() {

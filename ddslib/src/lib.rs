@@ -381,8 +381,10 @@ impl Dds {
                 )
             })
             .collect();
+        // Connections left at the read budget are read to the end: a
+        // hang-up reported with their last event brings no other.
         for brick in std::mem::take(&mut self.unread) {
-            self.read(brick, false);
+            self.read(brick, true);
         }
         for (brick, readable, hung_up, writable) in ready {
             if writable {
