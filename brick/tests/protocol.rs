@@ -127,9 +127,8 @@ fn total_keys(c: &mut RawClient) -> u64 {
     }
 }
 
-#[test]
-fn lock_conflict_and_abort() {
-    let cluster = single_brick();
+/// A client of the brick, table `t` created, and the route of key `k`.
+fn table_t_key_k(cluster: &TestCluster) -> (RawClient, maps::PartitionId, u32, Vec<maps::BrickId>) {
     let mut c = RawClient::connect(cluster.bricks[0].addr);
     let maps = c.maps();
     assert_eq!(
@@ -139,6 +138,13 @@ fn lock_conflict_and_abort() {
         Reply::Ok
     );
     let (partition, fingerprint, bricks) = route(&maps, b"t", b"k");
+    (c, partition, fingerprint, bricks)
+}
+
+#[test]
+fn lock_conflict_and_abort() {
+    let cluster = single_brick();
+    let (mut c, partition, fingerprint, bricks) = table_t_key_k(&cluster);
     let prepare = |txid: u64, value: &[u8]| Request::Prepare {
         txid: TxId(txid),
         partition,
@@ -191,15 +197,7 @@ fn lock_conflict_and_abort() {
 #[test]
 fn a_prepare_that_decides_commits_at_once_and_its_outcome_stands() {
     let cluster = single_brick();
-    let mut c = RawClient::connect(cluster.bricks[0].addr);
-    let maps = c.maps();
-    assert_eq!(
-        c.call(&Request::CreateTable {
-            name: b"t".to_vec()
-        }),
-        Reply::Ok
-    );
-    let (partition, fingerprint, bricks) = route(&maps, b"t", b"k");
+    let (mut c, partition, fingerprint, bricks) = table_t_key_k(&cluster);
     let prepare = |txid: u64, value: &[u8], decide: bool| Request::Prepare {
         txid: TxId(txid),
         partition,
