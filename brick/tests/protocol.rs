@@ -127,34 +127,62 @@ fn total_keys(c: &mut RawClient) -> u64 {
     }
 }
 
-/// A client of the brick, table `t` created, and the route of key `k`.
-fn table_t_key_k(cluster: &TestCluster) -> (RawClient, maps::PartitionId, u32, Vec<maps::BrickId>) {
-    let mut c = RawClient::connect(cluster.bricks[0].addr);
-    let maps = c.maps();
-    assert_eq!(
-        c.call(&Request::CreateTable {
-            name: b"t".to_vec()
-        }),
-        Reply::Ok
-    );
-    let (partition, fingerprint, bricks) = route(&maps, b"t", b"k");
-    (c, partition, fingerprint, bricks)
+/// Key `k` of table `t` as the brick routes it.
+struct KeyK {
+    partition: maps::PartitionId,
+    fingerprint: u32,
+    bricks: Vec<maps::BrickId>,
+}
+
+impl KeyK {
+    /// A client of the brick with table `t` created, and the key's route.
+    fn create(cluster: &TestCluster) -> (RawClient, KeyK) {
+        let mut c = RawClient::connect(cluster.bricks[0].addr);
+        let maps = c.maps();
+        assert_eq!(
+            c.call(&Request::CreateTable {
+                name: b"t".to_vec()
+            }),
+            Reply::Ok
+        );
+        let (partition, fingerprint, bricks) = route(&maps, b"t", b"k");
+        let k = KeyK {
+            partition,
+            fingerprint,
+            bricks,
+        };
+        (c, k)
+    }
+
+    fn prepare(&self, txid: u64, value: &[u8], decide: bool) -> Request {
+        Request::Prepare {
+            txid: TxId(txid),
+            partition: self.partition,
+            fingerprint: self.fingerprint,
+            table: b"t".to_vec(),
+            key: b"k".to_vec(),
+            write: Write::Put(value.to_vec()),
+            participants: self.bricks.clone(),
+            decide,
+        }
+    }
+
+    fn get(&self, fingerprint: u32) -> Request {
+        Request::Get {
+            partition: self.partition,
+            fingerprint,
+            table: b"t".to_vec(),
+            key: b"k".to_vec(),
+        }
+    }
 }
 
 #[test]
 fn lock_conflict_and_abort() {
     let cluster = single_brick();
-    let (mut c, partition, fingerprint, bricks) = table_t_key_k(&cluster);
-    let prepare = |txid: u64, value: &[u8]| Request::Prepare {
-        txid: TxId(txid),
-        partition,
-        fingerprint,
-        table: b"t".to_vec(),
-        key: b"k".to_vec(),
-        write: Write::Put(value.to_vec()),
-        participants: bricks.clone(),
-        decide: false,
-    };
+    let (mut c, k) = KeyK::create(&cluster);
+    let (partition, fingerprint) = (k.partition, k.fingerprint);
+    let prepare = |txid: u64, value: &[u8]| k.prepare(txid, value, false);
     assert_eq!(c.call(&prepare(1, b"a")), Reply::Voted);
     // A second writer on the same key votes no at once: no waiting.
     assert_eq!(
@@ -162,12 +190,7 @@ fn lock_conflict_and_abort() {
         Some(ErrorCode::LockConflict)
     );
     // A read of the locked key waits for the outcome; abort releases it.
-    let read = c.send(&Request::Get {
-        partition,
-        fingerprint,
-        table: b"t".to_vec(),
-        key: b"k".to_vec(),
-    });
+    let read = c.send(&k.get(fingerprint));
     assert_eq!(
         c.call(&Request::Abort {
             txid: TxId(1),
@@ -179,12 +202,7 @@ fn lock_conflict_and_abort() {
     // An aborted transaction cannot be prepared again.
     assert_eq!(code(&c.call(&prepare(1, b"a"))), Some(ErrorCode::Refused));
     // A stale fingerprint is refused with the brick's maps attached.
-    let stale = c.call(&Request::Get {
-        partition,
-        fingerprint: fingerprint ^ 1,
-        table: b"t".to_vec(),
-        key: b"k".to_vec(),
-    });
+    let stale = c.call(&k.get(fingerprint ^ 1));
     match stale {
         Reply::Error(e) => {
             assert_eq!(e.code, ErrorCode::FingerprintMismatch);
@@ -197,23 +215,10 @@ fn lock_conflict_and_abort() {
 #[test]
 fn a_prepare_that_decides_commits_at_once_and_its_outcome_stands() {
     let cluster = single_brick();
-    let (mut c, partition, fingerprint, bricks) = table_t_key_k(&cluster);
-    let prepare = |txid: u64, value: &[u8], decide: bool| Request::Prepare {
-        txid: TxId(txid),
-        partition,
-        fingerprint,
-        table: b"t".to_vec(),
-        key: b"k".to_vec(),
-        write: Write::Put(value.to_vec()),
-        participants: bricks.clone(),
-        decide,
-    };
-    let get = || Request::Get {
-        partition,
-        fingerprint,
-        table: b"t".to_vec(),
-        key: b"k".to_vec(),
-    };
+    let (mut c, k) = KeyK::create(&cluster);
+    let partition = k.partition;
+    let prepare = |txid: u64, value: &[u8], decide: bool| k.prepare(txid, value, decide);
+    let get = || k.get(k.fingerprint);
     // Prepared and committed in one step: the answer is the outcome.
     assert_eq!(
         c.call(&prepare(1, b"a", true)),
