@@ -930,10 +930,19 @@ impl Partition {
                 free: self.main.tail_free(),
             });
         }
+        // Every record is checked before anything is written; its place and
+        // key hash are kept, so that each record's index slot can be fetched
+        // from memory a few records before it is needed (without that, the
+        // index's cache misses are most of the time an append takes).
+        let mut records = Vec::with_capacity(chunk.len() / 64);
         let mut at = 0u64;
         while at < chunk.len() as u64 {
             match record::parse(chunk, at) {
-                Parsed::Record { len, .. } => at += len,
+                Parsed::Record { len, .. } => {
+                    let key = record::view(chunk, at).key;
+                    records.push((at as usize, len as usize, xxh3_64(key)));
+                    at += len;
+                }
                 Parsed::End => {
                     return Err(StoreError::Corrupt {
                         offset: offset + at,
@@ -947,16 +956,6 @@ impl Partition {
                     })
                 }
             }
-        }
-        // Each record's index slot is fetched from memory a few records
-        // before it is needed: without that, the index's cache misses are
-        // most of the time an append takes.
-        let mut records = Vec::with_capacity(chunk.len() / 64);
-        let mut at = 0usize;
-        while at < chunk.len() {
-            let record = record::view(chunk, at as u64);
-            records.push((at, record.bytes.len(), xxh3_64(record.key)));
-            at += record.bytes.len();
         }
         self.main.populate_tail(chunk.len() as u64);
         for (i, &(at, len, hash)) in records.iter().enumerate() {
