@@ -78,6 +78,15 @@ pub struct Dds {
     unread: HashSet<BrickId>,
 }
 
+impl Drop for Dds {
+    /// Sends what is queued (commits for replicas after an answered write),
+    /// without waiting, so that no replica keeps a key locked until its
+    /// prepare times out.
+    fn drop(&mut self) {
+        self.send_queued(Instant::now());
+    }
+}
+
 /// Request ids from here up belong to [`Dds::call`]; the coordinator's ids
 /// count up from 1 and never get near.
 const PRIVATE_REQUEST_ID_BASE: u64 = 1 << 63;
@@ -232,6 +241,10 @@ impl Dds {
         loop {
             if !self.completed.is_empty() {
                 out.append(&mut self.completed);
+                if self.core.in_flight() == 0 {
+                    // The caller may go idle now: see `run`.
+                    self.send_queued(Instant::now());
+                }
                 return Ok(());
             }
             let now = Instant::now();
@@ -253,6 +266,10 @@ impl Dds {
         loop {
             self.collect_into_results();
             if let Some(result) = self.results.remove(&id) {
+                // What the operation queued after its answer (a commit for
+                // the other replicas) leaves now, not with the next call:
+                // until it arrives, they hold the key locked.
+                self.send_queued(Instant::now());
                 return result;
             }
             self.turn(Some(Duration::from_millis(100)))?;
@@ -343,9 +360,9 @@ impl Dds {
 
     /// One pass of the event loop: send what the core wants sent, wait for
     /// readiness or the core's next deadline, read replies, fire timers.
-    fn turn(&mut self, timeout: Option<Duration>) -> Result<(), DdsError> {
-        let now = Instant::now();
-        self.core.handle_timeout(now);
+    /// Hands the coordinator's requests to their connections and writes
+    /// what the sockets take without blocking.
+    fn send_queued(&mut self, now: Instant) {
         while let Some((brick, request_id, request)) = self.core.poll_transmit() {
             if let Err(e) = self.queue(brick, request_id, &request) {
                 log::debug!("cannot send to {brick}: {e}");
@@ -356,6 +373,12 @@ impl Dds {
         for brick in &bricks {
             self.flush(*brick);
         }
+    }
+
+    fn turn(&mut self, timeout: Option<Duration>) -> Result<(), DdsError> {
+        let now = Instant::now();
+        self.core.handle_timeout(now);
+        self.send_queued(now);
         let mut wait = timeout;
         if let Some(at) = self.core.poll_timeout() {
             let until = at.saturating_duration_since(now);

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ddslib::{Dds, DdsError};
+use brick::testkit::{ClusterSpec, TestCluster};
+use ddslib::{Dds, DdsError, Op};
 use maps::{BrickId, Maps, PartitionId};
 use wire::{ErrorCode, Reply, Request};
 
@@ -145,6 +146,53 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A client answered for its write sends the other replica's commit before
+/// it returns to the caller, not with its next call: a service that writes
+/// and then goes quiet leaves no key locked (with a prepare timeout of a
+/// minute, only the client's commit can release it within the test).
+#[test]
+fn a_client_quiet_after_a_write_leaves_no_replica_locked() {
+    let cluster = TestCluster::start(ClusterSpec {
+        prepare_ms: 60_000,
+        ..ClusterSpec::default()
+    });
+    let mut watcher = connect(&cluster);
+    ensure_table(&mut watcher, "t");
+    let all: Vec<BrickId> = (1..=3).map(BrickId).collect();
+    let no_prepared = |dds: &mut Dds| {
+        all.iter()
+            .all(|b| stats(dds, *b).get("prepared") == Some(&0))
+    };
+    // Blocking calls.
+    let mut writer = connect(&cluster);
+    for k in 0..4u8 {
+        writer.put("t", &[b'k', k], b"v").unwrap();
+        eventually(
+            Duration::from_secs(5),
+            "no replica holds a prepared write",
+            || no_prepared(&mut watcher),
+        );
+    }
+    // The polling interface, once nothing is left in flight.
+    let put = |k: u8| Op::Put {
+        table: b"t".to_vec(),
+        key: vec![b'p', k],
+        value: b"v".to_vec(),
+    };
+    let ids: Vec<_> = (0..4u8).map(|k| writer.submit(put(k)).unwrap()).collect();
+    let mut done = Vec::new();
+    while done.len() < ids.len() {
+        writer.poll(&mut done, Duration::from_secs(1)).unwrap();
+    }
+    assert!(done.iter().all(|(_, r)| r.is_ok()), "{done:?}");
+    eventually(
+        Duration::from_secs(5),
+        "no replica holds a prepared write",
+        || no_prepared(&mut watcher),
+    );
+    drop(writer);
 }
 
 #[test]
