@@ -66,7 +66,13 @@
 //! its key follows in the old arena, or (tombstones before `start_end`) when
 //! the new arena holds nothing of its key. When the cursor reaches the end,
 //! the new arena alone holds the contents; it is synced and renamed over the
-//! old file (atomic), and the old map is dropped.
+//! old file (atomic), and the old map is dropped. The sync of a background
+//! compaction runs on a helper thread ([`CompactStatus::Syncing`]): steps
+//! meanwhile copy what is written to the old arena, and the arena is renamed
+//! into place once the sync is done. What was copied after the sync began
+//! is then as durable as a write since the last flush — unless a
+//! [`Partition::flush`] came in between, in which case the install syncs
+//! again before the rename.
 //!
 //! Memory during a compaction is two arenas. Copying tombstones written
 //! during a compaction can leave a few that the next compaction removes.
@@ -109,8 +115,11 @@ mod arena;
 pub mod index;
 mod record;
 
+use std::cell::Cell;
 use std::fmt;
+use std::io;
 use std::path::PathBuf;
+use std::thread::JoinHandle;
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -128,7 +137,7 @@ pub use record::{
 /// first pages, two fsyncs before the rename, unmapping the old one): at
 /// 1 MiB, a partition with a few MiB of live data under overwrites
 /// compacted several times a second, which took a third of a brick's CPU
-/// and, through the fsyncs on the event loop, most of the writes' tail
+/// and, through the fsyncs then on the event loop, most of the writes' tail
 /// latency. The price is up to this many dead bytes resident per
 /// partition on top of the quarter of its used bytes the ratio allows.
 pub const COMPACTION_DEAD_BYTES_MIN: u64 = 8 << 20;
@@ -234,6 +243,10 @@ pub enum CompactStatus {
     Idle,
     /// Copied some records; more steps are needed.
     InProgress,
+    /// Every record is copied and the new arena is being synced on a helper
+    /// thread: later steps copy what is written meanwhile and install it
+    /// once the sync is done. Nothing urgent to do.
+    Syncing,
     /// The compaction completed and the new arena replaced the old one.
     Finished,
 }
@@ -319,6 +332,12 @@ struct Compaction {
     cursor: u64,
     /// The old arena's end when the compaction started.
     start_end: u64,
+    /// The sync of `next` running on a helper thread, started when the
+    /// cursor first reached the end, and the old arena's end then.
+    sync: Option<(JoinHandle<io::Result<()>>, u64)>,
+    /// The old arena's end when that sync began, once it succeeded:
+    /// everything copied before it is durable in `next`.
+    synced_through: Option<u64>,
 }
 
 /// The arenas an index location may point into.
@@ -368,6 +387,8 @@ pub struct Partition {
     /// at: the partition's digest, kept current by every write.
     digest_sum: u64,
     compaction: Option<Compaction>,
+    /// The arena's end at the last [`Partition::flush`].
+    flushed_end: Cell<u64>,
     paused: bool,
     compactions: u64,
     last_step_copied_bytes: u64,
@@ -414,6 +435,7 @@ impl Partition {
             live_bytes: 0,
             digest_sum: 0,
             compaction: None,
+            flushed_end: Cell::new(0),
             paused: false,
             compactions: 0,
             last_step_copied_bytes: 0,
@@ -667,7 +689,7 @@ impl Partition {
                 return CompactStatus::Idle;
             }
         }
-        match self.step(budget_bytes as u64) {
+        match self.step(budget_bytes as u64, false) {
             Ok(status) => status,
             Err(e) => {
                 self.compaction_failed(e);
@@ -691,6 +713,8 @@ impl Partition {
             next,
             cursor: HEADER_BYTES,
             start_end: self.main.end,
+            sync: None,
+            synced_through: None,
         });
         Ok(())
     }
@@ -698,7 +722,7 @@ impl Partition {
     /// Copies records of the running compaction (see the module docs for
     /// the rules), and installs the new arena once the cursor reaches the
     /// end.
-    fn step(&mut self, budget_bytes: u64) -> Result<CompactStatus, StoreError> {
+    fn step(&mut self, budget_bytes: u64, wait: bool) -> Result<CompactStatus, StoreError> {
         let Partition {
             main,
             locations,
@@ -737,6 +761,28 @@ impl Partition {
         if !done {
             return Ok(CompactStatus::InProgress);
         }
+        // The disk is waited for off the event loop: see the module docs.
+        if c.synced_through.is_none() {
+            match c.sync.take() {
+                None if !wait => {
+                    if let Some(handle) = c.next.sync_in_background()? {
+                        c.sync = Some((handle, c.cursor));
+                        return Ok(CompactStatus::Syncing);
+                    }
+                }
+                None => {}
+                Some((handle, through)) if !wait && !handle.is_finished() => {
+                    c.sync = Some((handle, through));
+                    return Ok(CompactStatus::Syncing);
+                }
+                Some((handle, through)) => {
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| Err(io::Error::other("the sync thread panicked")))?;
+                    c.synced_through = Some(through);
+                }
+            }
+        }
         self.install()?;
         Ok(CompactStatus::Finished)
     }
@@ -748,7 +794,15 @@ impl Partition {
             c.cursor, self.main.end,
             "install before the cursor reached the end"
         );
-        c.next.replace(&self.main)?;
+        // A flush since the sync began promised durability for records the
+        // sync does not cover: then they are synced here.
+        if c.synced_through
+            .is_some_and(|t| t >= self.flushed_end.get())
+        {
+            c.next.rename_over(&self.main)?;
+        } else {
+            c.next.replace(&self.main)?;
+        }
         let c = self.compaction.take().expect("a compaction runs");
         self.main = c.next;
         self.compactions += 1;
@@ -758,7 +812,7 @@ impl Partition {
     }
 
     fn finish_compaction(&mut self) -> Result<(), StoreError> {
-        match self.step(u64::MAX)? {
+        match self.step(u64::MAX, true)? {
             CompactStatus::Finished => Ok(()),
             other => unreachable!("an unbounded compaction step ended {other:?}"),
         }
@@ -838,7 +892,9 @@ impl Partition {
     /// Writes dirty pages of a file-backed arena to disk (msync); nothing
     /// for an anonymous one.
     pub fn flush(&self) -> Result<(), StoreError> {
-        Ok(self.main.flush()?)
+        self.main.flush()?;
+        self.flushed_end.set(self.main.end);
+        Ok(())
     }
 
     /// A digest of the live (key, value) pairs that does not depend on the

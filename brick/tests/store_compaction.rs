@@ -207,7 +207,9 @@ fn run(kind: Kind, seed: u64, ops: usize, key_count: u32) -> Counts {
                     assert_eq!(p.generation(), generation + 1, "{context}");
                     assert!(!p.compaction_in_progress());
                 }
-                CompactStatus::InProgress => assert!(p.compaction_in_progress(), "{context}"),
+                CompactStatus::InProgress | CompactStatus::Syncing => {
+                    assert!(p.compaction_in_progress(), "{context}")
+                }
                 CompactStatus::Idle => assert_eq!(copied, 0, "{context}"),
             }
         } else if roll < 97 {
@@ -301,9 +303,18 @@ fn a_finished_compaction_keeps_only_live_data() {
         compaction_file(&path).exists(),
         "the next generation is built beside the arena"
     );
-    let mut steps = 1;
-    while p.compact_step(1000) == CompactStatus::InProgress {
-        steps += 1;
+    let (mut steps, mut waits) = (1, 0);
+    loop {
+        match p.compact_step(1000) {
+            CompactStatus::InProgress => steps += 1,
+            // The sync runs on a helper thread: wait for it.
+            CompactStatus::Syncing => {
+                waits += 1;
+                assert!(waits < 10_000, "the sync does not end");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            _ => break,
+        }
         assert!(steps < 100, "compaction does not end");
     }
     assert!(
@@ -325,6 +336,53 @@ fn a_finished_compaction_keeps_only_live_data() {
     let (p, report) = Partition::open(Backing::File(path), CAPACITY).unwrap();
     assert_eq!(p.generation(), 1);
     assert_eq!(report.records, model.len() as u64);
+    check(&p, &model, "reopened");
+}
+
+/// A file-backed compaction syncs its new arena on a helper thread; writes
+/// made meanwhile go to the old arena, are copied after the sync, and are
+/// in the installed arena, before and after a reopen.
+#[test]
+fn writes_during_the_background_sync_are_in_the_installed_arena() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.arena");
+    let (mut p, _) = Partition::open(Backing::File(path.clone()), CAPACITY).unwrap();
+    let mut model = Model::new();
+    churn(&mut p, &mut model);
+    let mut steps = 0;
+    while p.compact_step(100_000) != CompactStatus::Syncing {
+        steps += 1;
+        assert!(steps < 100, "the compaction never reached its sync");
+    }
+    assert!(p.compaction_in_progress());
+    assert_eq!(p.generation(), 0, "installed before its sync");
+    for i in 0..50u32 {
+        let key = format!("during-sync-{i}").into_bytes();
+        let value = format!("value {i}").into_bytes();
+        p.put(&key, &value).unwrap();
+        model.insert(key, value);
+    }
+    assert!(p.remove(b"key3").unwrap());
+    model.remove(&b"key3"[..]);
+    check(&p, &model, "during the sync");
+    let mut waits = 0;
+    loop {
+        match p.compact_step(100_000) {
+            CompactStatus::Finished => break,
+            CompactStatus::Syncing | CompactStatus::InProgress => {
+                waits += 1;
+                assert!(waits < 10_000, "the sync does not end");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            CompactStatus::Idle => panic!("the compaction was dropped"),
+        }
+    }
+    assert_eq!(p.generation(), 1);
+    assert!(!compaction_file(&path).exists());
+    check(&p, &model, "installed");
+    drop(p);
+    let (p, _) = Partition::open(Backing::File(path), CAPACITY).unwrap();
+    assert_eq!(p.generation(), 1);
     check(&p, &model, "reopened");
 }
 

@@ -10,11 +10,23 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use memmap2::MmapMut;
 
 use super::record::{self, Header, Record, HEADER_BYTES};
 use super::StoreError;
+
+/// Syncs a folder after a rename in it; a failure is logged (see
+/// [`Arena::rename_over`]).
+fn sync_dir(dir: &Path) {
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        log::error!(
+            "{}: syncing the directory after compaction failed: {e}",
+            dir.display()
+        );
+    }
+}
 
 /// Bytes read at a time when looking for leftovers past the end of data.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
@@ -249,23 +261,63 @@ impl Arena {
     /// which is atomic, so a crash leaves either arena whole. Once this
     /// returns `Ok`, `old` must no longer be written: its name is gone.
     pub(super) fn replace(&mut self, old: &Arena) -> io::Result<()> {
+        if let Some(new) = &self.file {
+            self.map.flush()?;
+            new.file.sync_all()?;
+        }
+        self.rename_over(old)
+    }
+
+    /// Starts making this arena's bytes so far durable on a helper thread,
+    /// so that the event loop does not wait for the disk: an fsync of the
+    /// file, which on Linux also writes back the pages dirtied through the
+    /// map (elsewhere the map is synced first, here). `None` for a memory
+    /// arena, and where no thread could be started (the caller then syncs
+    /// with [`Arena::replace`]).
+    pub(super) fn sync_in_background(&self) -> io::Result<Option<JoinHandle<io::Result<()>>>> {
+        let Some(own) = &self.file else {
+            return Ok(None);
+        };
+        #[cfg(not(target_os = "linux"))]
+        self.map.flush()?;
+        let file = own.file.try_clone()?;
+        match std::thread::Builder::new()
+            .name("arena-sync".to_string())
+            .spawn(move || file.sync_all())
+        {
+            Ok(handle) => Ok(Some(handle)),
+            Err(e) => {
+                log::warn!(
+                    "{}: no thread for a background sync ({e}); syncing in place",
+                    own.path.display()
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Renames this arena over `old`, whose bytes up to some point were
+    /// made durable ([`Arena::sync_in_background`]); what was written after
+    /// is as durable as any write since the last flush. The directory's
+    /// sync follows on a helper thread.
+    pub(super) fn rename_over(&mut self, old: &Arena) -> io::Result<()> {
         let (Some(new), Some(old)) = (&mut self.file, &old.file) else {
             return Ok(());
         };
-        self.map.flush()?;
-        new.file.sync_all()?;
         std::fs::rename(&new.path, &old.path)?;
         new.path = old.path.clone();
         // The rename is done and cannot be taken back, so a failure to make
         // it durable is logged rather than returned: the arena is in place
         // either way, and a crash before the directory reaches the disk
         // leaves the previous generation, which is complete too.
-        if let Some(dir) = new.path.parent() {
-            if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-                log::error!(
-                    "{}: syncing the directory after compaction failed: {e}",
-                    dir.display()
-                );
+        if let Some(dir) = new.path.parent().map(Path::to_path_buf) {
+            let on_thread = dir.clone();
+            if std::thread::Builder::new()
+                .name("dir-sync".to_string())
+                .spawn(move || sync_dir(&on_thread))
+                .is_err()
+            {
+                sync_dir(&dir);
             }
         }
         Ok(())
