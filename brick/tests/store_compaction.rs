@@ -288,13 +288,39 @@ fn churn(p: &mut Partition, model: &mut Model) {
     panic!("compaction never became wanted");
 }
 
-#[test]
-fn a_finished_compaction_keeps_only_live_data() {
+/// A file-backed partition (in a folder that lives as long as the returned
+/// guard) that [`churn`] made ready to compact, and its model.
+fn churned_file_partition() -> (tempfile::TempDir, PathBuf, Partition, Model) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.arena");
     let (mut p, _) = Partition::open(Backing::File(path.clone()), CAPACITY).unwrap();
     let mut model = Model::new();
     churn(&mut p, &mut model);
+    (dir, path, p, model)
+}
+
+/// Steps the running compaction to its end, waiting out its background
+/// sync; returns the steps that copied records.
+fn step_to_the_end(p: &mut Partition, budget: usize) -> u32 {
+    let (mut steps, mut waits) = (0, 0);
+    loop {
+        match p.compact_step(budget) {
+            CompactStatus::Finished => return steps,
+            CompactStatus::InProgress => steps += 1,
+            CompactStatus::Syncing => {
+                waits += 1;
+                assert!(waits < 10_000, "the sync does not end");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            CompactStatus::Idle => panic!("the compaction was dropped"),
+        }
+        assert!(steps < 100, "compaction does not end");
+    }
+}
+
+#[test]
+fn a_finished_compaction_keeps_only_live_data() {
+    let (_dir, path, mut p, model) = churned_file_partition();
     let before = p.stats();
     assert!(before.dead_bytes >= CAPACITY / 32, "{before:?}");
 
@@ -303,20 +329,7 @@ fn a_finished_compaction_keeps_only_live_data() {
         compaction_file(&path).exists(),
         "the next generation is built beside the arena"
     );
-    let (mut steps, mut waits) = (1, 0);
-    loop {
-        match p.compact_step(1000) {
-            CompactStatus::InProgress => steps += 1,
-            // The sync runs on a helper thread: wait for it.
-            CompactStatus::Syncing => {
-                waits += 1;
-                assert!(waits < 10_000, "the sync does not end");
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            _ => break,
-        }
-        assert!(steps < 100, "compaction does not end");
-    }
+    let steps = 1 + step_to_the_end(&mut p, 1000);
     assert!(
         steps >= 2,
         "a 1000-byte budget cannot copy {} live bytes at once",
@@ -344,11 +357,7 @@ fn a_finished_compaction_keeps_only_live_data() {
 /// in the installed arena, before and after a reopen.
 #[test]
 fn writes_during_the_background_sync_are_in_the_installed_arena() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("p.arena");
-    let (mut p, _) = Partition::open(Backing::File(path.clone()), CAPACITY).unwrap();
-    let mut model = Model::new();
-    churn(&mut p, &mut model);
+    let (_dir, path, mut p, mut model) = churned_file_partition();
     let mut steps = 0;
     while p.compact_step(100_000) != CompactStatus::Syncing {
         steps += 1;
@@ -365,18 +374,7 @@ fn writes_during_the_background_sync_are_in_the_installed_arena() {
     assert!(p.remove(b"key3").unwrap());
     model.remove(&b"key3"[..]);
     check(&p, &model, "during the sync");
-    let mut waits = 0;
-    loop {
-        match p.compact_step(100_000) {
-            CompactStatus::Finished => break,
-            CompactStatus::Syncing | CompactStatus::InProgress => {
-                waits += 1;
-                assert!(waits < 10_000, "the sync does not end");
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            CompactStatus::Idle => panic!("the compaction was dropped"),
-        }
-    }
+    step_to_the_end(&mut p, 100_000);
     assert_eq!(p.generation(), 1);
     assert!(!compaction_file(&path).exists());
     check(&p, &model, "installed");
@@ -420,11 +418,7 @@ fn pausing_holds_a_compaction_where_it_is() {
 
 #[test]
 fn dropping_a_partition_mid_compaction_removes_the_unfinished_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("p.arena");
-    let (mut p, _) = Partition::open(Backing::File(path.clone()), CAPACITY).unwrap();
-    let mut model = Model::new();
-    churn(&mut p, &mut model);
+    let (_dir, path, mut p, model) = churned_file_partition();
     assert_eq!(p.compact_step(100), CompactStatus::InProgress);
     assert!(compaction_file(&path).exists());
     drop(p);
