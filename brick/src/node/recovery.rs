@@ -300,6 +300,10 @@ pub(super) struct RecoveryCounters {
 const CHUNK_BYTES: usize = 512 * 1024;
 /// Chunks in flight per copy.
 const WINDOW: usize = 4;
+// The chunks in flight must fit in a peer connection's send queue with room
+// to spare: past its limit the connection is dropped as "not reading", and
+// a copy that overflows it would break its own connection on every try.
+const _: () = assert!(WINDOW * CHUNK_BYTES <= wire::limits::QUEUED_BYTES_PER_CONNECTION_MAX / 2);
 /// The write lease is taken when at most this many bytes are left to send.
 const SEAL_BYTES: u64 = 256 * 1024;
 /// A copy whose target does not answer for this long is abandoned.
