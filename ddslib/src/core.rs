@@ -231,8 +231,15 @@ pub struct Core {
     requests: HashMap<(BrickId, u64), OpId>,
     transmits: VecDeque<(BrickId, u64, Request)>,
     completions: VecDeque<(OpId, Result<Output, DdsError>)>,
-    /// Deadlines by time; stale entries are skipped when they fire.
-    timers: BTreeMap<(Instant, u64), OpId>,
+    /// Deadlines in the order they were set. Nearly every deadline is a
+    /// request timeout from now, so they arrive in time order and a queue
+    /// holds them sorted: no tree to keep per operation. An entry whose op
+    /// is gone or has moved its deadline is stale and is dropped when it
+    /// reaches the front.
+    timers: VecDeque<(Instant, OpId)>,
+    /// The few deadlines that would break that order (a backoff shorter
+    /// than the request timeout, for example), by time.
+    early_timers: BTreeMap<(Instant, u64), OpId>,
     next_read_replica: usize,
     /// Commits sent to non-primary participants after the caller was
     /// answered: (brick, request id) → (group, brick).
@@ -255,7 +262,8 @@ impl Core {
             requests: HashMap::default(),
             transmits: VecDeque::new(),
             completions: VecDeque::new(),
-            timers: BTreeMap::new(),
+            timers: VecDeque::new(),
+            early_timers: BTreeMap::new(),
             next_read_replica: 0,
             followups: HashMap::default(),
         }
@@ -307,7 +315,12 @@ impl Core {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.keys().next().map(|(at, _)| *at)
+        let queued = self.timers.front().map(|(at, _)| *at);
+        let early = self.early_timers.keys().next().map(|(at, _)| *at);
+        match (queued, early) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The bricks this core has requests outstanding at.
@@ -337,19 +350,44 @@ impl Core {
         request_id
     }
 
-    /// Moves the op's one timer to `at`, so the timer table holds one
-    /// entry per live op rather than every deadline ever set.
+    /// Moves the op's timer to `at`; the entry of its earlier deadline is
+    /// left to go stale.
     fn set_deadline(&mut self, id: OpId, at: Instant) {
-        if let Some(state) = self.ops.get_mut(&id) {
-            self.timers.remove(&(state.deadline, id.0));
-            state.deadline = at;
-            self.timers.insert((at, id.0), id);
+        let Some(state) = self.ops.get_mut(&id) else {
+            return;
+        };
+        state.deadline = at;
+        if self.timers.back().is_none_or(|(last, _)| *last <= at) {
+            self.timers.push_back((at, id));
+        } else {
+            self.early_timers.insert((at, id.0), id);
+        }
+        self.drop_stale_timers();
+    }
+
+    /// Whether a timer entry still stands: its op lives and has not moved
+    /// its deadline.
+    fn timer_stands(&self, at: Instant, id: OpId) -> bool {
+        self.ops.get(&id).is_some_and(|state| state.deadline == at)
+    }
+
+    /// Drops stale entries at the front of the queue. Operations end in
+    /// about the order they started, so this keeps the queue near the
+    /// number of operations in flight; behind one that waits for its
+    /// timeout it grows for at most that timeout.
+    fn drop_stale_timers(&mut self) {
+        while let Some(&(at, id)) = self.timers.front() {
+            if self.timer_stands(at, id) {
+                break;
+            }
+            self.timers.pop_front();
         }
     }
 
     fn complete(&mut self, id: OpId, result: Result<Output, DdsError>) {
         if let Some(state) = self.ops.remove(&id) {
-            self.timers.remove(&(state.deadline, id.0));
+            self.early_timers.remove(&(state.deadline, id.0));
+            self.drop_stale_timers();
             for key in &state.sent {
                 self.requests.remove(key);
             }
@@ -610,17 +648,13 @@ impl Core {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((&(at, key), &id)) = self.timers.iter().next() {
-            if at > now {
-                break;
+        while let Some((at, id)) = self.next_due(now) {
+            if !self.timer_stands(at, id) {
+                continue; // Superseded.
             }
-            self.timers.remove(&(at, key));
             let Some(state) = self.ops.get(&id) else {
                 continue;
             };
-            if state.deadline != at {
-                continue; // Superseded.
-            }
             match &state.phase {
                 Phase::Backoff => self.start(now, id),
                 Phase::Halted => {}
@@ -647,6 +681,23 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Takes the earliest timer entry due at `now`, from either table.
+    fn next_due(&mut self, now: Instant) -> Option<(Instant, OpId)> {
+        let queued = self.timers.front().map(|(at, _)| *at);
+        let early = self.early_timers.keys().next().copied();
+        match (queued, early) {
+            (Some(q), Some((e, _))) if e < q => (e <= now).then(|| self.pop_early()),
+            (Some(q), _) => (q <= now).then(|| self.timers.pop_front().expect("a front")),
+            (None, Some((e, _))) => (e <= now).then(|| self.pop_early()),
+            (None, None) => None,
+        }
+    }
+
+    fn pop_early(&mut self) -> (Instant, OpId) {
+        let ((at, _), id) = self.early_timers.pop_first().expect("an early timer");
+        (at, id)
     }
 
     fn backoff(&mut self, now: Instant, id: OpId) {
@@ -1287,6 +1338,54 @@ mod tests {
             run_silent(&mut core, start, op),
             Err(DdsError::Timeout(_))
         ));
+    }
+
+    #[test]
+    fn timers_fire_in_time_order_and_moved_ones_are_skipped() {
+        let start = Instant::now();
+        let timeout = CoreConfig::default().request_timeout;
+        let mut core = Core::new(CoreConfig::default(), maps());
+        let get = |k: &[u8]| Op::Get {
+            table: b"t".to_vec(),
+            key: k.to_vec(),
+        };
+        let (a, b, c) = (
+            core.submit(start, get(b"a")),
+            core.submit(start, get(b"b")),
+            core.submit(start, get(b"c")),
+        );
+        // A deadline earlier than those queued goes to the early table.
+        let soon = start + Duration::from_millis(5);
+        core.set_deadline(b, soon);
+        assert_eq!(core.early_timers.len(), 1);
+        assert_eq!(core.poll_timeout(), Some(soon));
+        assert_eq!(core.next_due(soon - Duration::from_millis(1)), None);
+        assert_eq!(core.next_due(soon), Some((soon, b)));
+        assert_eq!(core.next_due(soon), None);
+        // b's first deadline is still queued (behind a's), but no longer
+        // stands.
+        let mut due = Vec::new();
+        while let Some((at, id)) = core.next_due(start + timeout) {
+            due.push((id, core.timer_stands(at, id)));
+        }
+        assert_eq!(due, vec![(a, true), (b, false), (c, true)]);
+        // Entries of ended operations wait behind a live one at the front,
+        // and go once it ends.
+        let later = start + timeout * 2;
+        core.set_deadline(a, later);
+        let ids: Vec<OpId> = (0..1000u32)
+            .map(|i| core.submit(later, get(&i.to_be_bytes())))
+            .collect();
+        for id in ids {
+            core.complete(id, Ok(Output::Done));
+        }
+        assert_eq!(core.timers.len(), 1 + 1000);
+        for id in [a, b, c] {
+            core.complete(id, Ok(Output::Done));
+        }
+        assert!(core.timers.is_empty(), "{} left", core.timers.len());
+        assert!(core.early_timers.is_empty());
+        assert_eq!(core.poll_timeout(), None);
     }
 
     #[test]
