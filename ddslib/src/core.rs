@@ -362,7 +362,6 @@ impl Core {
         } else {
             self.early_timers.insert((at, id.0), id);
         }
-        self.drop_stale_timers();
     }
 
     /// Whether a timer entry still stands: its op lives and has not moved
@@ -371,10 +370,10 @@ impl Core {
         self.ops.get(&id).is_some_and(|state| state.deadline == at)
     }
 
-    /// Drops stale entries at the front of the queue. Operations end in
-    /// about the order they started, so this keeps the queue near the
-    /// number of operations in flight; behind one that waits for its
-    /// timeout it grows for at most that timeout.
+    /// Drops stale entries at the front of the queue, as operations end.
+    /// They end in about the order they started, so this keeps the queue
+    /// near the number of operations in flight; behind one that waits for
+    /// its timeout it grows for at most that timeout.
     fn drop_stale_timers(&mut self) {
         while let Some(&(at, id)) = self.timers.front() {
             if self.timer_stands(at, id) {
