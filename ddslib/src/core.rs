@@ -428,17 +428,26 @@ impl Core {
             return;
         }
         let deadline = now + self.config.request_timeout;
-        match state.op.clone() {
+        // Taken out while the requests are built from it (each needs its own
+        // copy of the bytes), rather than copied whole; put back below.
+        let op = std::mem::replace(
+            &mut state.op,
+            Op::Get {
+                table: Vec::new(),
+                key: Vec::new(),
+            },
+        );
+        match &op {
             Op::Get { table, key } => {
                 // The hot path: the route is read in place, not copied.
-                let route = self.maps.lookup(maps::key_hash(&table, &key));
+                let route = self.maps.lookup(maps::key_hash(table, key));
                 self.next_read_replica = self.next_read_replica.wrapping_add(1);
                 let brick = route.bricks[self.next_read_replica % route.bricks.len()];
                 let request = Request::Get {
                     partition: route.partition,
                     fingerprint: route.fingerprint,
-                    table,
-                    key,
+                    table: table.clone(),
+                    key: key.clone(),
                 };
                 self.ops.get_mut(&id).unwrap().phase = Phase::Reading {
                     first: brick,
@@ -446,12 +455,10 @@ impl Core {
                 };
                 self.send(id, brick, request);
             }
-            Op::Put { table, key, value } => {
-                self.start_prepare(now, id, table, key, Write::Put(value))
-            }
-            Op::Remove { table, key } => self.start_prepare(now, id, table, key, Write::Remove),
+            Op::Put { table, key, value } => self.start_prepare(now, id, table, key, Some(value)),
+            Op::Remove { table, key } => self.start_prepare(now, id, table, key, None),
             Op::CreateTable { name } | Op::DestroyTable { name } => {
-                let create = matches!(self.ops[&id].op, Op::CreateTable { .. });
+                let create = matches!(op, Op::CreateTable { .. });
                 let bricks = self.all_bricks();
                 self.ops.get_mut(&id).unwrap().phase = Phase::Broadcast {
                     waiting: bricks.iter().copied().collect(),
@@ -466,6 +473,10 @@ impl Core {
                     self.send(id, brick, request);
                 }
             }
+        }
+        // Gone if it already completed (a write with no vote to wait for).
+        if let Some(state) = self.ops.get_mut(&id) {
+            state.op = op;
         }
         self.set_deadline(id, deadline);
     }
@@ -497,30 +508,31 @@ impl Core {
     /// primary: when something went wrong (a participant that does not
     /// answer, maps gone stale), the primary's own vote says so at once
     /// (with its maps) rather than after the others'.
+    /// Starts a write of `value` (a removal with `None`).
     fn start_prepare(
         &mut self,
         now: Instant,
         id: OpId,
-        table: Vec<u8>,
-        key: Vec<u8>,
-        write: Write,
+        table: &[u8],
+        key: &[u8],
+        value: Option<&Vec<u8>>,
     ) {
-        let route = self.route(&table, &key).expect("maps cover every hash");
+        let route = self.route(table, key).expect("maps cover every hash");
         self.next_tx = self.next_tx.wrapping_add(1);
         let txid = TxId((u64::from(self.client_id) << 32) | u64::from(self.next_tx));
         let prepare = |decide| Request::Prepare {
             txid,
             partition: route.partition,
             fingerprint: route.fingerprint,
-            table: table.clone(),
-            key: key.clone(),
-            write: write.clone(),
+            table: table.to_vec(),
+            key: key.to_vec(),
+            write: value.map_or(Write::Remove, |v| Write::Put(v.clone())),
             participants: route.bricks.clone(),
             decide,
         };
         let retry = self.ops.get(&id).is_some_and(|state| state.attempts > 1);
-        let others: Vec<BrickId> = route.bricks[usize::from(!retry)..].to_vec();
-        for &brick in &others {
+        let others = &route.bricks[usize::from(!retry)..];
+        for &brick in others {
             let request = prepare(false);
             self.send(id, brick, request);
         }
@@ -530,7 +542,7 @@ impl Core {
             // The deliberately broken variant: no waiting for votes.
             HashSet::default()
         } else {
-            others.into_iter().collect()
+            others.iter().copied().collect()
         };
         self.ops.get_mut(&id).unwrap().phase = Phase::Preparing(Box::new(Prepare {
             txid,
