@@ -1004,6 +1004,21 @@ impl Node {
             if let Some(state) = self.outcomes.get(txid) {
                 return Some(Reply::TxState(state));
             }
+            // Restarted, this brick may have committed the transaction
+            // before its crash (and had it read) and forgotten it: a no
+            // vote now would let the others abort what committed. It
+            // cannot tell, so it says so; the caller has it removed and
+            // decides with the next member, which voted yes. Alone in the
+            // group, it is the group, and decides as usual.
+            let shared = self
+                .maps
+                .dp
+                .rg_of(partition)
+                .and_then(|rg| self.maps.rg.get(rg))
+                .is_some_and(|e| e.bricks.len() > 1);
+            if shared && self.forgot_transactions(partition) {
+                return Some(Reply::TxState(TxState::Unknown));
+            }
         }
         let reply = self.prepare(
             now,

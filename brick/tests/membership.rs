@@ -374,6 +374,70 @@ fn a_paused_and_removed_primary_does_not_decide_for_the_group() {
     }
 }
 
+/// A primary that committed a write (which was then read) and crashed
+/// before its answer got out comes back without its memory, and the
+/// coordinator asks it again. It cannot tell whether it committed, so it
+/// must not vote no — the other members would abort a write that was read
+/// — but say "unknown" and leave the write prepared at the others, for the
+/// coordinator to decide with the next member once it is removed.
+#[test]
+fn a_restarted_primary_does_not_vote_no_on_a_prepare_that_decides() {
+    let mut net = Net::new(3);
+    net.run(Duration::from_millis(300), Duration::from_millis(5));
+    let maps = net.nodes[&BrickId(1)].maps().clone();
+    let (partition, _) = maps.dp.leaves().next().unwrap();
+    let fingerprint = maps.partition_fingerprint(partition).unwrap();
+    let prepare = |decide| Request::Prepare {
+        txid: wire::TxId(42),
+        partition,
+        fingerprint,
+        table: b"t".to_vec(),
+        key: b"k".to_vec(),
+        write: wire::Write::Put(b"v".to_vec()),
+        participants: vec![BrickId(1), BrickId(2)],
+        decide,
+    };
+    for b in [BrickId(1), BrickId(2)] {
+        let create = Request::CreateTable {
+            name: b"t".to_vec(),
+        };
+        client_request(&mut net, b, 1, create);
+    }
+    client_request(&mut net, BrickId(2), 2, prepare(false));
+    assert_eq!(client_reply(&net, BrickId(2), 2), Some(&Reply::Voted));
+    // Brick 1, the primary, restarts with nothing: no tables, no outcomes.
+    let mut restarted = config(3);
+    restarted.restarted = true;
+    restarted.amnesiac = true;
+    restarted.incarnation = 2;
+    let partitions = maps
+        .partitions_of(BrickId(1))
+        .into_iter()
+        .map(|p| (p, Partition::open(Backing::Anonymous, CAPACITY).unwrap().0))
+        .collect();
+    let node = Node::new(BrickId(1), restarted, maps.clone(), partitions, net.now);
+    net.nodes.insert(BrickId(1), node);
+    client_request(&mut net, BrickId(1), 3, prepare(true));
+    assert_eq!(
+        client_reply(&net, BrickId(1), 3),
+        Some(&Reply::TxState(wire::TxState::Unknown))
+    );
+    // Asked by the other member, it still cannot tell.
+    client_request(
+        &mut net,
+        BrickId(1),
+        4,
+        Request::TxStatus {
+            txid: wire::TxId(42),
+            partition,
+        },
+    );
+    assert_eq!(
+        client_reply(&net, BrickId(1), 4),
+        Some(&Reply::TxState(wire::TxState::Unknown))
+    );
+}
+
 #[test]
 fn an_accepted_undecided_change_holds_writes_until_it_is_settled() {
     let mut net = Net::new(3);
