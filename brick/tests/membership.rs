@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use brick::node::{ConnId, Node, NodeConfig, RecoveryConfig, Storage, Transmit};
 use brick::store::{Backing, Partition};
 use maps::config::ClusterConfig;
-use maps::{BrickId, Maps, RgId};
+use maps::{BrickId, Maps, PartitionId, RgId};
 use wire::{Reply, Request};
 
 const CAPACITY: u64 = 256 * 1024;
@@ -312,23 +312,26 @@ fn client_reply(net: &Net, brick: BrickId, id: u64) -> Option<&Reply> {
         .map(|(_, _, r)| r)
 }
 
-#[test]
-fn a_paused_and_removed_primary_does_not_decide_for_the_group() {
+/// Three bricks after their first leases, with table `t` created on bricks
+/// 1 and 2, the members of the one group; its partition and fingerprint.
+fn group_with_a_table() -> (Net, PartitionId, u32) {
     let mut net = Net::new(3);
     net.run(Duration::from_millis(300), Duration::from_millis(5));
     let maps = net.nodes[&BrickId(1)].maps().clone();
     let (partition, _) = maps.dp.leaves().next().unwrap();
     let fingerprint = maps.partition_fingerprint(partition).unwrap();
     for b in [BrickId(1), BrickId(2)] {
-        client_request(
-            &mut net,
-            b,
-            1,
-            Request::CreateTable {
-                name: b"t".to_vec(),
-            },
-        );
+        let create = Request::CreateTable {
+            name: b"t".to_vec(),
+        };
+        client_request(&mut net, b, 1, create);
     }
+    (net, partition, fingerprint)
+}
+
+#[test]
+fn a_paused_and_removed_primary_does_not_decide_for_the_group() {
+    let (mut net, partition, fingerprint) = group_with_a_table();
     // A write prepared on both members: brick 1 is its primary.
     let txid = wire::TxId(42);
     for b in [BrickId(1), BrickId(2)] {
@@ -382,11 +385,8 @@ fn a_paused_and_removed_primary_does_not_decide_for_the_group() {
 /// coordinator to decide with the next member once it is removed.
 #[test]
 fn a_restarted_primary_does_not_vote_no_on_a_prepare_that_decides() {
-    let mut net = Net::new(3);
-    net.run(Duration::from_millis(300), Duration::from_millis(5));
+    let (mut net, partition, fingerprint) = group_with_a_table();
     let maps = net.nodes[&BrickId(1)].maps().clone();
-    let (partition, _) = maps.dp.leaves().next().unwrap();
-    let fingerprint = maps.partition_fingerprint(partition).unwrap();
     let prepare = |decide| Request::Prepare {
         txid: wire::TxId(42),
         partition,
@@ -397,12 +397,6 @@ fn a_restarted_primary_does_not_vote_no_on_a_prepare_that_decides() {
         participants: vec![BrickId(1), BrickId(2)],
         decide,
     };
-    for b in [BrickId(1), BrickId(2)] {
-        let create = Request::CreateTable {
-            name: b"t".to_vec(),
-        };
-        client_request(&mut net, b, 1, create);
-    }
     client_request(&mut net, BrickId(2), 2, prepare(false));
     assert_eq!(client_reply(&net, BrickId(2), 2), Some(&Reply::Voted));
     // Brick 1, the primary, restarts with nothing: no tables, no outcomes.
