@@ -193,7 +193,19 @@ fn run(kind: Kind, seed: u64, ops: usize, key_count: u32) -> Counts {
         } else if roll < 95 {
             let budget = rng.random_range(1..3000usize);
             let generation = p.generation();
-            let status = p.compact_step(budget);
+            let mut status = p.compact_step(budget);
+            // A file's sync runs on a helper thread, and the operations here
+            // follow each other far faster than a disk syncs: half the time
+            // the test waits for it to end, as an idle event loop would.
+            if status == CompactStatus::Syncing && rng.random_bool(0.5) {
+                let mut waits = 0;
+                while status == CompactStatus::Syncing {
+                    waits += 1;
+                    assert!(waits < 10_000, "{context}: the sync does not end");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    status = p.compact_step(budget);
+                }
+            }
             let copied = p.stats().last_step_copied_bytes;
             // A step stops once it copied its budget, so it overshoots by
             // less than one record (at most 11 + 14 + 8000 bytes here).
