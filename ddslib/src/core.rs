@@ -356,7 +356,10 @@ impl Core {
         let Some(state) = self.ops.get_mut(&id) else {
             return;
         };
-        state.deadline = at;
+        let before = std::mem::replace(&mut state.deadline, at);
+        if !self.early_timers.is_empty() {
+            self.early_timers.remove(&(before, id.0));
+        }
         if self.timers.back().is_none_or(|(last, _)| *last <= at) {
             self.timers.push_back((at, id));
         } else {
@@ -1397,6 +1400,23 @@ mod tests {
         assert!(core.timers.is_empty(), "{} left", core.timers.len());
         assert!(core.early_timers.is_empty());
         assert_eq!(core.poll_timeout(), None);
+    }
+
+    #[test]
+    fn an_operation_holds_at_most_one_early_timer() {
+        let start = Instant::now();
+        let mut core = Core::new(CoreConfig::default(), maps());
+        let get = Op::Get {
+            table: b"t".to_vec(),
+            key: b"k".to_vec(),
+        };
+        let id = core.submit(start, get);
+        for ms in [5, 3, 4] {
+            core.set_deadline(id, start + Duration::from_millis(ms));
+            assert_eq!(core.early_timers.len(), 1);
+        }
+        core.complete(id, Ok(Output::Done));
+        assert!(core.early_timers.is_empty());
     }
 
     #[test]
