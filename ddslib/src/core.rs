@@ -433,6 +433,11 @@ impl Core {
         let deadline = now + self.config.request_timeout;
         // Taken out while the requests are built from it (each needs its own
         // copy of the bytes), rather than copied whole; put back below.
+        // Nothing below starts an operation again before that.
+        debug_assert!(
+            !matches!(&state.op, Op::Get { table, .. } if table.is_empty()),
+            "an operation started again while it was taken out"
+        );
         let op = std::mem::replace(
             &mut state.op,
             Op::Get {
