@@ -329,27 +329,28 @@ fn group_with_a_table() -> (Net, PartitionId, u32) {
     (net, partition, fingerprint)
 }
 
+/// Transaction 42's prepare of `k` = `v` in table `t`, with bricks 1 (the
+/// primary) and 2 as participants.
+fn prepare_42(partition: PartitionId, fingerprint: u32, decide: bool) -> Request {
+    Request::Prepare {
+        txid: wire::TxId(42),
+        partition,
+        fingerprint,
+        table: b"t".to_vec(),
+        key: b"k".to_vec(),
+        write: wire::Write::Put(b"v".to_vec()),
+        participants: vec![BrickId(1), BrickId(2)],
+        decide,
+    }
+}
+
 #[test]
 fn a_paused_and_removed_primary_does_not_decide_for_the_group() {
     let (mut net, partition, fingerprint) = group_with_a_table();
     // A write prepared on both members: brick 1 is its primary.
     let txid = wire::TxId(42);
     for b in [BrickId(1), BrickId(2)] {
-        client_request(
-            &mut net,
-            b,
-            2,
-            Request::Prepare {
-                txid,
-                partition,
-                fingerprint,
-                table: b"t".to_vec(),
-                key: b"k".to_vec(),
-                write: wire::Write::Put(b"v".to_vec()),
-                participants: vec![BrickId(1), BrickId(2)],
-                decide: false,
-            },
-        );
+        client_request(&mut net, b, 2, prepare_42(partition, fingerprint, false));
         assert_eq!(client_reply(&net, b, 2), Some(&Reply::Voted), "{b}");
     }
     // Brick 1 is paused long enough for brick 2 to remove it.
@@ -387,16 +388,7 @@ fn a_paused_and_removed_primary_does_not_decide_for_the_group() {
 fn a_restarted_primary_does_not_vote_no_on_a_prepare_that_decides() {
     let (mut net, partition, fingerprint) = group_with_a_table();
     let maps = net.nodes[&BrickId(1)].maps().clone();
-    let prepare = |decide| Request::Prepare {
-        txid: wire::TxId(42),
-        partition,
-        fingerprint,
-        table: b"t".to_vec(),
-        key: b"k".to_vec(),
-        write: wire::Write::Put(b"v".to_vec()),
-        participants: vec![BrickId(1), BrickId(2)],
-        decide,
-    };
+    let prepare = |decide| prepare_42(partition, fingerprint, decide);
     client_request(&mut net, BrickId(2), 2, prepare(false));
     assert_eq!(client_reply(&net, BrickId(2), 2), Some(&Reply::Voted));
     // Brick 1, the primary, restarts with nothing: no tables, no outcomes.
