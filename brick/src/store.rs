@@ -862,7 +862,7 @@ impl Partition {
         // The same slot order as the copy, so the offsets follow each other.
         let parity = next.parity();
         let mut offset = HEADER_BYTES;
-        for pos in 0..self.index.slots() {
+        for pos in 0..self.index.positions() {
             if self.index.get(pos).is_some() && Some(pos) != skip {
                 self.index.replace(pos, self.locations.at(parity, offset));
                 offset += next.record(offset).bytes.len() as u64;

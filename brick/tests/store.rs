@@ -2,6 +2,7 @@
 //! limits, full arenas, reopening files, torn tails, capacities and the
 //! checksum. Compaction under load is in `store_compaction.rs`.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -756,4 +757,78 @@ proptest::proptest! {
         }
         append_or_refuse(&chunk);
     }
+}
+
+/// Whether the partition's index is moving entries from an outgrown table:
+/// it then holds two tables, 17 or more bytes per key, where one table
+/// holds at most 9/7 of 8 bytes per key.
+fn index_growing(p: &Partition) -> bool {
+    let stats = p.stats();
+    stats.keys > 1000 && stats.index_bytes > 13 * stats.keys
+}
+
+fn tail_free(p: &Partition) -> u64 {
+    let stats = p.stats();
+    stats.capacity_bytes - HEADER_BYTES - stats.used_bytes
+}
+
+#[test]
+fn a_full_arena_compacts_and_removes_while_the_index_grows_in_steps() {
+    // The first new key that starts a growth in steps (the table is then
+    // past 4,096 slots): growth depends only on the number of keys.
+    let starts_growth = {
+        let mut p = anonymous(CAPACITY);
+        (0..).find(|&i| {
+            p.put(&key(i), &value(i, 4)).unwrap();
+            index_growing(&p)
+        })
+    }
+    .unwrap();
+    // The arena has room for those keys, 30 records more and 5 bytes.
+    // While entries move, overwrites fill the tail and compact
+    // synchronously, and a remove that finds no room for its tombstone
+    // compacts without its key.
+    let rec = record_bytes(9, 4);
+    let mut p = anonymous(HEADER_BYTES + (starts_growth as u64 + 31) * rec + 5);
+    let mut model = BTreeMap::new();
+    let put = |p: &mut Partition, model: &mut BTreeMap<_, _>, i: usize, v: usize| {
+        p.put(&key(i), &value(v, 4)).unwrap();
+        model.insert(key(i), value(v, 4));
+    };
+    for i in 0..starts_growth {
+        put(&mut p, &mut model, i, i);
+    }
+    assert!(!index_growing(&p));
+    put(&mut p, &mut model, starts_growth, 0);
+    assert!(index_growing(&p), "{:?}", p.stats());
+    let n = starts_growth + 1;
+    let (mut compactions, mut removes_compacting) = (0, 0);
+    let mut round = 0;
+    while index_growing(&p) {
+        round += 1;
+        // Overwrites until the tail has no room for a tombstone.
+        while tail_free(&p) >= record_bytes(9, 0) {
+            let generation = p.generation();
+            put(&mut p, &mut model, (round * 7919) % n, round);
+            compactions += p.generation() - generation;
+            round += 1;
+        }
+        let generation = p.generation();
+        let gone = key((round * 104_729) % n);
+        assert_eq!(p.remove(&gone).unwrap(), model.remove(&gone).is_some());
+        removes_compacting += p.generation() - generation;
+        compactions += p.generation() - generation;
+        p.check_invariants();
+        for (k, v) in &model {
+            assert_eq!(p.get(k), Some(&v[..]), "key {k:?} in round {round}");
+        }
+        assert_eq!(p.stats().keys, model.len() as u64);
+        assert!(round < 100_000, "the index never finished growing");
+    }
+    assert!(compactions >= 3, "{compactions} compactions while growing");
+    assert!(removes_compacting >= 1, "no remove compacted while growing");
+    let digest = p.digest();
+    let (p, _) = Partition::reopen_anonymous(p.bytes(), p.stats().capacity_bytes).unwrap();
+    assert_eq!(p.digest(), digest);
+    p.check_invariants();
 }

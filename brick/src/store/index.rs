@@ -33,6 +33,17 @@
 //! than growing by a quarter would hold. Deletion shifts later
 //! entries of the probe run back (no tombstones), so lookups never slow
 //! down with churn.
+//!
+//! Growth in steps: moving every entry at once stalls the write that
+//! triggers it (about 10 ms at half a million keys, more on a busy
+//! machine), and a brick's event loop with it. So a table of
+//! [`GROW_IN_STEPS_FROM`] slots or more keeps the outgrown table beside the
+//! grown one and moves its entries over a few probe runs per insert, as
+//! Redis rehashes a dictionary a bucket at a time. Meanwhile a lookup that
+//! misses in the grown table looks in the old one, new keys go only to the
+//! grown one, and an overwrite or remove acts where the key is. The step
+//! is large enough that the move always ends before the next growth is
+//! due, so there are never more than two tables.
 
 /// Fewest slots a table has.
 pub const SLOTS_MIN: usize = 16;
@@ -54,61 +65,35 @@ const _: () = assert!(
 /// Where a key's probe ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Probe {
-    /// The key is at this slot.
+    /// The key is at this position.
     Found(usize),
-    /// The key is absent; this empty slot is where it would go.
+    /// The key is absent; this empty position is where it would go.
     Vacant(usize),
 }
 
-/// The open-addressing table. See the module docs.
+/// Tables smaller than this grow in one go; larger ones move their entries
+/// to the grown table a few at a time (see [`Index::reserve_one`]).
+pub const GROW_IN_STEPS_FROM: usize = 4096;
+
+/// Slots of the old table a growing index moves on with each
+/// [`Index::reserve_one`] (whole probe runs, so sometimes more). The old
+/// table holds at most 7/8 of its `n` slots in entries and the grown one
+/// (9n/8 slots) fills up after 7n/64 more keys, so moving at least 64/7 ≈
+/// 9.2 slots per insert always ends the move before the next growth.
+const MOVE_PER_STEP: usize = 16;
+
+const _: () = assert!(MOVE_PER_STEP * 7 > 64);
+
+/// One open-addressing table: its slots and the geometry of homes.
 #[derive(Debug)]
-pub struct Index {
+struct Table {
     slots: Vec<u64>,
-    len: usize,
     location_bits: u32,
 }
 
-impl Index {
-    /// An empty index of [`SLOTS_MIN`] slots whose locations are nonzero
-    /// numbers of `location_bits` bits (at most [`LOCATION_BITS_MAX`]; up to
-    /// 60 is accepted so tests can make tags tiny).
-    pub fn new(location_bits: u32) -> Index {
-        assert!(
-            (1..=60).contains(&location_bits),
-            "{location_bits} location bits"
-        );
-        Index {
-            slots: vec![0; SLOTS_MIN],
-            len: 0,
-            location_bits,
-        }
-    }
-
-    /// Removes every key and keeps the table's size, for a partition that
-    /// is about to be filled again with about as many keys.
-    pub fn clear(&mut self) {
-        self.slots.fill(0);
-        self.len = 0;
-    }
-
-    /// Keys in the index.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the index holds no key.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Slots in the table.
-    pub fn slots(&self) -> usize {
+impl Table {
+    fn len(&self) -> usize {
         self.slots.len()
-    }
-
-    /// Bytes of memory the table uses.
-    pub fn memory_bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<u64>()
     }
 
     /// The slot after `pos`, wrapping at the end.
@@ -172,10 +157,8 @@ impl Index {
         }
     }
 
-    /// Looks for the key with this hash. `matches` is asked about each entry
-    /// whose tag equals the key's, and says whether that entry's location
-    /// holds the key.
-    pub fn find(&self, hash: u64, mut matches: impl FnMut(u64) -> bool) -> Probe {
+    /// The key's slot, or the empty slot where its probe ended.
+    fn find(&self, hash: u64, matches: &mut impl FnMut(u64) -> bool) -> Probe {
         let tag = self.tag(hash);
         let mut pos = self.home(hash);
         // The table always has an empty slot (load stays under 7/8), so the
@@ -193,10 +176,7 @@ impl Index {
         unreachable!("an index of {} slots has no empty slot", self.slots.len());
     }
 
-    /// Asks the processor to bring the home slot of `hash` into its cache,
-    /// so that a [`Index::find`] of that hash a little later does not wait
-    /// for memory. Only a hint: it changes nothing.
-    pub fn prefetch(&self, hash: u64) {
+    fn prefetch(&self, hash: u64) {
         let slot: *const u64 = &self.slots[self.home(hash)];
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a prefetch has no effect on memory and cannot fault; the
@@ -209,62 +189,19 @@ impl Index {
         let _ = slot;
     }
 
-    /// The location in slot `pos`, if it is occupied.
-    pub fn get(&self, pos: usize) -> Option<u64> {
-        let slot = self.slots[pos];
-        (slot != 0).then_some(slot & self.location_mask())
-    }
-
-    /// The location in an occupied slot.
-    pub fn location(&self, pos: usize) -> u64 {
-        self.get(pos)
-            .unwrap_or_else(|| panic!("slot {pos} is empty"))
-    }
-
-    fn check_location(&self, location: u64) {
-        assert!(
-            location != 0 && location <= self.location_mask(),
-            "location {location:#x} out of range"
-        );
-    }
-
-    /// Points an occupied slot at a new location of the same key.
-    pub fn replace(&mut self, pos: usize, location: u64) {
-        self.check_location(location);
-        let slot = self.slots[pos];
-        assert!(slot != 0, "slot {pos} is empty");
-        self.slots[pos] = (slot & !self.location_mask()) | location;
-    }
-
-    /// Makes room for one more key, growing the table by an eighth if that
-    /// key would take the load past 7/8. Call before [`Index::find`] when the result
-    /// may be used to insert, because growth moves every entry. `hash_at`
-    /// is called only for tables past 2^tag_bits slots.
-    pub fn reserve_one(&mut self, hash_at: impl FnMut(u64) -> u64) {
-        if (self.len + 1) * 8 > self.slots.len() * 7 {
-            assert!(self.slots.len() < SLOTS_MAX, "index past {SLOTS_MAX} slots");
-            let grown = self.slots.len() + self.slots.len() / 8;
-            self.rebuild(grown.min(SLOTS_MAX), hash_at);
+    /// Puts an entry (a whole slot value) at the first empty slot from its
+    /// home.
+    fn place(&mut self, slot: u64, hash_at: &mut impl FnMut(u64) -> u64) {
+        let mut pos = self.home_of_slot(slot, hash_at);
+        while self.slots[pos] != 0 {
+            pos = self.next(pos);
         }
-    }
-
-    /// Puts a key that [`Index::find`] reported vacant at `pos` into that
-    /// slot.
-    pub fn insert(&mut self, pos: usize, hash: u64, location: u64) {
-        self.check_location(location);
-        assert!(self.slots[pos] == 0, "slot {pos} is taken");
-        assert!(
-            (self.len + 1) * 8 <= self.slots.len() * 7,
-            "insert without reserve_one"
-        );
-        self.slots[pos] = (self.tag(hash) << self.location_bits) | location;
-        self.len += 1;
+        self.slots[pos] = slot;
     }
 
     /// Empties slot `pos` and shifts back the entries after it that would
-    /// otherwise become unreachable, so no tombstone is needed. `hash_at`
-    /// is called only for tables past 2^tag_bits slots.
-    pub fn remove(&mut self, pos: usize, mut hash_at: impl FnMut(u64) -> u64) {
+    /// otherwise become unreachable, so no tombstone is needed.
+    fn remove(&mut self, pos: usize, hash_at: &mut impl FnMut(u64) -> u64) {
         assert!(self.slots[pos] != 0, "slot {pos} is empty");
         let mut hole = pos;
         let mut next = self.next(pos);
@@ -273,7 +210,7 @@ impl Index {
             if slot == 0 {
                 break;
             }
-            let home = self.home_of_slot(slot, &mut hash_at);
+            let home = self.home_of_slot(slot, hash_at);
             // The entry may fill the hole when the hole lies on its probe
             // path, that is between its home and where it sits now (with
             // wraparound): its distance from home is at least the hole's.
@@ -284,42 +221,17 @@ impl Index {
             next = self.next(next);
         }
         self.slots[hole] = 0;
-        self.len -= 1;
-    }
-
-    /// Every occupied slot as (slot, location), in slot order.
-    pub fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        let location_mask = self.location_mask();
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, &s)| s != 0)
-            .map(move |(pos, &s)| (pos, s & location_mask))
-    }
-
-    fn rebuild(&mut self, slots: usize, mut hash_at: impl FnMut(u64) -> u64) {
-        let old = std::mem::replace(&mut self.slots, vec![0; slots]);
-        let old_bytes = old.len() * std::mem::size_of::<u64>();
-        for slot in old.into_iter().filter(|&s| s != 0) {
-            let mut pos = self.home_of_slot(slot, &mut hash_at);
-            while self.slots[pos] != 0 {
-                pos = self.next(pos);
-            }
-            self.slots[pos] = slot;
-        }
-        give_back_freed_table(old_bytes);
     }
 
     /// Checks that every entry is reachable from its home without crossing
-    /// an empty slot, that its tag is its hash's, and that the count is
-    /// right. For tests.
-    pub fn check_invariants(&self, mut hash_at: impl FnMut(u64) -> u64) {
+    /// an empty slot and that its tag is its hash's; returns the entries.
+    fn check_invariants(&self, hash_at: &mut impl FnMut(u64) -> u64) -> usize {
         let mut count = 0;
-        for (pos, location) in self.iter() {
+        for (pos, &slot) in self.slots.iter().enumerate().filter(|(_, &s)| s != 0) {
             count += 1;
-            let hash = hash_at(location);
+            let hash = hash_at(slot & self.location_mask());
             assert_eq!(
-                self.slots[pos] >> self.location_bits,
+                slot >> self.location_bits,
                 self.tag(hash),
                 "tag of slot {pos}"
             );
@@ -333,8 +245,290 @@ impl Index {
                 at = self.next(at);
             }
         }
+        count
+    }
+}
+
+/// The table an index outgrew, while its entries move to the grown one.
+/// Its slots are visited once, in order from slot 0, and a step stops only
+/// at an empty slot. So what has moved is whole probe runs, and perhaps the
+/// part at slot 0 of a run that wraps around the end (its start, near the
+/// end of the table, moves last): never the start of a run without its
+/// rest. A key left behind is therefore still found from its home here.
+/// Moved slots are emptied; no key is ever added here.
+#[derive(Debug)]
+struct Moving {
+    table: Table,
+    cursor: usize,
+    /// Slots not yet visited.
+    left: usize,
+}
+
+/// The open-addressing table. See the module docs.
+///
+/// Positions in [`Probe`] and the methods that take one number the current
+/// table's slots from 0, then, while a growth is under way, the old
+/// table's after them; a position is good until the next call that takes
+/// `&mut self`.
+#[derive(Debug)]
+pub struct Index {
+    table: Table,
+    moving: Option<Moving>,
+    len: usize,
+    grow_in_steps_from: usize,
+}
+
+impl Index {
+    /// An empty index of [`SLOTS_MIN`] slots whose locations are nonzero
+    /// numbers of `location_bits` bits (at most [`LOCATION_BITS_MAX`]; up to
+    /// 60 is accepted so tests can make tags tiny).
+    pub fn new(location_bits: u32) -> Index {
+        assert!(
+            (1..=60).contains(&location_bits),
+            "{location_bits} location bits"
+        );
+        Index {
+            table: Table {
+                slots: vec![0; SLOTS_MIN],
+                location_bits,
+            },
+            moving: None,
+            len: 0,
+            grow_in_steps_from: GROW_IN_STEPS_FROM,
+        }
+    }
+
+    /// The same index growing in steps from tables of `slots` slots, so
+    /// that tests can watch small tables grow that way.
+    #[cfg(test)]
+    fn growing_in_steps_from(mut self, slots: usize) -> Index {
+        self.grow_in_steps_from = slots;
+        self
+    }
+
+    /// Removes every key and keeps the table's size, for a partition that
+    /// is about to be filled again with about as many keys.
+    pub fn clear(&mut self) {
+        self.moving = None;
+        self.table.slots.fill(0);
+        self.len = 0;
+    }
+
+    /// Keys in the index.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the index holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Slots in the current table (the grown one, while entries move).
+    pub fn slots(&self) -> usize {
+        self.table.len()
+    }
+
+    /// One past the largest position: the current table's slots and the
+    /// old table's while entries move.
+    pub fn positions(&self) -> usize {
+        self.table.len() + self.moving.as_ref().map_or(0, |m| m.table.len())
+    }
+
+    /// Whether entries are still moving from an outgrown table.
+    pub fn is_growing(&self) -> bool {
+        self.moving.is_some()
+    }
+
+    /// Bytes of memory the tables use.
+    pub fn memory_bytes(&self) -> usize {
+        self.positions() * std::mem::size_of::<u64>()
+    }
+
+    /// The table and slot behind a position.
+    fn at(&self, pos: usize) -> (&Table, usize) {
+        match (pos.checked_sub(self.table.len()), &self.moving) {
+            (Some(old), Some(m)) => (&m.table, old),
+            _ => (&self.table, pos),
+        }
+    }
+
+    fn at_mut(&mut self, pos: usize) -> (&mut Table, usize) {
+        match (pos.checked_sub(self.table.len()), &mut self.moving) {
+            (Some(old), Some(m)) => (&mut m.table, old),
+            _ => (&mut self.table, pos),
+        }
+    }
+
+    /// Looks for the key with this hash. `matches` is asked about each entry
+    /// whose tag equals the key's, and says whether that entry's location
+    /// holds the key. A vacant position is always in the current table.
+    pub fn find(&self, hash: u64, mut matches: impl FnMut(u64) -> bool) -> Probe {
+        let probe = self.table.find(hash, &mut matches);
+        match (probe, &self.moving) {
+            (Probe::Vacant(_), Some(m)) => match m.table.find(hash, &mut matches) {
+                Probe::Found(old) => Probe::Found(self.table.len() + old),
+                Probe::Vacant(_) => probe,
+            },
+            _ => probe,
+        }
+    }
+
+    /// Asks the processor to bring the home slot of `hash` into its cache,
+    /// so that a [`Index::find`] of that hash a little later does not wait
+    /// for memory. Only a hint: it changes nothing.
+    pub fn prefetch(&self, hash: u64) {
+        self.table.prefetch(hash);
+        if let Some(m) = &self.moving {
+            m.table.prefetch(hash);
+        }
+    }
+
+    /// The location at position `pos`, if it is occupied.
+    pub fn get(&self, pos: usize) -> Option<u64> {
+        let (table, pos) = self.at(pos);
+        let slot = table.slots[pos];
+        (slot != 0).then_some(slot & table.location_mask())
+    }
+
+    /// The location at an occupied position.
+    pub fn location(&self, pos: usize) -> u64 {
+        self.get(pos)
+            .unwrap_or_else(|| panic!("position {pos} is empty"))
+    }
+
+    fn check_location(&self, location: u64) {
+        assert!(
+            location != 0 && location <= self.table.location_mask(),
+            "location {location:#x} out of range"
+        );
+    }
+
+    /// Points an occupied position at a new location of the same key.
+    pub fn replace(&mut self, pos: usize, location: u64) {
+        self.check_location(location);
+        let (table, pos) = self.at_mut(pos);
+        let slot = table.slots[pos];
+        assert!(slot != 0, "position {pos} is empty");
+        table.slots[pos] = (slot & !table.location_mask()) | location;
+    }
+
+    /// Makes room for one more key: grows the table by an eighth if that
+    /// key would take the load past 7/8, and moves on a growth under way.
+    /// Call before [`Index::find`] when the result may be used to insert,
+    /// because both move entries. `hash_at` is called only for tables past
+    /// 2^tag_bits slots.
+    ///
+    /// A table of fewer than [`GROW_IN_STEPS_FROM`] slots is rebuilt at
+    /// once. A larger one is not: its entries move to the grown table
+    /// [`MOVE_PER_STEP`] slots per call, while lookups look in both, so no
+    /// single write pays for moving every key (about 10 ms at half a
+    /// million keys).
+    pub fn reserve_one(&mut self, mut hash_at: impl FnMut(u64) -> u64) {
+        if self.moving.is_some() {
+            self.move_entries(MOVE_PER_STEP, &mut hash_at);
+        }
+        if (self.len + 1) * 8 > self.table.len() * 7 {
+            assert!(self.table.len() < SLOTS_MAX, "index past {SLOTS_MAX} slots");
+            // Not reached while the step size holds; kept for safety.
+            self.move_entries(usize::MAX, &mut hash_at);
+            let grown = (self.table.len() + self.table.len() / 8).min(SLOTS_MAX);
+            let old = std::mem::replace(&mut self.table.slots, vec![0; grown]);
+            let old = Table {
+                slots: old,
+                location_bits: self.table.location_bits,
+            };
+            let step = if old.len() < self.grow_in_steps_from {
+                usize::MAX
+            } else {
+                MOVE_PER_STEP
+            };
+            self.moving = Some(Moving {
+                left: old.len(),
+                table: old,
+                cursor: 0,
+            });
+            self.move_entries(step, &mut hash_at);
+        }
+    }
+
+    /// Moves the entries of at least `count` slots of the old table (whole
+    /// probe runs) to the current one; drops the old table once it is
+    /// empty.
+    fn move_entries(&mut self, count: usize, hash_at: &mut impl FnMut(u64) -> u64) {
+        let Some(m) = &mut self.moving else {
+            return;
+        };
+        let mut visited = 0usize;
+        while m.left > 0 && (visited < count || m.table.slots[m.cursor] != 0) {
+            let slot = std::mem::take(&mut m.table.slots[m.cursor]);
+            if slot != 0 {
+                self.table.place(slot, hash_at);
+            }
+            m.cursor = m.table.next(m.cursor);
+            m.left -= 1;
+            visited += 1;
+        }
+        if m.left == 0 {
+            let old_bytes = m.table.len() * std::mem::size_of::<u64>();
+            self.moving = None;
+            give_back_freed_table(old_bytes);
+        }
+    }
+
+    /// Puts a key that [`Index::find`] reported vacant at `pos` into that
+    /// slot.
+    pub fn insert(&mut self, pos: usize, hash: u64, location: u64) {
+        self.check_location(location);
+        assert!(pos < self.table.len(), "insert into the old table");
+        assert!(self.table.slots[pos] == 0, "slot {pos} is taken");
+        assert!(
+            (self.len + 1) * 8 <= self.table.len() * 7,
+            "insert without reserve_one"
+        );
+        self.table.slots[pos] = (self.table.tag(hash) << self.table.location_bits) | location;
+        self.len += 1;
+    }
+
+    /// Empties position `pos` and shifts back the entries after it in its
+    /// table that would otherwise become unreachable, so no tombstone is
+    /// needed. `hash_at` is called only for tables past 2^tag_bits slots.
+    pub fn remove(&mut self, pos: usize, mut hash_at: impl FnMut(u64) -> u64) {
+        let (table, pos) = self.at_mut(pos);
+        table.remove(pos, &mut hash_at);
+        self.len -= 1;
+    }
+
+    /// Every occupied position as (position, location), in position order.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let old = self.moving.as_ref().map_or(&[][..], |m| &m.table.slots[..]);
+        let mask = self.table.location_mask();
+        self.table
+            .slots
+            .iter()
+            .chain(old)
+            .enumerate()
+            .filter(|(_, &s)| s != 0)
+            .map(move |(pos, &s)| (pos, s & mask))
+    }
+
+    /// Checks that every entry is reachable from its home in its table
+    /// without crossing an empty slot, that its tag is its hash's, that the
+    /// count is right, and that a growth under way ends before the next
+    /// one is due. For tests.
+    pub fn check_invariants(&self, mut hash_at: impl FnMut(u64) -> u64) {
+        let mut count = self.table.check_invariants(&mut hash_at);
+        if let Some(m) = &self.moving {
+            count += m.table.check_invariants(&mut hash_at);
+            let room = self.table.len() * 7 / 8 - self.len;
+            assert!(
+                m.left <= room.saturating_add(1) * MOVE_PER_STEP,
+                "{} old slots left to move with room for {room} keys",
+                m.left
+            );
+        }
         assert_eq!(count, self.len, "index count");
-        assert!(self.len * 8 <= self.slots.len() * 7, "index load over 7/8");
+        assert!(self.len * 8 <= self.table.len() * 7, "index load over 7/8");
     }
 }
 
@@ -617,6 +811,51 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_large_table_grows_a_few_slots_per_put_and_finds_every_key_meanwhile() {
+        let (mut index, mut keys) = (Index::new(BITS), Keys::default());
+        let spread = |key: u64| key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut key = 0u64;
+        while index.slots() < GROW_IN_STEPS_FROM {
+            put(&mut index, &mut keys, key, spread(key));
+            key += 1;
+            assert!(!index.is_growing(), "small tables grow in one go");
+        }
+        // Fill up to the next growth, which moves entries in steps.
+        let slots = index.slots();
+        while index.slots() == slots {
+            put(&mut index, &mut keys, key, spread(key));
+            key += 1;
+        }
+        assert!(index.is_growing());
+        assert_eq!(index.positions(), index.slots() + slots);
+        assert_eq!(index.memory_bytes(), index.positions() * 8);
+        let mut puts = 0;
+        while index.is_growing() {
+            // Overwrites step the growth too, and keys still in the old
+            // table are found and replaced there.
+            let old_key = key / 2;
+            let location = put(&mut index, &mut keys, old_key, spread(old_key));
+            assert_eq!(get(&index, &keys, old_key, spread(old_key)), Some(location));
+            puts += 1;
+            if puts % 64 == 0 {
+                check(&index, &mut keys);
+                for k in 0..key {
+                    assert!(get(&index, &keys, k, spread(k)).is_some(), "key {k}");
+                }
+            }
+        }
+        // Each put moved about MOVE_PER_STEP slots: neither all at once nor
+        // too few to end before the next growth.
+        assert!(
+            puts >= slots / (4 * MOVE_PER_STEP) && puts <= slots / MOVE_PER_STEP,
+            "{puts} puts to move {slots} slots"
+        );
+        assert_eq!(index.positions(), index.slots());
+        assert_eq!(index.len() as u64, key);
+        check(&index, &mut keys);
+    }
+
     /// A proptest configuration seeded from `SEED` (or the clock), with the
     /// seed printed so a failure replays, and no regression files.
     fn seeded() -> ProptestConfig {
@@ -664,6 +903,46 @@ mod tests {
                     prop_assert_eq!(get(&index, &keys, key, key_hash(key)), model.get(&key).copied());
                 }
             }
+        }
+
+        /// The same with every growth done in steps, over more keys so
+        /// that puts, overwrites and removes land in both tables while
+        /// entries move; every position `iter` reports reads back.
+        #[test]
+        fn agrees_with_a_hash_map_while_growing_in_steps(
+            location_bits in prop_oneof![Just(40u32), Just(60u32)],
+            ops in proptest::collection::vec((0u64..600, 0u8..4), 1..1500),
+        ) {
+            let mut index = Index::new(location_bits).growing_in_steps_from(SLOTS_MIN);
+            let mut keys = Keys::default();
+            let mut model: HashMap<u64, u64> = HashMap::new();
+            // A third of the keys crowd into 32 homes, making long probe
+            // runs; the others spread.
+            let key_hash = |key: u64| match key % 3 {
+                0 => ((key * 5) % 32) << 59 | (key % 4) << 40 | key,
+                _ => key.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            };
+            let mut grew_in_steps = false;
+            for (key, op) in ops {
+                if op == 0 {
+                    let removed = remove(&mut index, &mut keys, key, key_hash(key));
+                    prop_assert_eq!(removed, model.remove(&key).is_some());
+                } else {
+                    let location = put(&mut index, &mut keys, key, key_hash(key));
+                    model.insert(key, location);
+                }
+                grew_in_steps |= index.is_growing();
+                check(&index, &mut keys);
+                prop_assert_eq!(index.len(), model.len());
+                prop_assert_eq!(index.iter().count(), model.len());
+                for (pos, location) in index.iter() {
+                    prop_assert_eq!(index.get(pos), Some(location));
+                }
+                for (&key, &location) in &model {
+                    prop_assert_eq!(get(&index, &keys, key, key_hash(key)), Some(location));
+                }
+            }
+            prop_assert!(grew_in_steps || index.slots() < 100, "{} slots, no growth in steps", index.slots());
         }
     }
 }
