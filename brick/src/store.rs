@@ -460,6 +460,7 @@ impl Partition {
             }
         }
         partition.main.end = offset;
+        partition.main.set_read_ahead(false);
         let torn_tail_bytes = partition.main.cut_leftovers(leftovers)?;
         if torn_tail_bytes > 0 {
             log::warn!(

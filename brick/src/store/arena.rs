@@ -39,6 +39,9 @@ pub(super) struct Arena {
     capacity: u64,
     pub(super) end: u64,
     pub(super) generation: u64,
+    /// Whether the kernel reads ahead for faults in a file-backed map (see
+    /// [`Arena::set_read_ahead`]).
+    read_ahead: bool,
 }
 
 struct ArenaFile {
@@ -76,6 +79,7 @@ impl Arena {
             capacity,
             end: HEADER_BYTES,
             generation,
+            read_ahead: false,
         };
         arena.write_header();
         Ok(arena)
@@ -190,7 +194,10 @@ impl Arena {
             capacity,
             end: HEADER_BYTES,
             generation: 0,
+            // The load reads every record in order; it is turned off after.
+            read_ahead: true,
         };
+        arena.advise(memmap2::Advice::Sequential);
         match header {
             None => {
                 arena.write_header();
@@ -251,7 +258,9 @@ impl Arena {
             capacity: self.capacity,
             end: HEADER_BYTES,
             generation,
+            read_ahead: true,
         };
+        arena.set_read_ahead(false);
         arena.write_header();
         Ok(arena)
     }
@@ -368,6 +377,7 @@ impl Arena {
 
     /// Appends a record and returns its offset. The caller checked the room.
     pub(super) fn append(&mut self, live: bool, key: &[u8], value: &[u8]) -> u64 {
+        self.set_read_ahead(false);
         let len = record::record_bytes(key.len(), value.len());
         let offset = self.claim(len);
         record::encode(
@@ -388,11 +398,41 @@ impl Arena {
         self.map[from..to].fill(0);
     }
 
+    /// Turns the kernel's read-ahead for faults in a file-backed map on or
+    /// off. The file is sparse past the end, and with read-ahead a write
+    /// fault at the tail has the kernel fill a window of the file that grows
+    /// to the disk's read-ahead size (8 MiB on some machines) in large pages,
+    /// at once, on the writing thread: every 8 MiB or so of puts, one put
+    /// took 1 to 25 ms of CPU. So it is off for single appends (a fault
+    /// then fills one page, and reads through the index are in no order a
+    /// read-ahead could use), and on for what appends or reads in bulk: the
+    /// load at open, and a copy's chunks ([`Arena::populate_tail`]), which
+    /// took 30–50% longer a page at a time. Switched only when the mode
+    /// changes, since each switch is a system call on the whole map.
+    pub(super) fn set_read_ahead(&mut self, on: bool) {
+        if self.read_ahead != on {
+            self.read_ahead = on;
+            self.advise(if on {
+                memmap2::Advice::Normal
+            } else {
+                memmap2::Advice::Random
+            });
+        }
+    }
+
+    fn advise(&self, advice: memmap2::Advice) {
+        if self.file.is_some() {
+            // Only a hint: where the kernel refuses it, nothing changes.
+            let _ = self.map.advise(advice);
+        }
+    }
+
     /// Faults in the next `len` bytes after the end for writing, in one
     /// system call instead of a page fault per page, before a bulk append.
     /// Best effort: where the kernel lacks it, the pages fault in as they
     /// are written.
-    pub(super) fn populate_tail(&self, len: u64) {
+    pub(super) fn populate_tail(&mut self, len: u64) {
+        self.set_read_ahead(true);
         let len = len.min(self.tail_free());
         #[cfg(target_os = "linux")]
         if len > 0 {
@@ -566,4 +606,58 @@ fn data_region(file: &File, from: u64, to: u64) -> io::Result<Option<(u64, u64)>
 #[cfg(not(target_os = "linux"))]
 fn data_region(_file: &File, from: u64, to: u64) -> io::Result<Option<(u64, u64)>> {
     Ok((from < to).then_some((from, to)))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The kernel's flags for the map of `path` in this process, from
+    /// `/proc/self/smaps` (`rr`: no read-ahead, `sr`: sequential).
+    fn vm_flags(path: &Path) -> Vec<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let name = path.to_str().unwrap();
+        let mut in_map = false;
+        for line in smaps.lines() {
+            if line.contains('-') && line.split_whitespace().count() >= 5 {
+                in_map = line.ends_with(name);
+            } else if let Some(flags) = line.strip_prefix("VmFlags:") {
+                if in_map {
+                    return flags.split_whitespace().map(str::to_string).collect();
+                }
+            }
+        }
+        panic!("no map of {name}");
+    }
+
+    #[test]
+    fn a_file_map_reads_ahead_for_the_load_and_copies_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.arena");
+        let (mut arena, _) = Arena::open_file(&path, 1 << 20).unwrap();
+        assert!(
+            vm_flags(&path).contains(&"sr".to_string()),
+            "{:?}",
+            vm_flags(&path)
+        );
+        arena.set_read_ahead(false);
+        assert!(
+            vm_flags(&path).contains(&"rr".to_string()),
+            "{:?}",
+            vm_flags(&path)
+        );
+        arena.populate_tail(64 * 1024);
+        let flags = vm_flags(&path);
+        assert!(!flags.contains(&"rr".to_string()) && !flags.contains(&"sr".to_string()));
+        arena.append(true, b"k", b"v");
+        assert!(
+            vm_flags(&path).contains(&"rr".to_string()),
+            "{:?}",
+            vm_flags(&path)
+        );
+        let next = arena.create_next(1).unwrap();
+        let next_path = compaction_path(&path);
+        assert!(vm_flags(&next_path).contains(&"rr".to_string()));
+        next.discard();
+    }
 }
