@@ -27,6 +27,11 @@ pub const PEER_PENDING_MAX: usize = 65_536;
 /// pass stays short (about a millisecond of memory copying).
 pub const COMPACTION_STEP_BYTES: usize = 256 * 1024;
 
+/// Slots of an outgrown index table that one idle event-loop pass moves to
+/// the grown table (whole probe runs; a fraction of a millisecond), so a
+/// partition that stops growing does not keep both tables.
+pub const INDEX_GROWTH_STEP_SLOTS: usize = 4096;
+
 /// Extra wait past a lease's end before a brick that granted it treats it
 /// as expired, for clocks that run at slightly different rates.
 pub const LEASE_MARGIN: Duration = Duration::from_millis(50);

@@ -517,10 +517,16 @@ impl Node {
         }
     }
 
-    /// Does a bounded amount of compaction on one partition that wants it.
-    /// Returns whether more work remains.
+    /// Does a bounded amount of background work: moves on every index that
+    /// is growing, and compacts one partition that wants it. Returns
+    /// whether more work remains.
     pub fn background_step(&mut self) -> bool {
         let mut more = false;
+        for partition in self.partitions.values_mut() {
+            if partition.index_growing() {
+                more |= partition.grow_index_step(limits::INDEX_GROWTH_STEP_SLOTS);
+            }
+        }
         for partition in self.partitions.values_mut() {
             if partition.compaction_wanted() || partition.compaction_in_progress() {
                 let status = partition.compact_step(limits::COMPACTION_STEP_BYTES);

@@ -662,6 +662,22 @@ impl Partition {
         by_ratio || by_space
     }
 
+    /// Whether the index is moving its keys to a grown table (a few per
+    /// put; see [`Partition::grow_index_step`]). Until it is done the index
+    /// holds both tables.
+    pub fn index_growing(&self) -> bool {
+        self.index.is_growing()
+    }
+
+    /// Moves the index's keys on to the grown table by up to about `slots`
+    /// slots of the old one, so that an idle brick ends a growth (and frees
+    /// the old table) without waiting for more puts. Returns whether keys
+    /// are still moving.
+    pub fn grow_index_step(&mut self, slots: usize) -> bool {
+        let arenas = Arenas::new(&self.main, &self.compaction);
+        self.index.grow_step(slots, |l| arenas.hash(l))
+    }
+
     /// Whether a compaction has started and not finished.
     pub fn compaction_in_progress(&self) -> bool {
         self.compaction.is_some()

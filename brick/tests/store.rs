@@ -759,14 +759,6 @@ proptest::proptest! {
     }
 }
 
-/// Whether the partition's index is moving entries from an outgrown table:
-/// it then holds two tables, 17 or more bytes per key, where one table
-/// holds at most 9/7 of 8 bytes per key.
-fn index_growing(p: &Partition) -> bool {
-    let stats = p.stats();
-    stats.keys > 1000 && stats.index_bytes > 13 * stats.keys
-}
-
 fn tail_free(p: &Partition) -> u64 {
     let stats = p.stats();
     stats.capacity_bytes - HEADER_BYTES - stats.used_bytes
@@ -780,7 +772,7 @@ fn a_full_arena_compacts_and_removes_while_the_index_grows_in_steps() {
         let mut p = anonymous(CAPACITY);
         (0..).find(|&i| {
             p.put(&key(i), &value(i, 4)).unwrap();
-            index_growing(&p)
+            p.index_growing()
         })
     }
     .unwrap();
@@ -798,13 +790,13 @@ fn a_full_arena_compacts_and_removes_while_the_index_grows_in_steps() {
     for i in 0..starts_growth {
         put(&mut p, &mut model, i, i);
     }
-    assert!(!index_growing(&p));
+    assert!(!p.index_growing());
     put(&mut p, &mut model, starts_growth, 0);
-    assert!(index_growing(&p), "{:?}", p.stats());
+    assert!(p.index_growing(), "{:?}", p.stats());
     let n = starts_growth + 1;
     let (mut compactions, mut removes_compacting) = (0, 0);
     let mut round = 0;
-    while index_growing(&p) {
+    while p.index_growing() {
         round += 1;
         // Overwrites until the tail has no room for a tombstone.
         while tail_free(&p) >= record_bytes(9, 0) {
@@ -830,5 +822,38 @@ fn a_full_arena_compacts_and_removes_while_the_index_grows_in_steps() {
     let digest = p.digest();
     let (p, _) = Partition::reopen_anonymous(p.bytes(), p.stats().capacity_bytes).unwrap();
     assert_eq!(p.digest(), digest);
+    p.check_invariants();
+}
+
+#[test]
+fn idle_steps_end_an_index_growth_and_free_the_old_table() {
+    let mut p = anonymous(CAPACITY);
+    let mut i = 0;
+    while !p.index_growing() {
+        p.put(&key(i), &value(i, 4)).unwrap();
+        i += 1;
+    }
+    let growing_bytes = p.stats().index_bytes;
+    let mut steps = 0;
+    while p.grow_index_step(256) {
+        steps += 1;
+        assert!(steps < 100, "the growth does not end");
+    }
+    assert!(
+        steps >= 2,
+        "{steps} steps of 256 slots moved a table of 4,096 or more"
+    );
+    assert!(!p.index_growing());
+    let stats = p.stats();
+    // Only the grown table is left: about 9/8 of the old one's slots, where
+    // both made about 17/8.
+    let share = stats.index_bytes as f64 / growing_bytes as f64;
+    assert!(
+        (share - 9.0 / 17.0).abs() < 0.01,
+        "{share} of {growing_bytes} bytes left"
+    );
+    for j in 0..i {
+        assert_eq!(p.get(&key(j)), Some(&value(j, 4)[..]), "key {j}");
+    }
     p.check_invariants();
 }

@@ -43,7 +43,9 @@
 //! misses in the grown table looks in the old one, new keys go only to the
 //! grown one, and an overwrite or remove acts where the key is. The step
 //! is large enough that the move always ends before the next growth is
-//! due, so there are never more than two tables.
+//! due, so there are never more than two tables, and an idle caller can
+//! move more ([`Index::grow_step`]) so that the old table does not stay
+//! when puts stop.
 
 /// Fewest slots a table has.
 pub const SLOTS_MIN: usize = 16;
@@ -450,6 +452,13 @@ impl Index {
             });
             self.move_entries(step, &mut hash_at);
         }
+    }
+
+    /// Moves a growth under way on by at least `slots` slots of the old
+    /// table, for an idle moment; returns whether entries are still moving.
+    pub fn grow_step(&mut self, slots: usize, mut hash_at: impl FnMut(u64) -> u64) -> bool {
+        self.move_entries(slots, &mut hash_at);
+        self.moving.is_some()
     }
 
     /// Moves the entries of at least `count` slots of the old table (whole
