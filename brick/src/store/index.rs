@@ -261,9 +261,8 @@ impl Table {
 #[derive(Debug)]
 struct Moving {
     table: Table,
+    /// The next slot to visit; every slot before it is empty.
     cursor: usize,
-    /// Slots not yet visited.
-    left: usize,
 }
 
 /// The open-addressing table. See the module docs.
@@ -446,7 +445,6 @@ impl Index {
                 MOVE_PER_STEP
             };
             self.moving = Some(Moving {
-                left: old.len(),
                 table: old,
                 cursor: 0,
             });
@@ -469,16 +467,15 @@ impl Index {
             return;
         };
         let mut visited = 0usize;
-        while m.left > 0 && (visited < count || m.table.slots[m.cursor] != 0) {
+        while m.cursor < m.table.len() && (visited < count || m.table.slots[m.cursor] != 0) {
             let slot = std::mem::take(&mut m.table.slots[m.cursor]);
             if slot != 0 {
                 self.table.place(slot, hash_at);
             }
-            m.cursor = m.table.next(m.cursor);
-            m.left -= 1;
+            m.cursor += 1;
             visited += 1;
         }
-        if m.left == 0 {
+        if m.cursor == m.table.len() {
             let old_bytes = m.table.len() * std::mem::size_of::<u64>();
             self.moving = None;
             give_back_freed_table(old_bytes);
@@ -530,10 +527,10 @@ impl Index {
         if let Some(m) = &self.moving {
             count += m.table.check_invariants(&mut hash_at);
             let room = self.table.len() * 7 / 8 - self.len;
+            let left = m.table.len() - m.cursor;
             assert!(
-                m.left <= room.saturating_add(1) * MOVE_PER_STEP,
-                "{} old slots left to move with room for {room} keys",
-                m.left
+                left <= room.saturating_add(1) * MOVE_PER_STEP,
+                "{left} old slots left to move with room for {room} keys"
             );
         }
         assert_eq!(count, self.len, "index count");
