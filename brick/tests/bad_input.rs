@@ -45,14 +45,7 @@ fn fixture() -> Fixture {
         replicas: 1,
         ..ClusterSpec::default()
     });
-    let mut bystander = RawClient::connect(cluster.bricks[0].addr);
-    let maps = bystander.maps();
-    assert_eq!(
-        bystander.call(&Request::CreateTable {
-            name: b"t".to_vec()
-        }),
-        Reply::Ok
-    );
+    let (bystander, maps) = RawClient::with_table_t(cluster.bricks[0].addr);
     Fixture {
         cluster,
         bystander,

@@ -130,14 +130,7 @@ fn a_live_brick_survives_fuzzed_frames() {
         ..ClusterSpec::default()
     });
     let addr = cluster.bricks[0].addr;
-    let mut bystander = RawClient::connect(addr);
-    let maps = bystander.maps();
-    assert_eq!(
-        bystander.call(&Request::CreateTable {
-            name: b"t".to_vec()
-        }),
-        Reply::Ok
-    );
+    let (mut bystander, maps) = RawClient::with_table_t(addr);
     let partitions: Vec<(PartitionId, u32)> = maps
         .dp
         .leaves()

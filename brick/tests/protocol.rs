@@ -134,24 +134,10 @@ struct KeyK {
     bricks: Vec<maps::BrickId>,
 }
 
-/// A client of the cluster's first brick with table `t` created, and the
-/// maps it was given.
-fn client_with_table_t(cluster: &TestCluster) -> (RawClient, maps::Maps) {
-    let mut c = RawClient::connect(cluster.bricks[0].addr);
-    let maps = c.maps();
-    assert_eq!(
-        c.call(&Request::CreateTable {
-            name: b"t".to_vec()
-        }),
-        Reply::Ok
-    );
-    (c, maps)
-}
-
 impl KeyK {
     /// A client of the brick with table `t` created, and the key's route.
     fn create(cluster: &TestCluster) -> (RawClient, KeyK) {
-        let (c, maps) = client_with_table_t(cluster);
+        let (c, maps) = RawClient::with_table_t(cluster.bricks[0].addr);
         let (partition, fingerprint, bricks) = route(&maps, b"t", b"k");
         let k = KeyK {
             partition,
@@ -276,7 +262,7 @@ fn a_prepare_that_decides_commits_at_once_and_its_outcome_stands() {
 #[test]
 fn many_requests_outstanding_on_one_connection() {
     let cluster = single_brick();
-    let (mut c, maps) = client_with_table_t(&cluster);
+    let (mut c, maps) = RawClient::with_table_t(cluster.bricks[0].addr);
     // 500 prepares in one write, then 500 commits, then 500 reads.
     let n = 500u64;
     let prepares: Vec<Request> = (0..n)

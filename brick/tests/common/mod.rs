@@ -130,6 +130,20 @@ impl RawClient {
             other => panic!("GetMaps answered {other:?}"),
         }
     }
+
+    /// A client of the brick at `addr` that created table `t` there, and
+    /// the maps it was given.
+    pub fn with_table_t(addr: SocketAddr) -> (RawClient, Maps) {
+        let mut c = RawClient::connect(addr);
+        let maps = c.maps();
+        assert_eq!(
+            c.call(&Request::CreateTable {
+                name: b"t".to_vec()
+            }),
+            Reply::Ok
+        );
+        (c, maps)
+    }
 }
 
 /// Routing of one key under `maps`.
