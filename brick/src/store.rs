@@ -1030,13 +1030,12 @@ impl Partition {
                 }
             }
         }
-        self.main.populate_tail(chunk.len() as u64);
-        for (i, &(at, len, hash)) in records.iter().enumerate() {
+        let start = self.main.append_bytes(chunk)?;
+        for (i, &(at, _, hash)) in records.iter().enumerate() {
             if let Some(&(_, _, ahead)) = records.get(i + PREFETCH_AHEAD) {
                 self.index.prefetch(ahead);
             }
-            let written = self.main.append_copy(&chunk[at..at + len]);
-            self.replay_hashed(written, hash);
+            self.replay_hashed(start + at as u64, hash);
         }
         self.main.mark_end();
         Ok(())
