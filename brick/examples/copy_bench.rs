@@ -3,12 +3,14 @@
 //! values is cut into chunks as the source does, and the chunks are
 //! appended to a second file-backed partition that held the same data
 //! before (a restarted brick's old copy, reopened and reset, as in the
-//! recovery bench). Prints the append rate next to a plain memory copy of
-//! the same bytes into fresh memory, measured in the same run. Later rounds
-//! append again over the pages the first one wrote.
+//! recovery bench), or with `fresh` to a new file (a spare brick healing a
+//! group). The target's index is sized for the source's keys first, as a
+//! brick receiving a copy does. Prints the append rate next to a plain
+//! memory copy of the same bytes into fresh memory, measured in the same
+//! run. Later rounds append again over the pages the first one wrote.
 //!
 //! ```text
-//! cargo run --release -p brick --example copy_bench -- [keys] [rounds]
+//! cargo run --release -p brick --example copy_bench -- [keys] [rounds] [fresh]
 //! ```
 
 use std::time::Instant;
@@ -27,11 +29,14 @@ fn main() {
         .get(1)
         .map_or(1, |s| s.parse().expect("rounds is a number"))
         .max(1);
+    let fresh = args.get(2).is_some_and(|a| a == "fresh");
     let temp = tempfile::tempdir().expect("a temporary directory");
     let source_path = temp.path().join("source.arena");
     let target_path = temp.path().join("target.arena");
     let mut source = fill(&source_path, keys);
-    drop(fill(&target_path, keys));
+    if !fresh {
+        drop(fill(&target_path, keys));
+    }
     for i in 0..keys / 10 {
         // Some overwrites, as a load running before the copy leaves.
         let (key, value) = entry(i * 7 % keys, 1);
@@ -63,6 +68,7 @@ fn main() {
     for _ in 0..rounds {
         let started = Instant::now();
         target.reset();
+        target.reserve_keys(source.digest().1);
         let mut offset = 64;
         for chunk in &chunks {
             target.append_chunk(offset, chunk).expect("chunk appends");
@@ -83,7 +89,9 @@ fn main() {
         println!(
             "append round {}{}: {:.1} ms = {:.0} MiB/s, {:.2}x the plain copy",
             round + 1,
-            if round == 0 {
+            if round == 0 && fresh {
+                " (a fresh file)"
+            } else if round == 0 {
                 " (pages not yet written)"
             } else {
                 ""

@@ -607,8 +607,19 @@ impl Node {
                 epoch,
                 partition,
                 full,
+                keys,
                 maps,
-            } => Some(self.copy_begin(now, rg, epoch, partition, full, &maps)),
+            } => Some(self.copy_begin(
+                now,
+                recovery::CopyBegin {
+                    rg,
+                    epoch,
+                    partition,
+                    full,
+                    keys,
+                    maps: &maps,
+                },
+            )),
             Request::CopyChunk {
                 partition,
                 offset,

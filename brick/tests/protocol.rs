@@ -348,6 +348,7 @@ fn copy_requests_out_of_turn_are_refused() {
         epoch,
         partition: theirs,
         full: true,
+        keys: 0,
         maps: vec![0xff; 40],
     };
     assert_eq!(code(&c.call(&garbage)), Some(ErrorCode::Malformed));
@@ -358,6 +359,7 @@ fn copy_requests_out_of_turn_are_refused() {
         epoch: maps.rg.get(own_rg).unwrap().epoch,
         partition: own,
         full: true,
+        keys: 0,
         maps: maps.encode(),
     };
     assert_eq!(code(&c.call(&member)), Some(ErrorCode::Refused));
@@ -368,6 +370,7 @@ fn copy_requests_out_of_turn_are_refused() {
         epoch,
         partition: theirs,
         full: true,
+        keys: 0,
         maps: maps.encode(),
     };
     assert_eq!(c.call(&begin), Reply::CopyReady { local: None });

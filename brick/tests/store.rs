@@ -585,8 +585,15 @@ fn churned(count: usize) -> Partition {
 #[test]
 fn a_copy_by_chunks_rebuilds_the_same_partition() {
     let source = churned(2000);
-    for chunk_bytes in [1, 100, 4096, 1 << 20] {
+    for (chunk_bytes, reserve) in [(1, false), (100, true), (4096, false), (1 << 20, true)] {
         let mut copy = anonymous(CAPACITY);
+        if reserve {
+            // Sized up front, as a copy's target is for the keys its source
+            // holds; here for the 2000 keys the records hold at their most
+            // (before the removes), so that the index never grows.
+            copy.reserve_keys(2000);
+        }
+        let index_bytes = copy.stats().index_bytes;
         let mut offset = HEADER_BYTES;
         while offset < source.end_offset() {
             let chunk = source.chunk(offset, chunk_bytes);
@@ -606,7 +613,34 @@ fn a_copy_by_chunks_rebuilds_the_same_partition() {
             "chunks of {chunk_bytes}"
         );
         assert_eq!(copy.digest(), source.digest());
+        if reserve {
+            assert_eq!(
+                copy.stats().index_bytes,
+                index_bytes,
+                "the index never grew"
+            );
+        }
     }
+}
+
+/// The key count a copy's source announces sizes the target's index, but
+/// a count no arena of this capacity could hold is cut down to one key
+/// per `RESERVE_BYTES_PER_KEY` bytes.
+#[test]
+fn a_reservation_is_capped_by_the_capacity() {
+    let mut p = anonymous(CAPACITY);
+    p.reserve_keys(u64::MAX);
+    let most_keys = CAPACITY / brick::store::RESERVE_BYTES_PER_KEY;
+    let bytes = p.stats().index_bytes;
+    assert!(
+        bytes >= most_keys * 8 * 8 / 7 && bytes <= most_keys * 8 * 8 / 7 + 64,
+        "{bytes} bytes of index"
+    );
+    for i in 0..50 {
+        p.put(&key(i), &value(i, 10)).unwrap();
+    }
+    p.check_invariants();
+    assert_eq!(p.stats().index_bytes, bytes);
 }
 
 #[test]

@@ -343,12 +343,14 @@ impl Request {
                 epoch,
                 partition,
                 full,
+                keys,
                 maps,
             } => {
                 put_u32(out, rg.0);
                 put_u64(out, *epoch);
                 put_u64(out, partition.0);
                 put_u8(out, u8::from(*full));
+                put_u64(out, *keys);
                 put_bytes(out, maps);
             }
             Request::ConfigVote {
@@ -415,7 +417,7 @@ impl Request {
             Request::PartitionChecksum { .. }
             | Request::CopyAbort { .. }
             | Request::Capacity { .. } => 8,
-            Request::CopyBegin { maps, .. } => 4 + 8 + 8 + 1 + bytes_len(maps),
+            Request::CopyBegin { maps, .. } => 4 + 8 + 8 + 1 + 8 + bytes_len(maps),
             Request::CopyChunk { bytes, end, .. } => 8 + 8 + bytes_len(bytes) + digest_len(end),
             Request::ConfigVote { value, .. } => {
                 4 + 8 + 12 + 1 + value.as_deref().map_or(0, bricks_len)
@@ -720,6 +722,7 @@ impl Message {
                 epoch: r.u64("CopyBegin.epoch")?,
                 partition: PartitionId(r.u64("CopyBegin.partition")?),
                 full: r.bool("CopyBegin.full")?,
+                keys: r.u64("CopyBegin.keys")?,
                 maps: r.bytes("CopyBegin.maps", MAPS_SIZE_MAX)?,
             }),
             kind::COPY_CHUNK => Message::Request(Request::CopyChunk {

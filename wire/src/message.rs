@@ -120,12 +120,15 @@ pub enum Request {
     /// `partition` to it, ahead of adding it to the group at a new epoch.
     /// `maps` are the source's maps. With `full` false the receiver may keep
     /// data it already holds and answers with its digest, so the source can
-    /// skip the copy if the data is current. Answered by `CopyReady`.
+    /// skip the copy if the data is current. `keys` is how many keys the
+    /// source holds as the copy starts, so the receiver can size its index
+    /// once (a hint: a wrong one only costs time). Answered by `CopyReady`.
     CopyBegin {
         rg: RgId,
         epoch: u64,
         partition: PartitionId,
         full: bool,
+        keys: u64,
         maps: Vec<u8>,
     },
     /// The next stretch of the source's arena: records from `offset`, whole

@@ -375,13 +375,15 @@ fn request_strategy() -> impl Strategy<Value = Request> {
             any::<u64>(),
             any::<u64>(),
             any::<bool>(),
+            any::<u64>(),
             bytes_up_to(MAPS_SIZE_MAX)
         )
-            .prop_map(|(rg, epoch, p, full, maps)| Request::CopyBegin {
+            .prop_map(|(rg, epoch, p, full, keys, maps)| Request::CopyBegin {
                 rg: RgId(rg),
                 epoch,
                 partition: PartitionId(p),
                 full,
+                keys,
                 maps,
             }),
         (

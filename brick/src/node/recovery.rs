@@ -44,6 +44,16 @@ use super::{error, membership, Node, PeerPending, TABLE_MARKER};
 use crate::limits;
 use crate::store::{Backing, Partition, HEADER_BYTES};
 
+/// The fields of a `CopyBegin` request (see `wire::Request`).
+pub(super) struct CopyBegin<'a> {
+    pub rg: RgId,
+    pub epoch: u64,
+    pub partition: PartitionId,
+    pub full: bool,
+    pub keys: u64,
+    pub maps: &'a [u8],
+}
+
 /// Where a brick keeps partitions it creates when it receives a copy.
 #[derive(Clone, Debug)]
 pub enum Storage {
@@ -640,11 +650,13 @@ impl Node {
         let Some(c) = self.recovery.out.get(&partition) else {
             return;
         };
+        let keys = self.partitions.get(&partition).map_or(0, |p| p.digest().1);
         let request = Request::CopyBegin {
             rg: c.rg,
             epoch: c.epoch,
             partition,
             full,
+            keys,
             maps: self.maps.encode(),
         };
         let (target, session) = (c.target, c.session);
@@ -1074,15 +1086,16 @@ impl Node {
     // ----------------------------------------------------------------------
     // Target side.
 
-    pub(super) fn copy_begin(
-        &mut self,
-        now: Instant,
-        rg: RgId,
-        epoch: u64,
-        partition: PartitionId,
-        full: bool,
-        maps: &[u8],
-    ) -> Reply {
+    /// The target's answer to a `CopyBegin`.
+    pub(super) fn copy_begin(&mut self, now: Instant, begin: CopyBegin<'_>) -> Reply {
+        let CopyBegin {
+            rg,
+            epoch,
+            partition,
+            full,
+            keys,
+            maps,
+        } = begin;
         if let Reply::Error(e) = self.push_maps(now, maps) {
             return Reply::Error(e);
         }
@@ -1141,6 +1154,7 @@ impl Node {
         match staging {
             Ok(mut staging) => {
                 staging.set_compaction_paused(true);
+                staging.reserve_keys(keys);
                 log::info!("{}: receiving a copy of {partition} of {rg}", self.id);
                 self.recovery.incoming.insert(
                     partition,

@@ -452,6 +452,31 @@ impl Index {
         }
     }
 
+    /// Makes room for `keys` keys in all (and a reservation past them, see
+    /// [`Index::reserve_one`]), in one step: a partition about to
+    /// receive a copy of that many keys sizes its index once instead of
+    /// growing it a few percent at a time (each growth moves every entry
+    /// again). Entries already in the index move at once, so this is meant
+    /// for an index that is empty or small.
+    pub fn reserve(&mut self, keys: usize, mut hash_at: impl FnMut(u64) -> u64) {
+        let keys = keys.max(self.len);
+        // Room for one more, so that an overwrite with `keys` keys in (which
+        // reserves before it finds its key) does not grow the table.
+        let room = keys.saturating_add(1);
+        if room.saturating_mul(8) <= self.table.len() * 7 {
+            return;
+        }
+        self.move_entries(usize::MAX, &mut hash_at);
+        let slots = room
+            .saturating_mul(8)
+            .div_ceil(7)
+            .clamp(SLOTS_MIN, SLOTS_MAX);
+        let old = std::mem::replace(&mut self.table.slots, vec![0; slots]);
+        for slot in old.into_iter().filter(|&s| s != 0) {
+            self.table.place(slot, &mut hash_at);
+        }
+    }
+
     /// Moves a growth under way on by at least `slots` slots of the old
     /// table, for an idle moment; returns whether entries are still moving.
     pub fn grow_step(&mut self, slots: usize, mut hash_at: impl FnMut(u64) -> u64) -> bool {
@@ -815,6 +840,46 @@ mod tests {
                 "key {key}"
             );
         }
+    }
+
+    #[test]
+    fn a_reserved_table_takes_that_many_keys_without_growing() {
+        let (mut index, mut keys) = (Index::new(BITS), Keys::default());
+        let spread = |key: u64| key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // Reserving over entries already in, and over a growth under way:
+        // they all move to the new table and are still found.
+        let mut key = 0u64;
+        while !index.is_growing() {
+            put(&mut index, &mut keys, key, spread(key));
+            key += 1;
+        }
+        index.reserve(20_000, |l| keys.hash(l));
+        assert!(!index.is_growing());
+        let slots = index.slots();
+        assert!(slots * 7 >= 20_001 * 8 && slots * 7 < 20_001 * 8 + 7);
+        for k in 0..key {
+            assert!(get(&index, &keys, k, spread(k)).is_some(), "key {k}");
+        }
+        check(&index, &mut keys);
+        while key < 20_000 {
+            put(&mut index, &mut keys, key, spread(key));
+            key += 1;
+        }
+        // An overwrite with all of them in reserves a slot first: still
+        // no growth.
+        put(&mut index, &mut keys, 7, spread(7));
+        assert_eq!((index.slots(), index.len()), (slots, 20_000));
+        check(&index, &mut keys);
+        // Reserving less than there is, or than there is room for, changes
+        // nothing; past the reservation the table grows as usual.
+        index.reserve(10, |l| keys.hash(l));
+        index.reserve(20_000, |l| keys.hash(l));
+        assert_eq!(index.slots(), slots);
+        put(&mut index, &mut keys, key, spread(key));
+        assert_eq!(index.slots(), slots);
+        put(&mut index, &mut keys, key + 1, spread(key + 1));
+        assert!(index.slots() > slots);
+        check(&index, &mut keys);
     }
 
     #[test]

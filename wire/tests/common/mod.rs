@@ -151,6 +151,7 @@ pub fn sample_requests() -> Vec<Request> {
             epoch: 9,
             partition: PartitionId(5),
             full: true,
+            keys: 600_000,
             maps: pattern(MAPS_SIZE_MAX, 14),
         },
         Request::CopyBegin {
@@ -158,6 +159,7 @@ pub fn sample_requests() -> Vec<Request> {
             epoch: u64::MAX,
             partition: PartitionId(0),
             full: false,
+            keys: u64::MAX,
             maps: Vec::new(),
         },
         Request::CopyChunk {
@@ -414,6 +416,7 @@ pub fn random_request<R: Rng>(rng: &mut R) -> Request {
             epoch: rng.random(),
             partition: PartitionId(rng.random()),
             full: rng.random(),
+            keys: rng.random(),
             maps: random_bytes(rng, MAPS_SIZE_MAX),
         },
         14 => Request::CopyChunk {
