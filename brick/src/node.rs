@@ -48,7 +48,7 @@ type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 use std::time::{Duration, Instant};
 
 use maps::{BrickId, Maps, PartitionId, RgId};
-use wire::{Ballot, ErrorCode, ErrorReply, Reply, Request, TxId, TxState, Write};
+use wire::{Ballot, CopyChunkRef, ErrorCode, ErrorReply, Reply, Request, TxId, TxState, Write};
 
 use crate::limits;
 use crate::store::{record_bytes, CompactStatus, Partition, StoreError};
@@ -625,7 +625,15 @@ impl Node {
                 offset,
                 bytes,
                 end,
-            } => Some(self.copy_chunk(now, partition, offset, &bytes, end)),
+            } => Some(self.copy_chunk(
+                now,
+                CopyChunkRef {
+                    partition,
+                    offset,
+                    bytes: &bytes,
+                    end,
+                },
+            )),
             Request::CopyAbort { partition } => Some(self.copy_abort(partition)),
             Request::ConfigVote {
                 rg,
@@ -649,6 +657,22 @@ impl Node {
         if let Some(reply) = reply {
             self.reply(conn, request_id, reply);
         }
+    }
+
+    /// [`Node::handle_request`] for a `CopyChunk` whose bytes are borrowed
+    /// from the connection's read buffer (see
+    /// `wire::FrameDecoder::next_frame_lending`): the same handling, without
+    /// copying the chunk into a request first.
+    pub fn handle_copy_chunk(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        request_id: u64,
+        chunk: CopyChunkRef<'_>,
+    ) {
+        self.note_time(now);
+        let reply = self.copy_chunk(now, chunk);
+        self.reply(conn, request_id, reply);
     }
 
     fn reply(&mut self, conn: ConnId, request_id: u64, reply: Reply) {

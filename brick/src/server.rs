@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use maps::BrickId;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use wire::codec::{encode_reply, encode_request, FrameDecoder, FrameError};
+use wire::codec::{encode_reply, encode_request, Frame, FrameDecoder, FrameError};
 use wire::limits::{
     CONNECTIONS_PER_BRICK_MAX, OUTSTANDING_REQUESTS_PER_CONNECTION_MAX,
     QUEUED_BYTES_PER_CONNECTION_MAX,
@@ -310,8 +310,18 @@ impl Server {
             }
             loop {
                 let conn = self.inbound.get_mut(&token).unwrap();
-                match conn.decoder.next_frame() {
-                    Ok(Some((request_id, Message::Request(request)))) => {
+                // Lending: a copy chunk's bytes go from the read buffer
+                // straight into the arena.
+                match conn.decoder.next_frame_lending() {
+                    Ok(Some((request_id, Frame::Message(Message::Reply(_))))) => {
+                        self.protocol_error(
+                            token,
+                            request_id,
+                            "a reply arrived where requests are expected",
+                        );
+                        return;
+                    }
+                    Ok(Some((request_id, frame))) => {
                         if conn.outstanding >= OUTSTANDING_REQUESTS_PER_CONNECTION_MAX {
                             let reply = error_reply(
                                 ErrorCode::Busy,
@@ -322,16 +332,16 @@ impl Server {
                             continue;
                         }
                         conn.outstanding += 1;
-                        self.node
-                            .handle_request(now, ConnId(token.0 as u64), request_id, request);
-                    }
-                    Ok(Some((request_id, Message::Reply(_)))) => {
-                        self.protocol_error(
-                            token,
-                            request_id,
-                            "a reply arrived where requests are expected",
-                        );
-                        return;
+                        let conn_id = ConnId(token.0 as u64);
+                        match frame {
+                            Frame::Message(Message::Request(request)) => {
+                                self.node.handle_request(now, conn_id, request_id, request)
+                            }
+                            Frame::CopyChunk(chunk) => {
+                                self.node.handle_copy_chunk(now, conn_id, request_id, chunk)
+                            }
+                            Frame::Message(Message::Reply(_)) => unreachable!("matched above"),
+                        }
                     }
                     Ok(None) => break,
                     Err(e) => {

@@ -957,21 +957,6 @@ impl Partition {
         &self.main.bytes()[offset as usize..to as usize]
     }
 
-    /// The keys of the records in a chunk that [`Partition::append_chunk`]
-    /// accepted, in order, each with whether it is live (false for a
-    /// tombstone).
-    pub fn chunk_keys(chunk: &[u8]) -> impl Iterator<Item = (bool, &[u8])> {
-        let mut at = 0usize;
-        std::iter::from_fn(move || {
-            if at >= chunk.len() {
-                return None;
-            }
-            let record = record::view(chunk, at as u64);
-            at += record.bytes.len();
-            Some((record.live, record.key))
-        })
-    }
-
     /// Empties the partition where it is, keeping its arena's pages: the
     /// receiving side of a full recovery copy writes over the old records
     /// instead of deleting the file and faulting in a fresh one. The end
@@ -1008,6 +993,19 @@ impl Partition {
     /// and is refused with [`StoreError::Corrupt`]. Background compaction
     /// must be paused while a copy is received.
     pub fn append_chunk(&mut self, offset: u64, chunk: &[u8]) -> Result<(), StoreError> {
+        self.append_chunk_with(offset, chunk, |_, _| {})
+    }
+
+    /// [`Partition::append_chunk`], calling `each_key` with every record's
+    /// key, in order, and whether it is live (false for a tombstone), once
+    /// the chunk is accepted: what the caller wants to know of the keys
+    /// costs no second pass over the records.
+    pub fn append_chunk_with(
+        &mut self,
+        offset: u64,
+        chunk: &[u8],
+        mut each_key: impl FnMut(bool, &[u8]),
+    ) -> Result<(), StoreError> {
         if offset != self.main.end {
             return Err(StoreError::Corrupt {
                 offset,
@@ -1028,9 +1026,11 @@ impl Partition {
         let mut at = 0u64;
         while at < chunk.len() as u64 {
             match record::parse(chunk, at) {
-                Parsed::Record { len, .. } => {
-                    let key = record::view(chunk, at).key;
-                    records.push((at as usize, len as usize, xxh3_64(key)));
+                Parsed::Record { len, live } => {
+                    let record = record::view(chunk, at);
+                    let key_at = record.key.as_ptr() as usize - chunk.as_ptr() as usize;
+                    let key = key_at..key_at + record.key.len();
+                    records.push((at as usize, key, live, xxh3_64(record.key)));
                     at += len;
                 }
                 Parsed::End => {
@@ -1048,11 +1048,12 @@ impl Partition {
             }
         }
         let start = self.main.append_bytes(chunk)?;
-        for (i, &(at, _, hash)) in records.iter().enumerate() {
-            if let Some(&(_, _, ahead)) = records.get(i + PREFETCH_AHEAD) {
+        for (i, (at, key, live, hash)) in records.iter().enumerate() {
+            if let Some(&(_, _, _, ahead)) = records.get(i + PREFETCH_AHEAD) {
                 self.index.prefetch(ahead);
             }
-            self.replay_hashed(start + at as u64, hash);
+            self.replay_hashed(start + *at as u64, *hash);
+            each_key(*live, &chunk[key.clone()]);
         }
         self.main.mark_end();
         Ok(())

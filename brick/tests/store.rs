@@ -643,6 +643,39 @@ fn a_reservation_is_capped_by_the_capacity() {
     assert_eq!(p.stats().index_bytes, bytes);
 }
 
+/// The receiving side learns every record's key and liveness from the
+/// append itself (a brick tracks its tables that way), in order, and
+/// nothing from a chunk it refuses.
+#[test]
+fn an_appended_chunk_reports_each_key_once_accepted() {
+    let mut source = anonymous(CAPACITY);
+    source.put(b"a", b"1").unwrap();
+    source.put(b"b", b"2").unwrap();
+    source.remove(b"a").unwrap();
+    source.put(b"c", b"").unwrap();
+    let chunk = source.chunk(HEADER_BYTES, 1 << 20).to_vec();
+    let mut copy = anonymous(CAPACITY);
+    let mut seen = Vec::new();
+    let mut cut = chunk.clone();
+    cut.pop();
+    assert!(copy
+        .append_chunk_with(HEADER_BYTES, &cut, |live, key| seen
+            .push((live, key.to_vec())))
+        .is_err());
+    assert_eq!(seen, Vec::new(), "a refused chunk reports no key");
+    copy.append_chunk_with(HEADER_BYTES, &chunk, |live, key| {
+        seen.push((live, key.to_vec()))
+    })
+    .unwrap();
+    let expected: Vec<(bool, Vec<u8>)> = vec![
+        (true, b"a".to_vec()),
+        (true, b"b".to_vec()),
+        (false, b"a".to_vec()),
+        (true, b"c".to_vec()),
+    ];
+    assert_eq!(seen, expected);
+}
+
 #[test]
 fn a_corrupt_cut_or_misplaced_chunk_changes_nothing() {
     let source = churned(200);

@@ -26,8 +26,8 @@ use crate::limits::{
     STATS_ENTRIES_MAX, STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
 };
 use crate::message::{
-    kind, kind_name, Accepted, Ballot, Digest, ErrorCode, ErrorReply, Message, Reply, Request,
-    TxId, TxState, Write,
+    kind, kind_name, Accepted, Ballot, CopyChunkRef, Digest, ErrorCode, ErrorReply, Message, Reply,
+    Request, TxId, TxState, Write,
 };
 
 /// What was wrong with a field of a body.
@@ -725,12 +725,7 @@ impl Message {
                 keys: r.u64("CopyBegin.keys")?,
                 maps: r.bytes("CopyBegin.maps", MAPS_SIZE_MAX)?,
             }),
-            kind::COPY_CHUNK => Message::Request(Request::CopyChunk {
-                partition: PartitionId(r.u64("CopyChunk.partition")?),
-                offset: r.u64("CopyChunk.offset")?,
-                bytes: r.bytes("CopyChunk.bytes", COPY_CHUNK_SIZE_MAX)?,
-                end: r.digest("CopyChunk.end")?,
-            }),
+            kind::COPY_CHUNK => Message::Request(r.copy_chunk()?.to_request()),
             kind::CONFIG_VOTE => Message::Request(Request::ConfigVote {
                 rg: RgId(r.u32("ConfigVote.rg")?),
                 epoch: r.u64("ConfigVote.epoch")?,
@@ -824,6 +819,17 @@ impl Message {
         };
         r.finish(name)?;
         Ok(message)
+    }
+}
+
+impl<'a> CopyChunkRef<'a> {
+    /// Decodes the body of a `CopyChunk` frame, borrowing its bytes: the
+    /// same checks, and the same errors, as [`Message::decode`].
+    pub fn decode(body: &'a [u8]) -> Result<CopyChunkRef<'a>, DecodeError> {
+        let mut r = Reader { body, pos: 0 };
+        let chunk = r.copy_chunk()?;
+        r.finish("CopyChunk")?;
+        Ok(chunk)
     }
 }
 
@@ -933,6 +939,15 @@ impl<'a> Reader<'a> {
             ));
         }
         self.take(field, length as usize)
+    }
+
+    fn copy_chunk(&mut self) -> Result<CopyChunkRef<'a>, DecodeError> {
+        Ok(CopyChunkRef {
+            partition: PartitionId(self.u64("CopyChunk.partition")?),
+            offset: self.u64("CopyChunk.offset")?,
+            bytes: self.slice("CopyChunk.bytes", COPY_CHUNK_SIZE_MAX)?,
+            end: self.digest("CopyChunk.end")?,
+        })
     }
 
     fn bytes(&mut self, field: &'static str, limit: usize) -> Result<Vec<u8>, DecodeError> {

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use crate::body::DecodeError;
 use crate::header::{Header, HeaderError, HEADER_SIZE};
 use crate::limits::FRAME_BODY_SIZE_MAX;
-use crate::message::{Message, Reply, Request};
+use crate::message::{kind, CopyChunkRef, Message, Reply, Request};
 
 /// Longest frame, header included, in bytes. A [`FrameDecoder`] never holds
 /// more than this.
@@ -152,6 +152,18 @@ pub struct FrameDecoder {
     compacted_bytes: u64,
     /// Whether the last read returned less than the room it was offered.
     short_read: bool,
+    /// The length of the last frame taken: once the buffer is empty, a
+    /// buffer grown for large frames is given back if that frame was small
+    /// (see [`FrameDecoder::settle`]).
+    last_taken: usize,
+}
+
+/// A frame as [`FrameDecoder::next_frame_lending`] gives it.
+#[derive(Debug)]
+pub enum Frame<'a> {
+    Message(Message),
+    /// A `CopyChunk` request, its bytes still in the decoder's buffer.
+    CopyChunk(CopyChunkRef<'a>),
 }
 
 impl FrameDecoder {
@@ -187,6 +199,7 @@ impl FrameDecoder {
     /// an `io::ErrorKind::Other` error rather than reported as `Ok(0)`, which
     /// would look like the end of the stream.
     pub fn read_from<R: Read>(&mut self, reader: &mut R) -> io::Result<usize> {
+        self.settle();
         self.make_read_room();
         if self.end == self.buf.len() {
             return Err(io::Error::other(
@@ -227,6 +240,21 @@ impl FrameDecoder {
     /// returned the decoder is stopped: the stream may be out of step, so it
     /// returns the same error on every later call.
     pub fn next_frame(&mut self) -> Result<Option<(u64, Message)>, FrameError> {
+        Ok(self
+            .next_frame_lending()?
+            .map(|(request_id, frame)| match frame {
+                Frame::Message(message) => (request_id, message),
+                Frame::CopyChunk(chunk) => (request_id, Message::Request(chunk.to_request())),
+            }))
+    }
+
+    /// [`FrameDecoder::next_frame`], except that a `CopyChunk` request comes
+    /// with its bytes borrowed from the decoder's buffer rather than copied
+    /// out: a recovery copy's chunks are most of the bytes a brick receives
+    /// then, and that copy was a fifth of the receiving side's time. They
+    /// stay valid until the decoder is used again.
+    pub fn next_frame_lending(&mut self) -> Result<Option<(u64, Frame<'_>)>, FrameError> {
+        self.settle();
         if let Some(error) = &self.failed {
             return Err(error.clone());
         }
@@ -247,23 +275,26 @@ impl FrameDecoder {
             self.make_frame_room(frame_len);
             return Ok(None);
         }
-        let body = &self.buf[self.start + HEADER_SIZE..self.start + frame_len];
-        let crc_ok = crc32fast::hash(body) == header.body_crc;
-        let decoded = if crc_ok {
-            Some(Message::decode(header.kind, body))
-        } else {
-            None
-        };
+        let body = self.start + HEADER_SIZE..self.start + frame_len;
+        // Taken now; the bytes stay where they are until the next call.
         self.consume(frame_len);
-        match decoded {
-            None => Err(self.fail(FrameError::BadCrc {
-                request_id: header.request_id,
-            })),
-            Some(Err(error)) => Err(self.fail(FrameError::BadBody {
-                request_id: header.request_id,
-                error,
-            })),
-            Some(Ok(message)) => Ok(Some((header.request_id, message))),
+        let request_id = header.request_id;
+        if crc32fast::hash(&self.buf[body.clone()]) != header.body_crc {
+            return Err(self.fail(FrameError::BadCrc { request_id }));
+        }
+        if header.kind == kind::COPY_CHUNK {
+            // Checked first, then decoded again to lend (a borrow returned
+            // from one arm of a match cannot coexist with the other arm's
+            // use of `self`); the second pass reads a few fixed fields.
+            if let Err(error) = CopyChunkRef::decode(&self.buf[body.clone()]) {
+                return Err(self.fail(FrameError::BadBody { request_id, error }));
+            }
+            let chunk = CopyChunkRef::decode(&self.buf[body]).expect("decoded just above");
+            return Ok(Some((request_id, Frame::CopyChunk(chunk))));
+        }
+        match Message::decode(header.kind, &self.buf[body]) {
+            Ok(message) => Ok(Some((request_id, Frame::Message(message)))),
+            Err(error) => Err(self.fail(FrameError::BadBody { request_id, error })),
         }
     }
 
@@ -272,18 +303,29 @@ impl FrameDecoder {
         error
     }
 
+    /// Takes `count` bytes from the front of what is buffered. Only the
+    /// offsets move: the bytes stay in place until the next call, for a
+    /// frame lent by [`FrameDecoder::next_frame_lending`].
     fn consume(&mut self, count: usize) {
         self.start += count;
         assert!(self.start <= self.end);
+        self.last_taken = count;
+    }
+
+    /// At the start of every call that may read or decode, once a taken
+    /// frame can no longer be borrowed: an empty buffer starts over at its
+    /// front, and large frames are over once a small one empties it, so
+    /// their memory is given back rather than kept for every idle
+    /// connection. While large frames follow each other (a recovery copy)
+    /// the buffer stays, instead of being freed and zeroed again for every
+    /// frame.
+    fn settle(&mut self) {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            // Large frames are over once a small one empties the buffer:
-            // give their memory back rather than keep the largest frame
-            // ever seen for every idle connection. While large frames
-            // follow each other (a recovery copy) the buffer stays, instead
-            // of being freed and zeroed again for every frame.
-            if self.buf.len() > DECODER_BUFFER_SIZE_MIN && count <= DECODER_BUFFER_SIZE_MIN {
+            if self.buf.len() > DECODER_BUFFER_SIZE_MIN
+                && self.last_taken <= DECODER_BUFFER_SIZE_MIN
+            {
                 self.buf.truncate(DECODER_BUFFER_SIZE_MIN);
                 self.buf.shrink_to_fit();
             }

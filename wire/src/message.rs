@@ -186,6 +186,30 @@ pub struct Accepted {
     pub bricks: Vec<BrickId>,
 }
 
+/// A `CopyChunk` request whose bytes are borrowed from the frame they came
+/// in, so that a receiver writes them where they belong without first
+/// copying them into a message of their own (see
+/// [`crate::FrameDecoder::next_frame_lending`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyChunkRef<'a> {
+    pub partition: PartitionId,
+    pub offset: u64,
+    pub bytes: &'a [u8],
+    pub end: Option<Digest>,
+}
+
+impl CopyChunkRef<'_> {
+    /// The same request, owning a copy of its bytes.
+    pub fn to_request(&self) -> Request {
+        Request::CopyChunk {
+            partition: self.partition,
+            offset: self.offset,
+            bytes: self.bytes.to_vec(),
+            end: self.end,
+        }
+    }
+}
+
 /// A digest of a partition's live data that does not depend on the order
 /// of writes or on compaction: equal on replicas holding the same data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

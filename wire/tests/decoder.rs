@@ -398,3 +398,79 @@ fn a_read_says_whether_it_filled_the_room_it_had() {
     assert_eq!(fresh.read_from(&mut small).unwrap(), 10);
     assert!(fresh.last_read_was_short(), "10 bytes with room for more");
 }
+
+/// Copy chunks come out of the lending decoder with their bytes still in
+/// its buffer, equal to what the owning decoder gives, between other
+/// frames and across reads cut anywhere; a chunk whose byte string claims
+/// more than the body holds is refused the same way.
+#[test]
+fn copy_chunks_are_lent_from_the_buffer() {
+    use wire::{CopyChunkRef, Digest, Frame};
+    let chunk = |offset: u64, seed: u8, end| {
+        Message::Request(Request::CopyChunk {
+            partition: PartitionId(4),
+            offset,
+            bytes: pattern(200_000 + seed as usize, seed),
+            end,
+        })
+    };
+    let messages = vec![
+        chunk(64, 1, None),
+        Message::Request(Request::Ping),
+        chunk(200_065, 2, None),
+        chunk(
+            400_067,
+            3,
+            Some(Digest {
+                sum: 0xfeed,
+                keys: 9,
+            }),
+        ),
+    ];
+    let stream = stream_of(&messages);
+    for cut in [1, 4096, 70_000, stream.len()] {
+        let mut decoder = FrameDecoder::new();
+        let mut got = Vec::new();
+        let mut fed = 0;
+        while fed < stream.len() {
+            let upto = (fed + cut).min(stream.len());
+            fed += decoder.feed(&stream[fed..upto]);
+            while let Some((request_id, frame)) = decoder.next_frame_lending().unwrap() {
+                let message = match frame {
+                    Frame::CopyChunk(lent) => {
+                        let Message::Request(owned) = &messages[(request_id - 1000) as usize]
+                        else {
+                            unreachable!()
+                        };
+                        assert_eq!(&lent.to_request(), owned, "cut {cut}");
+                        lent.to_request()
+                    }
+                    Frame::Message(Message::Request(Request::CopyChunk { .. })) => {
+                        panic!("a chunk was copied out")
+                    }
+                    Frame::Message(Message::Request(r)) => r,
+                    Frame::Message(Message::Reply(r)) => panic!("{r:?}"),
+                };
+                got.push((request_id, Message::Request(message)));
+            }
+        }
+        let expected: Vec<(u64, Message)> = (1000..).zip(messages.iter().cloned()).collect();
+        assert_eq!(got, expected, "cut {cut}");
+    }
+    // The body of a chunk whose byte string runs past its end.
+    let mut body = Vec::new();
+    body.extend_from_slice(&4u64.to_le_bytes());
+    body.extend_from_slice(&64u64.to_le_bytes());
+    body.extend_from_slice(&1000u32.to_le_bytes());
+    body.extend_from_slice(&[7; 10]);
+    body.push(0);
+    let error = CopyChunkRef::decode(&body).unwrap_err();
+    assert_eq!(error, Message::decode(kind::COPY_CHUNK, &body).unwrap_err());
+    assert_eq!(
+        error.problem,
+        DecodeProblem::LengthPastEnd {
+            length: 1000,
+            remaining: 11
+        }
+    );
+}

@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use maps::{BrickId, PartitionId, RgId};
-use wire::{Digest, ErrorCode, Reply, Request};
+use wire::{CopyChunkRef, Digest, ErrorCode, Reply, Request};
 
 use super::{error, membership, Node, PeerPending, TABLE_MARKER};
 use crate::limits;
@@ -1175,14 +1175,13 @@ impl Node {
         }
     }
 
-    pub(super) fn copy_chunk(
-        &mut self,
-        now: Instant,
-        partition: PartitionId,
-        offset: u64,
-        bytes: &[u8],
-        end: Option<Digest>,
-    ) -> Reply {
+    pub(super) fn copy_chunk(&mut self, now: Instant, chunk: CopyChunkRef<'_>) -> Reply {
+        let CopyChunkRef {
+            partition,
+            offset,
+            bytes,
+            end,
+        } = chunk;
         let Some(c) = self.recovery.incoming.get_mut(&partition) else {
             return error(
                 ErrorCode::Refused,
@@ -1190,9 +1189,18 @@ impl Node {
             );
         };
         c.last_heard = now;
+        let tables = &mut c.tables;
         let result = match c.staging.as_mut() {
             Some(staging) => staging
-                .append_chunk(offset, bytes)
+                .append_chunk_with(offset, bytes, |live, key| {
+                    if let Some((&TABLE_MARKER, name)) = key.split_first() {
+                        if live {
+                            tables.insert(name.to_vec());
+                        } else {
+                            tables.remove(name);
+                        }
+                    }
+                })
                 .map_err(|e| e.to_string()),
             None if bytes.is_empty() => Ok(()),
             None => Err("a catch-up copy carries no data".to_string()),
@@ -1206,15 +1214,6 @@ impl Node {
             return error(ErrorCode::Malformed, e);
         }
         c.bytes += bytes.len() as u64;
-        for (live, key) in Partition::chunk_keys(bytes) {
-            if let Some((&TABLE_MARKER, name)) = key.split_first() {
-                if live {
-                    c.tables.insert(name.to_vec());
-                } else {
-                    c.tables.remove(name);
-                }
-            }
-        }
         self.recovery.counters.bytes_received += bytes.len() as u64;
         let received_end = offset + bytes.len() as u64;
         let Some(want) = end else {
