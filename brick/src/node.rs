@@ -240,6 +240,12 @@ struct Exclusion {
     probes_sent: u32,
     probe_deadline: Instant,
     probe_answered: bool,
+    /// Whether the removal has been put to the vote. From then on an
+    /// answer to a late probe no longer cancels it: the vote may decide the
+    /// removal whatever this brick does next, and had it taken the answer
+    /// as a reason to grant the brick leases again, the brick would hold a
+    /// lease, and answer reads, in a group that no longer has it.
+    proposed: bool,
     /// Client requests waiting for the result.
     waiters: Vec<(ConnId, u64)>,
 }
@@ -1430,6 +1436,7 @@ impl Node {
                         Duration::ZERO
                     },
                 probe_answered: false,
+                proposed: false,
                 probes_sent: u32::from(probe),
                 waiters: Vec::new(),
             },
@@ -1493,6 +1500,7 @@ impl Node {
             self.propose(now, rg, membership::Purpose::Remove(brick), Some(without));
             if let Some(exclusion) = self.exclusions.get_mut(&(rg, brick)) {
                 exclusion.probe_deadline = now + self.config.probe_timeout;
+                exclusion.proposed = true;
             }
         }
     }
@@ -1701,12 +1709,17 @@ impl Node {
                 if matches!(reply, Reply::Pong) {
                     self.last_heard.insert((rg, peer), now);
                     if let Some(exclusion) = self.exclusions.get_mut(&(rg, peer)) {
-                        if exclusion.probe {
+                        if exclusion.probe && !exclusion.proposed {
                             exclusion.probe_answered = true;
                             self.cancel_exclusion(
                                 rg,
                                 peer,
                                 &format!("{peer} answered a probe; it is alive"),
+                            );
+                        } else if exclusion.probe {
+                            log::info!(
+                                "{}: {peer} answered a probe after its removal from {rg} was put to the vote; the removal goes on",
+                                self.id
                             );
                         }
                     }

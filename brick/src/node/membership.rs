@@ -254,13 +254,25 @@ impl Node {
     }
 
     /// Whether this node accepted, for `rg`'s next epoch, a value without
-    /// `brick`: it grants `brick` no lease meanwhile.
+    /// `brick`, or is proposing one: it grants `brick` no lease meanwhile.
+    /// A lease granted while the proposal gathers its promises would still
+    /// run when the vote decides the removal (the proposer waited out its
+    /// grants before proposing, not after), and the removed brick would
+    /// answer reads outside the group.
     pub(super) fn voted_out(&self, rg: RgId, brick: BrickId) -> bool {
-        self.undecided_vote(rg).is_some()
+        let accepted = self.undecided_vote(rg).is_some()
             && self.membership.votes[&rg]
                 .accepted
                 .as_ref()
-                .is_some_and(|a| !a.bricks.contains(&brick))
+                .is_some_and(|a| !a.bricks.contains(&brick));
+        let proposing = self.membership.proposals.get(&rg).is_some_and(|p| {
+            let value = match &p.phase {
+                Phase::Accepting(value, _) => Some(value),
+                Phase::Promising(_) => p.own.as_ref(),
+            };
+            value.is_some_and(|v| !v.contains(&brick))
+        });
+        accepted || proposing
     }
 
     /// The acceptor: answers a `ConfigVote`.
