@@ -152,6 +152,9 @@ pub const COMPACTION_VISIT_FACTOR: u64 = 4;
 /// sizes an index for: a record of a short key and a short value.
 pub const RESERVE_BYTES_PER_KEY: u64 = 16;
 
+/// Records a load checks and hashes before it applies them to the index.
+const LOAD_BATCH_RECORDS: usize = 4096;
+
 const PREFETCH_AHEAD: usize = 8;
 
 /// How index locations are laid out for one capacity: the record's offset
@@ -445,24 +448,48 @@ impl Partition {
             last_step_copied_bytes: 0,
             retry_at_end: None,
         };
-        let mut records = 0;
+        let mut records = 0u64;
         let mut offset = HEADER_BYTES;
         let mut invalid = None;
+        // Records are checked and hashed a batch at a time, then applied
+        // while the index slot of the record eight places ahead is fetched
+        // from memory, as a copy's chunks are (`append_chunk_with`).
+        let mut batch: Vec<(u64, u64)> = Vec::with_capacity(LOAD_BATCH_RECORDS);
+        let mut done = false;
+        let arenas = Arenas::new(&partition.main, &partition.compaction);
+        partition.index.start_bulk(|l| arenas.hash(l));
         // Every record is at least a header long, which bounds the scan.
-        for _ in 0..=partition.main.capacity() / RECORD_HEADER_BYTES_MIN {
-            match record::parse(partition.main.bytes(), offset) {
-                Parsed::End => break,
-                Parsed::Invalid(reason) => {
-                    invalid = Some(reason);
-                    break;
-                }
-                Parsed::Record { len, .. } => {
-                    partition.replay(offset);
-                    records += 1;
-                    offset += len;
+        let records_max = partition.main.capacity() / RECORD_HEADER_BYTES_MIN + 1;
+        while !done && records < records_max {
+            batch.clear();
+            while batch.len() < LOAD_BATCH_RECORDS && records < records_max {
+                match record::parse(partition.main.bytes(), offset) {
+                    Parsed::End => {
+                        done = true;
+                        break;
+                    }
+                    Parsed::Invalid(reason) => {
+                        invalid = Some(reason);
+                        done = true;
+                        break;
+                    }
+                    Parsed::Record { len, .. } => {
+                        let hash = xxh3_64(partition.main.record(offset).key);
+                        batch.push((offset, hash));
+                        records += 1;
+                        offset += len;
+                    }
                 }
             }
+            for (i, &(at, hash)) in batch.iter().enumerate() {
+                if let Some(&(_, ahead)) = batch.get(i + PREFETCH_AHEAD) {
+                    partition.index.prefetch(ahead);
+                }
+                partition.replay_hashed(at, hash);
+            }
         }
+        let arenas = Arenas::new(&partition.main, &partition.compaction);
+        partition.index.end_bulk(|l| arenas.hash(l));
         partition.main.end = offset;
         partition.main.set_read_ahead(false);
         let torn_tail_bytes = partition.main.cut_leftovers(leftovers)?;
@@ -483,13 +510,8 @@ impl Partition {
         Ok((partition, report))
     }
 
-    /// Applies the validated record at `offset` to the index, during open.
-    fn replay(&mut self, offset: u64) {
-        let hash = xxh3_64(self.main.record(offset).key);
-        self.replay_hashed(offset, hash);
-    }
-
-    /// [`Partition::replay`] of a record whose key hash is `hash`.
+    /// Applies the validated record at `offset`, whose key hash is `hash`,
+    /// to the index: during a load, and for a copy's chunks.
     fn replay_hashed(&mut self, offset: u64, hash: u64) {
         let arenas = Arenas::new(&self.main, &self.compaction);
         let record = arenas.main.record(offset);

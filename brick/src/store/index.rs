@@ -277,6 +277,8 @@ pub struct Index {
     moving: Option<Moving>,
     len: usize,
     grow_in_steps_from: usize,
+    /// Filled in bulk (a partition's load): see [`Index::start_bulk`].
+    bulk: bool,
 }
 
 impl Index {
@@ -296,6 +298,7 @@ impl Index {
             moving: None,
             len: 0,
             grow_in_steps_from: GROW_IN_STEPS_FROM,
+            bulk: false,
         }
     }
 
@@ -433,13 +436,18 @@ impl Index {
             assert!(self.table.len() < SLOTS_MAX, "index past {SLOTS_MAX} slots");
             // Not reached while the step size holds; kept for safety.
             self.move_entries(usize::MAX, &mut hash_at);
-            let grown = (self.table.len() + self.table.len() / 8).min(SLOTS_MAX);
+            let grown = if self.bulk {
+                self.table.len() * 2
+            } else {
+                self.table.len() + self.table.len() / 8
+            }
+            .min(SLOTS_MAX);
             let old = std::mem::replace(&mut self.table.slots, vec![0; grown]);
             let old = Table {
                 slots: old,
                 location_bits: self.table.location_bits,
             };
-            let step = if old.len() < self.grow_in_steps_from {
+            let step = if self.bulk || old.len() < self.grow_in_steps_from {
                 usize::MAX
             } else {
                 MOVE_PER_STEP
@@ -474,6 +482,35 @@ impl Index {
         let old = std::mem::replace(&mut self.table.slots, vec![0; slots]);
         for slot in old.into_iter().filter(|&s| s != 0) {
             self.table.place(slot, &mut hash_at);
+        }
+    }
+
+    /// Until [`Index::end_bulk`], the table grows to twice its size at
+    /// once instead of by an eighth a few slots per insert: for a load,
+    /// which nobody waits on between inserts, and which would otherwise
+    /// move every entry about nine times (and look up every new key in
+    /// both tables while a move lasts).
+    pub fn start_bulk(&mut self, mut hash_at: impl FnMut(u64) -> u64) {
+        self.move_entries(usize::MAX, &mut hash_at);
+        self.bulk = true;
+    }
+
+    /// Ends [`Index::start_bulk`], giving the table the size an index of
+    /// this many keys has after a growth in steps (an eighth of room), so a
+    /// table that doubled does not keep up to twice the memory.
+    pub fn end_bulk(&mut self, mut hash_at: impl FnMut(u64) -> u64) {
+        self.bulk = false;
+        let room = (self.len + 1).div_ceil(8) * 9;
+        let fitting = room
+            .saturating_mul(8)
+            .div_ceil(7)
+            .clamp(SLOTS_MIN, SLOTS_MAX);
+        if fitting < self.table.len() {
+            self.move_entries(usize::MAX, &mut hash_at);
+            let old = std::mem::replace(&mut self.table.slots, vec![0; fitting]);
+            for slot in old.into_iter().filter(|&s| s != 0) {
+                self.table.place(slot, &mut hash_at);
+            }
         }
     }
 
@@ -840,6 +877,57 @@ mod tests {
                 "key {key}"
             );
         }
+    }
+
+    #[test]
+    fn a_bulk_fill_doubles_at_once_and_ends_at_the_usual_size() {
+        let (mut index, mut keys) = (Index::new(BITS), Keys::default());
+        let spread = |key: u64| key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        index.start_bulk(|l| keys.hash(l));
+        let mut sizes = vec![index.slots()];
+        for key in 0..50_000u64 {
+            put(&mut index, &mut keys, key, spread(key));
+            assert!(!index.is_growing(), "no move is left for later inserts");
+            if index.slots() != *sizes.last().unwrap() {
+                sizes.push(index.slots());
+            }
+        }
+        // Overwrites and removes in bulk too.
+        for key in (0..50_000u64).step_by(3) {
+            put(&mut index, &mut keys, key, spread(key));
+        }
+        for key in (0..50_000u64).step_by(5) {
+            remove(&mut index, &mut keys, key, spread(key));
+        }
+        assert!(
+            sizes.windows(2).all(|w| w[1] == w[0] * 2),
+            "doubled each time: {sizes:?}"
+        );
+        index.end_bulk(|l| keys.hash(l));
+        let len = index.len();
+        assert_eq!(len, 40_000);
+        assert!(
+            index.slots() * 7 >= (len + 1) * 9 && index.slots() * 7 <= (len + 9) * 9 + 7,
+            "{} slots for {len} keys",
+            index.slots()
+        );
+        check(&index, &mut keys);
+        for key in 0..50_000u64 {
+            assert_eq!(
+                get(&index, &keys, key, spread(key)).is_some(),
+                key % 5 != 0,
+                "key {key}"
+            );
+        }
+        // Past the bulk fill, growth is in steps again.
+        let slots = index.slots();
+        let mut key = 50_000u64;
+        while index.slots() == slots {
+            put(&mut index, &mut keys, key, spread(key));
+            key += 1;
+        }
+        assert!(index.is_growing());
+        assert_eq!(index.slots(), slots + slots / 8);
     }
 
     #[test]
