@@ -146,8 +146,6 @@ pub const COMPACTION_DEAD_BYTES_MIN: u64 = 8 << 20;
 /// byte of its copy budget, so a step over mostly dead records stays short.
 pub const COMPACTION_VISIT_FACTOR: u64 = 4;
 
-/// How many records ahead of the one being applied an appended copy chunk
-/// prefetches index slots: enough to cover a memory access.
 /// The fewest bytes of arena per key that [`Partition::reserve_keys`]
 /// sizes an index for: a record of a short key and a short value.
 pub const RESERVE_BYTES_PER_KEY: u64 = 16;
@@ -155,6 +153,8 @@ pub const RESERVE_BYTES_PER_KEY: u64 = 16;
 /// Records a load checks and hashes before it applies them to the index.
 const LOAD_BATCH_RECORDS: usize = 4096;
 
+/// How many records ahead of the one being applied a load or an appended
+/// copy chunk prefetches index slots: enough to cover a memory access.
 const PREFETCH_AHEAD: usize = 8;
 
 /// How index locations are laid out for one capacity: the record's offset
