@@ -608,24 +608,7 @@ impl Node {
             } => Some(self.grant_lease(now, rg, epoch, from, incarnation)),
             Request::Stats => Some(Reply::Stats(self.stats(now))),
             Request::Capacity { partition } => Some(self.capacity_reply(partition)),
-            Request::CopyBegin {
-                rg,
-                epoch,
-                partition,
-                full,
-                keys,
-                maps,
-            } => Some(self.copy_begin(
-                now,
-                recovery::CopyBegin {
-                    rg,
-                    epoch,
-                    partition,
-                    full,
-                    keys,
-                    maps: &maps,
-                },
-            )),
+            request @ Request::CopyBegin { .. } => Some(self.copy_begin(now, request)),
             Request::CopyChunk {
                 partition,
                 offset,

@@ -44,16 +44,6 @@ use super::{error, membership, Node, PeerPending, TABLE_MARKER};
 use crate::limits;
 use crate::store::{Backing, Partition, HEADER_BYTES};
 
-/// The fields of a `CopyBegin` request (see `wire::Request`).
-pub(super) struct CopyBegin<'a> {
-    pub rg: RgId,
-    pub epoch: u64,
-    pub partition: PartitionId,
-    pub full: bool,
-    pub keys: u64,
-    pub maps: &'a [u8],
-}
-
 /// Where a brick keeps partitions it creates when it receives a copy.
 #[derive(Clone, Debug)]
 pub enum Storage {
@@ -1087,16 +1077,19 @@ impl Node {
     // Target side.
 
     /// The target's answer to a `CopyBegin`.
-    pub(super) fn copy_begin(&mut self, now: Instant, begin: CopyBegin<'_>) -> Reply {
-        let CopyBegin {
+    pub(super) fn copy_begin(&mut self, now: Instant, request: Request) -> Reply {
+        let Request::CopyBegin {
             rg,
             epoch,
             partition,
             full,
             keys,
             maps,
-        } = begin;
-        if let Reply::Error(e) = self.push_maps(now, maps) {
+        } = request
+        else {
+            return error(ErrorCode::Internal, "not a copy begin".to_string());
+        };
+        if let Reply::Error(e) = self.push_maps(now, &maps) {
             return Reply::Error(e);
         }
         let Some(entry) = self.maps.rg.get(rg) else {
