@@ -548,6 +548,49 @@ impl Node {
     // ----------------------------------------------------------------------
     // Requests.
 
+    /// Brings what `request` will read of its partition's store into the
+    /// processor's cache: a batch of requests calls this for each with
+    /// `record` false, then for each with `record` true, then handles them
+    /// (see [`Partition::prefetch`]). Only a hint: it changes nothing.
+    pub fn prefetch(&self, request: &Request, record: bool) {
+        let (partition, table, key) = match request {
+            Request::Get {
+                partition,
+                table,
+                key,
+                ..
+            }
+            | Request::Prepare {
+                partition,
+                table,
+                key,
+                decide: true,
+                ..
+            } => (*partition, table.as_slice(), key.as_slice()),
+            Request::Commit { txid, partition } => {
+                if let (Some(p), Some(tx)) =
+                    (self.partitions.get(partition), self.prepared.get(txid))
+                {
+                    p.prefetch(&tx.store_key, record);
+                }
+                return;
+            }
+            _ => return,
+        };
+        let Some(p) = self.partitions.get(&partition) else {
+            return;
+        };
+        // The store key, built on the stack: a prefetch allocates nothing.
+        let mut buf = [0u8; 128];
+        let len = 1 + table.len() + key.len();
+        if table.len() <= u8::MAX as usize && len <= buf.len() {
+            buf[0] = table.len() as u8;
+            buf[1..1 + table.len()].copy_from_slice(table);
+            buf[1 + table.len()..len].copy_from_slice(key);
+            p.prefetch(&buf[..len], record);
+        }
+    }
+
     /// A request from a client or a peer, on connection `conn`.
     pub fn handle_request(
         &mut self,

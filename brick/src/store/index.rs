@@ -47,6 +47,20 @@
 //! move more ([`Index::grow_step`]) so that the old table does not stay
 //! when puts stop.
 
+/// Asks the processor to bring the cache line at `at` into its cache. Only
+/// a hint: it changes nothing and cannot fault.
+pub fn prefetch<T>(at: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch has no effect on memory and cannot fault; the
+    // pointer comes from a reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((at as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
 /// Fewest slots a table has.
 pub const SLOTS_MIN: usize = 16;
 
@@ -179,16 +193,25 @@ impl Table {
     }
 
     fn prefetch(&self, hash: u64) {
-        let slot: *const u64 = &self.slots[self.home(hash)];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch has no effect on memory and cannot fault; the
-        // pointer is into the table anyway.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(slot.cast());
+        prefetch(&self.slots[self.home(hash)]);
+    }
+
+    /// The location of the first entry from the key's home whose tag is
+    /// the key's, within the home's cache line: most likely the key's.
+    fn candidate(&self, hash: u64) -> Option<u64> {
+        let tag = self.tag(hash);
+        let mut pos = self.home(hash);
+        for _ in 0..8 {
+            let slot = self.slots[pos];
+            if slot == 0 {
+                return None;
+            }
+            if slot >> self.location_bits == tag {
+                return Some(slot & self.location_mask());
+            }
+            pos = self.next(pos);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = slot;
+        None
     }
 
     /// Puts an entry (a whole slot value) at the first empty slot from its
@@ -386,6 +409,15 @@ impl Index {
         if let Some(m) = &self.moving {
             m.table.prefetch(hash);
         }
+    }
+
+    /// Where the key with this hash most likely is, without comparing keys
+    /// (an entry of the same tag), for a prefetch of its record: best read
+    /// after a [`Index::prefetch`] of the hash had time to bring the slot.
+    pub fn candidate(&self, hash: u64) -> Option<u64> {
+        self.table
+            .candidate(hash)
+            .or_else(|| self.moving.as_ref().and_then(|m| m.table.candidate(hash)))
     }
 
     /// The location at position `pos`, if it is occupied.
@@ -717,6 +749,21 @@ mod tests {
             1,
             "the first entry's tag differs, so it is not compared"
         );
+    }
+
+    #[test]
+    fn the_candidate_is_the_first_entry_of_the_keys_tag_from_its_home() {
+        let (mut index, mut keys) = (Index::new(BITS), Keys::default());
+        let a = put(&mut index, &mut keys, 1, hash(3, 1));
+        let b = put(&mut index, &mut keys, 2, hash(3, 2));
+        let c = put(&mut index, &mut keys, 3, hash(3, 2));
+        assert_eq!(index.candidate(hash(3, 1)), Some(a));
+        // Same home and tag: the first of them, the key's or not.
+        assert_eq!(index.candidate(hash(3, 2)), Some(b));
+        assert_ne!(b, c);
+        // No entry of that tag before the run's end, or an empty home.
+        assert_eq!(index.candidate(hash(3, 9)), None);
+        assert_eq!(index.candidate(hash(9, 1)), None);
     }
 
     #[test]
