@@ -78,7 +78,9 @@ pub struct Server {
     next_token: usize,
     dirty: HashSet<Token>,
     /// Requests decoded from one read, handled together (see
-    /// [`handle_batch`]); empty between reads.
+    /// [`handle_batch`]); empty between reads. At most
+    /// `OUTSTANDING_REQUESTS_PER_CONNECTION_MAX` long: a request past that
+    /// is refused as it is decoded.
     batch: Vec<(u64, Request)>,
     /// Connections whose read stopped at the per-pass budget with bytes
     /// possibly left in the socket. Readiness is edge-triggered, so no new
