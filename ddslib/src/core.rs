@@ -162,8 +162,6 @@ struct Prepare {
     yes: HashSet<BrickId>,
     no: Option<(BrickId, ErrorReply)>,
     waiting: HashSet<BrickId>,
-    /// What the primary is sent once the others voted yes.
-    primary_prepare: Request,
 }
 
 #[derive(Debug)]
@@ -175,9 +173,10 @@ struct Decide {
     abort_reason: Option<(BrickId, ErrorReply)>,
     /// The participant that holds the decision: the primary.
     target: BrickId,
-    /// While the target has not prepared: the prepare-and-decide it is
-    /// sent instead of the decision.
-    prepare: Option<Request>,
+    /// Whether the target has not prepared: it is then sent the
+    /// prepare-and-decide instead of the decision, built from the
+    /// operation when it is sent (see [`prepare_request`]).
+    prepare: bool,
     stage: Stage,
     /// While a removal is requested: the leader asked, and whom it removes.
     leader: Option<(BrickId, BrickId)>,
@@ -438,6 +437,7 @@ impl Core {
             !matches!(&state.op, Op::Get { table, .. } if table.is_empty()),
             "an operation started again while it was taken out"
         );
+        let mut votes_in = false;
         let op = std::mem::replace(
             &mut state.op,
             Op::Get {
@@ -463,8 +463,10 @@ impl Core {
                 };
                 self.send(id, brick, request);
             }
-            Op::Put { table, key, value } => self.start_prepare(now, id, table, key, Some(value)),
-            Op::Remove { table, key } => self.start_prepare(now, id, table, key, None),
+            Op::Put { table, key, value } => {
+                votes_in = self.start_prepare(id, table, key, Some(value));
+            }
+            Op::Remove { table, key } => votes_in = self.start_prepare(id, table, key, None),
             Op::CreateTable { name } | Op::DestroyTable { name } => {
                 let create = matches!(op, Op::CreateTable { .. });
                 let bricks = self.all_bricks();
@@ -482,11 +484,15 @@ impl Core {
                 }
             }
         }
-        // Gone if it already completed (a write with no vote to wait for).
         if let Some(state) = self.ops.get_mut(&id) {
             state.op = op;
         }
         self.set_deadline(id, deadline);
+        // A write with no vote to wait for decides now, with the operation
+        // back in place: the primary's prepare is built from it.
+        if votes_in {
+            self.votes_in(now, id);
+        }
     }
 
     fn all_bricks(&self) -> Vec<BrickId> {
@@ -516,35 +522,24 @@ impl Core {
     /// primary: when something went wrong (a participant that does not
     /// answer, maps gone stale), the primary's own vote says so at once
     /// (with its maps) rather than after the others'.
-    /// Starts a write of `value` (a removal with `None`).
+    /// Starts a write of `value` (a removal with `None`). Returns whether
+    /// there is no vote to wait for, so that the caller decides at once.
     fn start_prepare(
         &mut self,
-        now: Instant,
         id: OpId,
         table: &[u8],
         key: &[u8],
         value: Option<&Vec<u8>>,
-    ) {
+    ) -> bool {
         let route = self.route(table, key).expect("maps cover every hash");
         self.next_tx = self.next_tx.wrapping_add(1);
         let txid = TxId((u64::from(self.client_id) << 32) | u64::from(self.next_tx));
-        let prepare = |decide| Request::Prepare {
-            txid,
-            partition: route.partition,
-            fingerprint: route.fingerprint,
-            table: table.to_vec(),
-            key: key.to_vec(),
-            write: value.map_or(Write::Remove, |v| Write::Put(v.clone())),
-            participants: route.bricks.clone(),
-            decide,
-        };
         let retry = self.ops.get(&id).is_some_and(|state| state.attempts > 1);
         let others = &route.bricks[usize::from(!retry)..];
         for &brick in others {
-            let request = prepare(false);
+            let request = prepare_request(txid, &route, table, key, value, false);
             self.send(id, brick, request);
         }
-        let primary_prepare = prepare(true);
         let no_votes = others.is_empty();
         let waiting = if self.config.decide_without_votes {
             // The deliberately broken variant: no waiting for votes.
@@ -558,11 +553,8 @@ impl Core {
             yes: HashSet::default(),
             no: None,
             waiting,
-            primary_prepare,
         }));
-        if self.config.decide_without_votes || no_votes {
-            self.votes_in(now, id);
-        }
+        self.config.decide_without_votes || no_votes
     }
 
     /// Takes newer routing facts from a brick's reply. If the brick is the
@@ -894,8 +886,7 @@ impl Core {
             decision,
             abort_reason: prepare.no,
             target: primary,
-            prepare: (decision == TxState::Committed && !primary_prepared)
-                .then_some(prepare.primary_prepare),
+            prepare: decision == TxState::Committed && !primary_prepared,
             stage: Stage::Primary,
             leader: None,
             attempts: 0,
@@ -926,14 +917,27 @@ impl Core {
             Stage::Primary => decide.decision,
             Stage::Others(_) => TxState::Aborted,
         };
-        let request = match (&decide.stage, &decide.prepare) {
-            (Stage::Primary, Some(prepare)) => prepare.clone(),
+        let state = self.ops.get_mut(&id).unwrap();
+        let request = match (&decide.stage, decide.prepare) {
+            (Stage::Primary, true) => match &state.op {
+                Op::Put { table, key, value } => {
+                    prepare_request(decide.txid, &decide.route, table, key, Some(value), true)
+                }
+                Op::Remove { table, key } => {
+                    prepare_request(decide.txid, &decide.route, table, key, None, true)
+                }
+                other => unreachable!("a transaction for {}", describe(other)),
+            },
             _ => Self::decision_request(&decide, decision),
         };
-        self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
+        state.phase = Phase::Deciding(decide);
         self.forget_requests(id);
-        for target in targets {
-            self.send(id, target, request.clone());
+        // The last target takes the request itself: one copy fewer.
+        if let Some((&last, rest)) = targets.split_last() {
+            for &target in rest {
+                self.send(id, target, request.clone());
+            }
+            self.send(id, last, request);
         }
         self.set_deadline(id, now + self.config.request_timeout);
     }
@@ -966,15 +970,13 @@ impl Core {
                 // The primary, asked to prepare and decide, voted no: it
                 // recorded the transaction as aborted.
                 let no_vote = match reply {
-                    Some(Reply::Error(e))
-                        if decide.prepare.is_some() && e.code != ErrorCode::Fenced =>
-                    {
+                    Some(Reply::Error(e)) if decide.prepare && e.code != ErrorCode::Fenced => {
                         Some(e)
                     }
                     _ => None,
                 };
                 if let Some(e) = no_vote {
-                    decide.prepare = None;
+                    decide.prepare = false;
                     decide.decision = TxState::Aborted;
                     decide.abort_reason = Some((brick, e));
                     self.abort_at_others(now, id, decide);
@@ -1171,7 +1173,7 @@ impl Core {
                     // The next member is a participant that voted yes: it
                     // is prepared, so it gets the decision itself.
                     decide.target = next;
-                    decide.prepare = None;
+                    decide.prepare = false;
                     self.send_decision(now, id, decide);
                 }
                 None => self.complete(
@@ -1273,6 +1275,29 @@ impl Core {
 
 /// Checks an operation against the protocol's limits before anything is
 /// sent, so the caller gets a clear error.
+/// A prepare of `txid` for the key's group; with `decide`, the
+/// prepare-and-decide its primary is sent once every other participant
+/// voted yes.
+fn prepare_request(
+    txid: TxId,
+    route: &Route,
+    table: &[u8],
+    key: &[u8],
+    value: Option<&Vec<u8>>,
+    decide: bool,
+) -> Request {
+    Request::Prepare {
+        txid,
+        partition: route.partition,
+        fingerprint: route.fingerprint,
+        table: table.to_vec(),
+        key: key.to_vec(),
+        write: value.map_or(Write::Remove, |v| Write::Put(v.clone())),
+        participants: route.bricks.clone(),
+        decide,
+    }
+}
+
 fn check_op(op: &Op) -> Option<DdsError> {
     let (table, key, value) = match op {
         Op::Get { table, key } | Op::Remove { table, key } => (table, Some(key), None),
@@ -1340,6 +1365,87 @@ mod tests {
             core.handle_timeout(now);
         }
         panic!("the operation never completed");
+    }
+
+    /// Answers every request `core` sends with `answer(request)` until
+    /// `op` completes; returns its result and the requests sent.
+    fn run_answering(
+        core: &mut Core,
+        now: Instant,
+        op: OpId,
+        answer: impl Fn(&Request) -> Reply,
+    ) -> (Result<Output, DdsError>, Vec<(BrickId, Request)>) {
+        let mut sent = Vec::new();
+        for _ in 0..100 {
+            if let Some((id, result)) = core.poll_completion() {
+                assert_eq!(id, op);
+                return (result, sent);
+            }
+            let (brick, request_id, request) =
+                core.poll_transmit().expect("an operation in flight sends");
+            core.handle_reply(now, brick, request_id, answer(&request));
+            sent.push((brick, request));
+        }
+        panic!("the operation never completed");
+    }
+
+    fn is_prepare(request: &Request, decides: bool) -> bool {
+        matches!(request, Request::Prepare { decide, .. } if *decide == decides)
+    }
+
+    #[test]
+    fn a_write_prepares_at_the_others_then_has_the_primary_prepare_and_decide() {
+        let mut core = Core::new(CoreConfig::default(), maps());
+        let now = Instant::now();
+        let (table, key, value) = (b"t".to_vec(), b"k".to_vec(), b"v".to_vec());
+        let primary = core.maps().lookup(maps::key_hash(&table, &key)).bricks[0];
+        let op = core.submit(
+            now,
+            Op::Put {
+                table,
+                key,
+                value: value.clone(),
+            },
+        );
+        let (result, sent) = run_answering(&mut core, now, op, |request| match request {
+            Request::Prepare { decide: false, .. } => Reply::Voted,
+            _ => Reply::TxState(TxState::Committed),
+        });
+        assert_eq!(result, Ok(Output::Done));
+        // The other participant's prepare, the primary's prepare-and-decide
+        // carrying the value, then the commit that follows the answer.
+        assert_eq!(sent.len(), 2);
+        assert!(sent[0].0 != primary && is_prepare(&sent[0].1, false));
+        assert!(sent[1].0 == primary && is_prepare(&sent[1].1, true));
+        assert!(matches!(&sent[1].1, Request::Prepare { write: Write::Put(v), .. } if *v == value));
+        let (brick, _, commit) = core.poll_transmit().expect("the follow-up commit");
+        assert!(brick == sent[0].0 && matches!(commit, Request::Commit { .. }));
+    }
+
+    #[test]
+    fn a_write_with_one_replica_has_it_prepare_and_decide_at_once() {
+        let maps = maps::ClusterConfig::for_simulation(1, 1, 2).initial_maps();
+        let mut core = Core::new(CoreConfig::default(), maps);
+        let now = Instant::now();
+        let op = core.submit(
+            now,
+            Op::Remove {
+                table: b"t".to_vec(),
+                key: b"k".to_vec(),
+            },
+        );
+        let (result, sent) =
+            run_answering(&mut core, now, op, |_| Reply::TxState(TxState::Committed));
+        assert_eq!(result, Ok(Output::Done));
+        assert_eq!(sent.len(), 1);
+        assert!(matches!(
+            &sent[0].1,
+            Request::Prepare {
+                write: Write::Remove,
+                decide: true,
+                ..
+            }
+        ));
     }
 
     #[test]
