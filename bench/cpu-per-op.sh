@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Measures the bricks' CPU time per operation under the bench's load: a
+# Measures the bricks' CPU time per operation under the bench's load (and
+# the load generator's, which is ddslib's work plus the bench's own): a
 # figure that moves much less than ops/s on a shared machine, so a change
 # to the bricks shows in it where throughput is lost in the noise.
 #
@@ -10,8 +11,9 @@
 # Starts the bricks of cluster.toml (with a scratch data_dir) as processes
 # of its own, runs `bench --target dds` against them, and reads the bricks'
 # user and system time from /proc over the measured part of the run (after
-# the preload and the warmup). Prints ops/s, the cores the bricks used, and
-# their CPU microseconds per operation. Every step has a time bound.
+# the preload and the warmup). Prints ops/s, the cores the bricks used,
+# their CPU microseconds per operation, and the load generator's. Every
+# step has a time bound.
 set -euo pipefail
 
 MIXES=(read write)
@@ -52,10 +54,10 @@ trap cleanup EXIT
 sed "s|^data_dir = .*|data_dir = \"$WORK/data\"|" cluster.toml >"$WORK/cluster.toml"
 IDS=$(awk '/^\[\[brick\]\]/ { b = 1 } b && /^id *=/ { print $3; b = 0 }' cluster.toml)
 
-# User plus system time of the bricks, in clock ticks.
+# User plus system time of the processes given, in clock ticks.
 ticks() {
-    local sum=0 fields
-    for pid in "${PIDS[@]}"; do
+    local sum=0 fields pid
+    for pid in "$@"; do
         read -r -a fields <"/proc/$pid/stat"
         # Fields 14 and 15 (utime, stime); the name in field 2 has no spaces.
         sum=$((sum + fields[13] + fields[14]))
@@ -63,7 +65,7 @@ ticks() {
     echo "$sum"
 }
 
-printf '%-6s %10s %12s %16s\n' mix ops/s brick_cores brick_us_per_op
+printf '%-6s %10s %12s %16s %17s\n' mix ops/s brick_cores brick_us_per_op client_us_per_op
 for mix in "${MIXES[@]}"; do
     rm -rf "$WORK/data"
     PIDS=()
@@ -78,15 +80,21 @@ for mix in "${MIXES[@]}"; do
     # The bench first waits for the bricks, preloads (about a second) and
     # warms up; the window starts after that and ends before the run does.
     sleep $((WARMUP_S + 2))
-    a=$(ticks)
+    # The load generator runs under `timeout`: its one child.
+    client_pid=$(pgrep -P "$bench_pid" | head -n 1)
+    a=$(ticks "${PIDS[@]}")
+    ca=$(ticks "$client_pid")
     ta=$(date +%s.%N)
     sleep $((DURATION_S - 3))
-    b=$(ticks)
+    b=$(ticks "${PIDS[@]}")
+    cb=$(ticks "$client_pid")
     tb=$(date +%s.%N)
     wait "$bench_pid"
     ops=$(grep -o '"ops_per_s":[0-9.eE+]*' "$WORK/out.json" | head -n 1 | cut -d: -f2)
-    awk -v m="$mix" -v a="$a" -v b="$b" -v ta="$ta" -v tb="$tb" -v ops="$ops" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN { cores = (b - a) / hz / (tb - ta); printf "%-6s %10.0f %12.2f %16.2f\n", m, ops, cores, cores / ops * 1e6 }'
+    awk -v m="$mix" -v a="$a" -v b="$b" -v ca="$ca" -v cb="$cb" -v ta="$ta" -v tb="$tb" -v ops="$ops" \
+        -v hz="$(getconf CLK_TCK)" 'BEGIN {
+            cores = (b - a) / hz / (tb - ta); client = (cb - ca) / hz / (tb - ta)
+            printf "%-6s %10.0f %12.2f %16.2f %17.2f\n", m, ops, cores, cores / ops * 1e6, client / ops * 1e6 }'
     for pid in "${PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
