@@ -144,12 +144,21 @@ const TABLE_MARKER: u8 = 0;
 /// The store key of `key` in `table`: the table name's length, the name,
 /// then the key, so that tables never share keys.
 pub fn store_key(table: &[u8], key: &[u8]) -> Vec<u8> {
-    debug_assert!(!table.is_empty() && table.len() <= u8::MAX as usize);
-    let mut out = Vec::with_capacity(1 + table.len() + key.len());
-    out.push(table.len() as u8);
-    out.extend_from_slice(table);
-    out.extend_from_slice(key);
+    let mut out = vec![0; 1 + table.len() + key.len()];
+    write_store_key(&mut out, table, key);
     out
+}
+
+/// Writes the store key of `key` in `table` (see [`store_key`]) at the
+/// start of `out`, if it fits, and returns it.
+fn write_store_key<'a>(out: &'a mut [u8], table: &[u8], key: &[u8]) -> Option<&'a [u8]> {
+    debug_assert!(!table.is_empty() && table.len() <= u8::MAX as usize);
+    let len = 1 + table.len() + key.len();
+    let out = out.get_mut(..len)?;
+    out[0] = table.len() as u8;
+    out[1..1 + table.len()].copy_from_slice(table);
+    out[1 + table.len()..].copy_from_slice(key);
+    Some(out)
 }
 
 fn table_marker_key(table: &[u8]) -> Vec<u8> {
@@ -581,13 +590,13 @@ impl Node {
             return;
         };
         // The store key, built on the stack: a prefetch allocates nothing.
+        // A request for a longer key, or with a table name that no table
+        // can have (refused when handled), is not prefetched.
         let mut buf = [0u8; 128];
-        let len = 1 + table.len() + key.len();
-        if table.len() <= u8::MAX as usize && len <= buf.len() {
-            buf[0] = table.len() as u8;
-            buf[1..1 + table.len()].copy_from_slice(table);
-            buf[1 + table.len()..len].copy_from_slice(key);
-            p.prefetch(&buf[..len], record);
+        if !table.is_empty() && table.len() <= u8::MAX as usize {
+            if let Some(skey) = write_store_key(&mut buf, table, key) {
+                p.prefetch(skey, record);
+            }
         }
     }
 

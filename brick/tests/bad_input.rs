@@ -253,3 +253,38 @@ fn partition_not_held() {
     assert_eq!(a.call(&Request::Ping), Reply::Pong);
     f.assert_others_served();
 }
+
+#[test]
+fn bad_reads_in_one_batch_with_good_ones_are_each_refused() {
+    let mut f = fixture();
+    let mut a = f.attacker();
+    let (partition, fingerprint, _) = common::route(&f.maps, b"t", b"k");
+    let get = |table: &[u8], key: &[u8]| Request::Get {
+        partition,
+        fingerprint,
+        table: table.to_vec(),
+        key: key.to_vec(),
+    };
+    // One write, so the brick reads them as one batch and prefetches for
+    // each before handling any: an empty table name, the longest table
+    // name with the longest key, and a good read between them.
+    let ids = a.send_batch(&[
+        get(b"", b"k"),
+        get(b"t", b"k"),
+        get(&[b'x'; 255], &vec![b'k'; KEY_SIZE_MAX]),
+    ]);
+    let mut replies = std::collections::HashMap::new();
+    for _ in 0..ids.len() {
+        let (id, reply) = a.recv_any().expect("a reply to each request");
+        replies.insert(id, reply);
+    }
+    for id in [ids[0], ids[2]] {
+        match &replies[&id] {
+            Reply::Error(e) => assert_eq!(e.code, ErrorCode::TableNotFound, "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(replies[&ids[1]], Reply::NotFound);
+    assert_eq!(a.call(&Request::Ping), Reply::Pong);
+    f.assert_others_served();
+}
