@@ -368,13 +368,20 @@ impl<'a> Arenas<'a> {
         }
     }
 
-    fn record(self, location: u64) -> Record<'a> {
-        let arena = if self.locations.parity(location) == self.main.parity() {
-            self.main
+    /// The arena `location` points into; `None` for the compaction's
+    /// while there is none.
+    fn arena(self, location: u64) -> Option<&'a Arena> {
+        if self.locations.parity(location) == self.main.parity() {
+            Some(self.main)
         } else {
             self.next
-                .expect("an index location points into a compaction arena that does not exist")
-        };
+        }
+    }
+
+    fn record(self, location: u64) -> Record<'a> {
+        let arena = self
+            .arena(location)
+            .expect("an index location points into a compaction arena that does not exist");
         arena.record(self.locations.offset(location))
     }
 
@@ -386,13 +393,8 @@ impl<'a> Arenas<'a> {
     /// of it, which hold its header, the key and, for short values (the
     /// 150 bytes of the bench's), the value.
     fn prefetch(self, location: u64) {
-        let arena = if self.locations.parity(location) == self.main.parity() {
-            self.main
-        } else {
-            match self.next {
-                Some(next) => next,
-                None => return,
-            }
+        let Some(arena) = self.arena(location) else {
+            return;
         };
         let at = self.locations.offset(location) as usize;
         for line in (at..at + PREFETCH_RECORD_BYTES).step_by(64) {

@@ -196,8 +196,8 @@ impl Table {
         prefetch(&self.slots[self.home(hash)]);
     }
 
-    /// The location of the first entry from the key's home whose tag is
-    /// the key's, within the home's cache line: most likely the key's.
+    /// The location of the first entry among the eight slots from the
+    /// key's home whose tag is the key's: most likely the key's.
     fn candidate(&self, hash: u64) -> Option<u64> {
         let tag = self.tag(hash);
         let mut pos = self.home(hash);
