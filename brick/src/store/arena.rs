@@ -28,6 +28,41 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// Gives `file` a length of `capacity` bytes with the disk blocks for all
+/// of them set aside (`fallocate`). A file-backed arena is written through
+/// its map, and a write fault on a page whose block cannot be allocated (a
+/// full disk) kills the process with SIGBUS: nothing can refuse that one
+/// write. With every block set aside when the arena is created (or reopened,
+/// or started for a compaction), a full disk is an error here, at a point
+/// that returns it. Blocks already allocated are kept. On a file system
+/// that cannot set blocks aside the file is only sized (sparse), as before.
+fn allocate(file: &File, path: &Path, capacity: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(capacity)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "capacity out of range"))?;
+    loop {
+        // SAFETY: the descriptor belongs to `file`, open for writing for
+        // the whole call; fallocate touches no memory of this process.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) => return file.set_len(capacity),
+            _ => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "setting aside {capacity} bytes of disk for {}: {e}",
+                        path.display()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
 /// Bytes read at a time when looking for leftovers past the end of data.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
@@ -186,15 +221,15 @@ impl Arena {
                 ));
             }
         }
-        if len != capacity {
-            if len > capacity {
-                return Err(StoreError::CapacityMismatch {
-                    file_bytes: len,
-                    configured_bytes: capacity,
-                });
-            }
-            file.set_len(capacity)?;
+        if len > capacity {
+            return Err(StoreError::CapacityMismatch {
+                file_bytes: len,
+                configured_bytes: capacity,
+            });
         }
+        // Also for a file of the right length: one written by an older
+        // build is sparse.
+        allocate(&file, path, capacity)?;
         // SAFETY: the map stays valid while `Arena` owns both it and the
         // file. The file belongs to this brick; another process writing it
         // while it is mapped is outside what the store defends against.
@@ -264,7 +299,7 @@ impl Arena {
             .create(true)
             .truncate(true)
             .open(&path)?;
-        file.set_len(self.capacity)?;
+        allocate(&file, &path, self.capacity)?;
         // SAFETY: as in `open_file`.
         let map = unsafe { MmapMut::map_mut(&file)? };
         let mut arena = Arena {
@@ -501,8 +536,9 @@ impl Arena {
     /// takes a fault that finds it there, and the whole costs about 2 µs a
     /// page. Only pages past the one holding the end are written, so no
     /// byte of data is, and the bytes past the end stay zero as the arena
-    /// requires. Best effort: where the write fails (a full disk), the map
-    /// faults as before.
+    /// requires. Best effort: the blocks were set aside when the file was
+    /// created ([`allocate`]), so a failure here (logged) only leaves the
+    /// map to fault as it would without it.
     fn zero_ahead(&mut self, to: u64) {
         let Some(f) = &self.file else {
             return;
@@ -727,6 +763,46 @@ mod tests {
         let next_path = compaction_path(&path);
         assert!(vm_flags(&next_path).contains(&"rr".to_string()));
         next.discard();
+    }
+
+    /// Bytes of disk the file at `path` has allocated.
+    fn allocated_bytes(path: &Path) -> u64 {
+        std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(path).unwrap()) * 512
+    }
+
+    #[test]
+    fn arena_files_have_their_disk_blocks_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let capacity = 8 << 20;
+        // A new arena, and the one a compaction writes.
+        let path = dir.path().join("a.arena");
+        let (mut arena, _) = Arena::open_file(&path, capacity).unwrap();
+        assert!(
+            allocated_bytes(&path) >= capacity,
+            "{}",
+            allocated_bytes(&path)
+        );
+        arena.append(true, b"k", b"v");
+        let next = arena.create_next(1).unwrap();
+        let next_path = compaction_path(&path);
+        assert!(allocated_bytes(&next_path) >= capacity);
+        next.discard();
+        drop(arena);
+        // A sparse file of the right length (as an older build left it),
+        // and one with a smaller capacity that grows on reopen.
+        for (name, len) in [("b.arena", capacity), ("c.arena", capacity / 2)] {
+            let path = dir.path().join(name);
+            File::create(&path).unwrap().set_len(len).unwrap();
+            assert!(allocated_bytes(&path) < len);
+            let (arena, _) = Arena::open_file(&path, capacity).unwrap();
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), capacity);
+            assert!(allocated_bytes(&path) >= capacity, "{name}");
+            drop(arena);
+        }
+        // What was appended before survives the reopen's allocation.
+        let (arena, _) = Arena::open_file(&path, capacity).unwrap();
+        let record = arena.record(HEADER_BYTES);
+        assert_eq!((record.key, record.value), (&b"k"[..], &b"v"[..]));
     }
 
     /// Which pages of the arena's file are in the page cache.
