@@ -125,7 +125,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use arena::{Arena, Leftovers};
 use index::{Index, Probe};
-use record::{Parsed, Record};
+use record::{Parsed, Record, Shape};
 
 pub use record::{
     record_bytes, CAPACITY_MAX, CAPACITY_MIN, HEADER_BYTES, KEY_SIZE_MAX, RECORD_HEADER_BYTES_MAX,
@@ -480,7 +480,7 @@ impl Partition {
         // Records are checked and hashed a batch at a time, then applied
         // while the index slot of the record eight places ahead is fetched
         // from memory, as a copy's chunks are (`append_chunk_with`).
-        let mut batch: Vec<(u64, u64)> = Vec::with_capacity(LOAD_BATCH_RECORDS);
+        let mut batch: Vec<(u64, u64, Shape)> = Vec::with_capacity(LOAD_BATCH_RECORDS);
         let mut done = false;
         let arenas = Arenas::new(&partition.main, &partition.compaction);
         partition.index.start_bulk(|l| arenas.hash(l));
@@ -499,19 +499,19 @@ impl Partition {
                         done = true;
                         break;
                     }
-                    Parsed::Record { len, .. } => {
-                        let hash = xxh3_64(partition.main.record(offset).key);
-                        batch.push((offset, hash));
+                    Parsed::Record(shape) => {
+                        let hash = xxh3_64(shape.key(partition.main.bytes(), offset));
+                        batch.push((offset, hash, shape));
                         records += 1;
-                        offset += len;
+                        offset += shape.len;
                     }
                 }
             }
-            for (i, &(at, hash)) in batch.iter().enumerate() {
-                if let Some(&(_, ahead)) = batch.get(i + PREFETCH_AHEAD) {
+            for (i, &(at, hash, shape)) in batch.iter().enumerate() {
+                if let Some(&(_, ahead, _)) = batch.get(i + PREFETCH_AHEAD) {
                     partition.index.prefetch(ahead);
                 }
-                partition.replay_hashed(at, hash);
+                partition.replay(at, hash, shape);
             }
         }
         let arenas = Arenas::new(&partition.main, &partition.compaction);
@@ -538,20 +538,19 @@ impl Partition {
 
     /// Applies the validated record at `offset`, whose key hash is `hash`,
     /// to the index: during a load, and for a copy's chunks.
-    fn replay_hashed(&mut self, offset: u64, hash: u64) {
+    fn replay(&mut self, offset: u64, hash: u64, shape: Shape) {
         let arenas = Arenas::new(&self.main, &self.compaction);
-        let record = arenas.main.record(offset);
-        let len = record.bytes.len() as u64;
-        if record.live {
+        let key = shape.key(arenas.main.bytes(), offset);
+        if shape.live {
             self.index.reserve_one(|l| arenas.hash(l));
         }
-        let probe = self.index.find(hash, |l| arenas.key(l) == record.key);
+        let probe = self.index.find(hash, |l| arenas.key(l) == key);
         if let Probe::Found(pos) = probe {
             let old = arenas.record(self.index.location(pos));
             self.live_bytes -= old.bytes.len() as u64;
-            self.digest_sum = self.digest_sum.wrapping_sub(record_digest(hash, &old));
+            self.digest_sum = self.digest_sum.wrapping_sub(record_digest(hash, old.crc));
         }
-        match (record.live, probe) {
+        match (shape.live, probe) {
             (true, Probe::Found(pos)) => self
                 .index
                 .replace(pos, self.locations.at(arenas.main.parity(), offset)),
@@ -564,9 +563,9 @@ impl Partition {
             // after the key's records were already gone. Nothing to undo.
             (false, Probe::Vacant(_)) => {}
         }
-        if record.live {
-            self.live_bytes += len;
-            self.digest_sum = self.digest_sum.wrapping_add(record_digest(hash, &record));
+        if shape.live {
+            self.live_bytes += shape.len;
+            self.digest_sum = self.digest_sum.wrapping_add(record_digest(hash, shape.crc));
         }
     }
 
@@ -615,12 +614,12 @@ impl Partition {
         let (old_len, old_digest) = match probe {
             Probe::Found(pos) => {
                 let old = arenas.record(self.index.location(pos));
-                (old.bytes.len() as u64, record_digest(hash, &old))
+                (old.bytes.len() as u64, record_digest(hash, old.crc))
             }
             Probe::Vacant(_) => (0, 0),
         };
         let offset = self.main.append(true, key, value);
-        let new_digest = record_digest(hash, &self.main.record(offset));
+        let new_digest = record_digest(hash, self.main.record(offset).crc);
         let new_location = self.locations.at(self.main.parity(), offset);
         match probe {
             Probe::Found(pos) => self.index.replace(pos, new_location),
@@ -655,7 +654,7 @@ impl Partition {
         }
         let arenas = Arenas::new(&self.main, &self.compaction);
         let old = arenas.record(self.index.location(pos));
-        let (old_len, old_digest) = (old.bytes.len() as u64, record_digest(hash, &old));
+        let (old_len, old_digest) = (old.bytes.len() as u64, record_digest(hash, old.crc));
         self.main.append(false, key, &[]);
         let arenas = Arenas::new(&self.main, &self.compaction);
         self.index.remove(pos, |l| arenas.hash(l));
@@ -934,7 +933,7 @@ impl Partition {
             let record = self.main.record(self.locations.offset(l));
             if Some(pos) == skip {
                 skipped_bytes = record.bytes.len() as u64;
-                skipped_digest = record_digest(xxh3_64(record.key), &record);
+                skipped_digest = record_digest(xxh3_64(record.key), record.crc);
             } else {
                 next.append_copy(record.bytes);
             }
@@ -1089,12 +1088,9 @@ impl Partition {
         let mut at = 0u64;
         while at < chunk.len() as u64 {
             match record::parse(chunk, at) {
-                Parsed::Record { len, live } => {
-                    let record = record::view(chunk, at);
-                    let key_at = record.key.as_ptr() as usize - chunk.as_ptr() as usize;
-                    let key = key_at..key_at + record.key.len();
-                    records.push((at as usize, key, live, xxh3_64(record.key)));
-                    at += len;
+                Parsed::Record(shape) => {
+                    records.push((at, shape, xxh3_64(shape.key(chunk, at))));
+                    at += shape.len;
                 }
                 Parsed::End => {
                     return Err(StoreError::Corrupt {
@@ -1111,12 +1107,12 @@ impl Partition {
             }
         }
         let start = self.main.append_bytes(chunk)?;
-        for (i, (at, key, live, hash)) in records.iter().enumerate() {
-            if let Some(&(_, _, _, ahead)) = records.get(i + PREFETCH_AHEAD) {
+        for (i, &(at, shape, hash)) in records.iter().enumerate() {
+            if let Some(&(_, _, ahead)) = records.get(i + PREFETCH_AHEAD) {
                 self.index.prefetch(ahead);
             }
-            self.replay_hashed(start + *at as u64, *hash);
-            each_key(*live, &chunk[key.clone()]);
+            self.replay(start + at, hash, shape);
+            each_key(shape.live, shape.key(chunk, at));
         }
         self.main.mark_end();
         Ok(())
@@ -1186,7 +1182,7 @@ impl Partition {
         assert_eq!(live_bytes, self.live_bytes, "live byte count");
         let digest = self.index.iter().fold(0u64, |sum, (_, l)| {
             let record = arenas.record(l);
-            sum.wrapping_add(record_digest(xxh3_64(record.key), &record))
+            sum.wrapping_add(record_digest(xxh3_64(record.key), record.crc))
         });
         assert_eq!(digest, self.digest_sum, "running digest");
         self.check_invariants_cheap();
@@ -1219,10 +1215,9 @@ impl Drop for Partition {
 /// Both are at hand wherever a record is written or replayed, so the digest
 /// costs no pass over the value; an appended copy's crcs are checked
 /// before they count.
-fn record_digest(key_hash: u64, record: &Record<'_>) -> u64 {
+fn record_digest(key_hash: u64, crc: u32) -> u64 {
     // The finalizer of SplitMix64: every input bit moves every output bit.
-    let mut z =
-        key_hash.rotate_left(32) ^ u64::from(record.crc).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut z = key_hash.rotate_left(32) ^ u64::from(crc).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

@@ -181,13 +181,35 @@ pub fn decode_header(page: &[u8]) -> Result<Option<Header>, &'static str> {
 /// The result of checking the bytes at one offset of an arena.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Parsed {
-    /// A valid record of `len` bytes.
-    Record { live: bool, len: u64 },
+    /// A valid record, and where its parts are.
+    Record(Shape),
     /// Six zero bytes (or fewer bytes left than that, all zero): the end of
     /// the data.
     End,
     /// Bytes that are neither a record nor the end, and why.
     Invalid(&'static str),
+}
+
+/// What [`parse`] learned of a valid record: enough to index it without
+/// reading its header again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub live: bool,
+    /// The whole record's bytes, header included.
+    pub len: u64,
+    /// Where the key starts, counted from the record's start.
+    pub key_from: u64,
+    pub key_len: u64,
+    /// The crc of the record's lengths, key and value.
+    pub crc: u32,
+}
+
+impl Shape {
+    /// The key of this record, which starts at `offset` of `bytes`.
+    pub fn key<'a>(&self, bytes: &'a [u8], offset: u64) -> &'a [u8] {
+        let from = (offset + self.key_from) as usize;
+        &bytes[from..from + self.key_len as usize]
+    }
 }
 
 /// Checks the record at `offset` of `arena` (the whole arena, so its length
@@ -245,7 +267,13 @@ pub fn parse(arena: &[u8], offset: u64) -> Parsed {
     if crc32fast::hash(&arena[at + 4..at + len as usize]) != crc {
         return Parsed::Invalid("the record's checksum does not match");
     }
-    Parsed::Record { live, len }
+    Parsed::Record(Shape {
+        live,
+        len,
+        key_from: len - key_len - value_len,
+        key_len,
+        crc,
+    })
 }
 
 /// Writes a record into `dst`, which is exactly `record_bytes(key.len(),
@@ -325,13 +353,14 @@ mod tests {
         // lengths are zero bytes, so its crc must not be zero.
         assert_ne!(crc32fast::hash(&[0u8; 2]), 0);
         let arena = arena_with(&[(false, b"", b"")]);
-        assert_eq!(
+        assert!(matches!(
             parse(&arena, HEADER_BYTES),
-            Parsed::Record {
+            Parsed::Record(Shape {
                 live: false,
-                len: RECORD_HEADER_BYTES_MIN
-            }
-        );
+                len: RECORD_HEADER_BYTES_MIN,
+                ..
+            })
+        ));
         assert_eq!(
             parse(&arena, HEADER_BYTES + RECORD_HEADER_BYTES_MIN),
             Parsed::End
@@ -373,8 +402,22 @@ mod tests {
                 let len = record_bytes(key_len, value_len);
                 let at = HEADER_BYTES as usize;
                 encode(&mut arena[at..at + len as usize], live, &key, &value);
-                assert_eq!(parse(&arena, HEADER_BYTES), Parsed::Record { live, len });
                 let record = view(&arena, HEADER_BYTES);
+                assert_eq!(
+                    parse(&arena, HEADER_BYTES),
+                    Parsed::Record(Shape {
+                        live,
+                        len,
+                        key_from: (record.key.as_ptr() as usize - record.bytes.as_ptr() as usize)
+                            as u64,
+                        key_len: key_len as u64,
+                        crc: record.crc,
+                    })
+                );
+                let Parsed::Record(shape) = parse(&arena, HEADER_BYTES) else {
+                    unreachable!("checked above")
+                };
+                assert_eq!(shape.key(&arena, HEADER_BYTES), &key[..]);
                 assert_eq!(
                     (record.live, record.key, record.value),
                     (live, &key[..], &value[..])
@@ -392,23 +435,29 @@ mod tests {
         let first = view(&arena, HEADER_BYTES);
         assert!(first.live);
         assert_eq!((first.key, first.value), (&b"key"[..], &b"value"[..]));
-        assert_eq!(
+        assert!(matches!(
             parse(&arena, HEADER_BYTES),
-            Parsed::Record {
+            Parsed::Record(Shape {
                 live: true,
-                len: 14
-            }
-        );
+                len: 14,
+                key_from: 6,
+                key_len: 3,
+                ..
+            })
+        ));
         let second = view(&arena, HEADER_BYTES + 14);
         assert!(!second.live);
         assert_eq!(second.key, b"gone");
-        assert_eq!(
+        assert!(matches!(
             parse(&arena, HEADER_BYTES + 14),
-            Parsed::Record {
+            Parsed::Record(Shape {
                 live: false,
-                len: 10
-            }
-        );
+                len: 10,
+                key_from: 6,
+                key_len: 4,
+                ..
+            })
+        ));
         assert_eq!(
             decode_header(&arena),
             Ok(Some(Header {
