@@ -17,6 +17,9 @@
 //!    to the bulk rate, how long brick 1 held the partition's writes, the
 //!    longest write as seen by a client during the recovery, and the reads
 //!    and writes done and failed meanwhile.
+//! 5. For reference, with the clients stopped: brick 2 is killed and
+//!    restarted once more, and that copy's time and rate are reported, the
+//!    copy's own cost without the clients' share of the cores.
 //!
 //! Targets (issue "recovery"): copy rate ≥ 50% of the bulk rate, longest
 //! write stall ≤ 10 ms, no failed read.
@@ -47,6 +50,11 @@ pub struct RecoveryReport {
     pub copy_bytes: u64,
     pub copy_ms: u64,
     pub write_lease_us: u64,
+    /// The same copy again once the load has stopped (brick 2 killed and
+    /// restarted a second time): what the copy itself costs, without the
+    /// clients' share of the two cores.
+    pub idle_copy_bytes: u64,
+    pub idle_copy_ms: u64,
     /// The longest a client write took while the brick was recovering:
     /// from its restart (which loads its old data) to its joining.
     pub longest_write_us: u64,
@@ -74,6 +82,15 @@ impl RecoveryReport {
         self.copy_bytes_per_s() / self.bulk_bytes_per_s.max(1.0)
     }
 
+    pub fn idle_copy_bytes_per_s(&self) -> f64 {
+        self.idle_copy_bytes as f64 / (self.idle_copy_ms.max(1) as f64 / 1000.0)
+    }
+
+    /// The copy's rate with no load over the idle bulk rate.
+    pub fn idle_ratio(&self) -> f64 {
+        self.idle_copy_bytes_per_s() / self.bulk_bytes_per_s.max(1.0)
+    }
+
     /// The copy's rate over the bulk rate under the same load.
     pub fn loaded_ratio(&self) -> f64 {
         self.copy_bytes_per_s() / self.loaded_bulk_bytes_per_s.max(1.0)
@@ -90,6 +107,10 @@ impl RecoveryReport {
             "loaded_bulk_tcp_mib_per_s": mib(self.loaded_bulk_bytes_per_s),
             "copy_to_loaded_bulk_ratio": self.loaded_ratio(),
             "write_lease_us": self.write_lease_us,
+            "idle_copy_bytes": self.idle_copy_bytes,
+            "idle_copy_ms": self.idle_copy_ms,
+            "idle_copy_mib_per_s": mib(self.idle_copy_bytes_per_s()),
+            "idle_copy_to_bulk_ratio": self.idle_ratio(),
             "longest_write_us": self.longest_write_us,
             "longest_copy_write_us": self.longest_copy_write_us,
             "longest_write_gap_us": self.longest_write_gap_us,
@@ -155,6 +176,14 @@ impl std::fmt::Display for RecoveryReport {
         for e in &self.first_errors {
             writeln!(f, "  error: {e}")?;
         }
+        writeln!(
+            f,
+            "copy with no load     {:>10} bytes in {} ms: {:.0} MiB/s, {:.2}x bulk idle (for reference)",
+            self.idle_copy_bytes,
+            self.idle_copy_ms,
+            mib(self.idle_copy_bytes_per_s()),
+            self.idle_ratio()
+        )?;
         Ok(())
     }
 }
@@ -291,6 +320,43 @@ fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Resul
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// Kills brick 2 again with the clients stopped, has brick 1 remove it
+/// (a write every 20 ms meanwhile, so that it notices), restarts it, and
+/// returns the bytes and milliseconds of the second copy.
+fn copy_without_load(
+    cluster: &mut LocalCluster,
+    dds: &mut Dds,
+    step: &dyn Fn(&str),
+) -> Result<(u64, u64), BenchError> {
+    step("killing brick 2 again, with no load; brick 1 copies the partition again");
+    cluster.kill(2);
+    let mut i = 0;
+    wait_for(
+        Duration::from_secs(30),
+        "brick 1 to remove brick 2 again",
+        || {
+            i += 1;
+            let _ = dds.put("bench", &key_of(i), &value_of(i));
+            stats(dds, 1).get("exclusions").is_some_and(|n| *n >= 2)
+        },
+    )?;
+    cluster.restart(2)?;
+    wait_for(
+        Duration::from_secs(300),
+        "the second copy to finish",
+        || {
+            stats(dds, 1)
+                .get("copies_finished")
+                .is_some_and(|n| *n >= 2)
+        },
+    )?;
+    let source = stats(dds, 1);
+    Ok((
+        source.get("last_copy_bytes").copied().unwrap_or(0),
+        source.get("last_copy_ms").copied().unwrap_or(0),
+    ))
 }
 
 /// Which window the client threads count in.
@@ -460,6 +526,7 @@ fn run_in(
     let source = stats(&mut dds, 1);
     let seen = seen.lock().unwrap();
     let baseline = baseline.lock().unwrap();
+    let (idle_copy_bytes, idle_copy_ms) = copy_without_load(&mut cluster, &mut dds, &step)?;
     drop(cluster);
     Ok(RecoveryReport {
         bulk_bytes_per_s: bulk,
@@ -468,6 +535,8 @@ fn run_in(
         copy_bytes: source.get("last_copy_bytes").copied().unwrap_or(0),
         copy_ms: source.get("last_copy_ms").copied().unwrap_or(0),
         write_lease_us: source.get("last_write_lease_us").copied().unwrap_or(0),
+        idle_copy_bytes,
+        idle_copy_ms,
         longest_write_us: seen.longest_write.as_micros() as u64,
         longest_copy_write_us: seen.longest_copy_write.as_micros() as u64,
         longest_write_gap_us: seen.longest_gap.as_micros() as u64,
