@@ -276,6 +276,20 @@ pub struct PartitionStats {
     pub last_step_copied_bytes: u64,
 }
 
+/// How much of a copy's chunk [`Partition::append_chunk_with`] checks
+/// before it writes anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkCheck {
+    /// Each record's structure and its crc.
+    Records,
+    /// Each record's structure only (lengths, bounds, the end marker): for
+    /// a chunk whose bytes a crc over all of them covered on their way, as
+    /// a `CopyChunk` frame's does. Whether each record's crc matches its
+    /// bytes is then what it was at the source, which trusts the records
+    /// in its memory as its reads and compactions do (they check no crc).
+    Structure,
+}
+
 /// What a [`Partition::compact_step`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CompactStatus {
@@ -1087,19 +1101,24 @@ impl Partition {
     /// and is refused with [`StoreError::Corrupt`]. Background compaction
     /// must be paused while a copy is received.
     pub fn append_chunk(&mut self, offset: u64, chunk: &[u8]) -> Result<(), StoreError> {
-        self.append_chunk_with(offset, chunk, |_, _| {})
+        self.append_chunk_with(offset, chunk, ChunkCheck::Records, |_, _| {})
     }
 
-    /// [`Partition::append_chunk`], calling `each_key` with every record's
-    /// key, in order, and whether it is live (false for a tombstone), once
-    /// the chunk is accepted: what the caller wants to know of the keys
-    /// costs no second pass over the records.
+    /// [`Partition::append_chunk`], checking as `check` says, and calling
+    /// `each_key` with every record's key, in order, and whether it is live
+    /// (false for a tombstone), once the chunk is accepted: what the caller
+    /// wants to know of the keys costs no second pass over the records.
     pub fn append_chunk_with(
         &mut self,
         offset: u64,
         chunk: &[u8],
+        check: ChunkCheck,
         mut each_key: impl FnMut(bool, &[u8]),
     ) -> Result<(), StoreError> {
+        let parse = match check {
+            ChunkCheck::Records => record::parse,
+            ChunkCheck::Structure => record::parse_structure,
+        };
         if offset != self.main.end {
             return Err(StoreError::Corrupt {
                 offset,
@@ -1119,7 +1138,7 @@ impl Partition {
         let mut records = Vec::with_capacity(chunk.len() / 64);
         let mut at = 0u64;
         while at < chunk.len() as u64 {
-            match record::parse(chunk, at) {
+            match parse(chunk, at) {
                 Parsed::Record(shape) => {
                     records.push((at, shape, xxh3_64(shape.key(chunk, at))));
                     at += shape.len;

@@ -12,8 +12,9 @@
 //!    source's maps. A target that left within `grace` may keep its data and
 //!    answers with its digest; if it equals the source's, the copy is
 //!    skipped (step 3 only), else it starts over in full.
-//! 2. **Pre-copy**: chunks of the arena (`CopyChunk`, whole records, crc
-//!    checked at the target) are streamed from offset 64 while reads and
+//! 2. **Pre-copy**: chunks of the arena (`CopyChunk`, whole records, the
+//!    frame's crc over all of their bytes checked at the target, then each
+//!    record's structure) are streamed from offset 64 while reads and
 //!    writes go on; background compaction of the partition is paused so
 //!    offsets stay put. Writes that land meanwhile are appended past the
 //!    offset already sent and go in a later chunk.
@@ -26,7 +27,7 @@
 //!    group with the target added for the next epoch (`membership`), still
 //!    holding writes, and the decision is pushed to every brick. Every write needs the
 //!    source's yes vote, so holding the source's prepares holds them all.
-//! 4. Anything else ends the copy: a chunk that fails its crc, a digest
+//! 4. Anything else ends the copy: a chunk that fails a check, a digest
 //!    that differs, the target or the source going silent, the group
 //!    changing, or the lease running past `copy_lease`. The target drops
 //!    what it received (a copy is never installed half-way; until the new
@@ -42,7 +43,7 @@ use wire::{CopyChunkRef, Digest, ErrorCode, Reply, Request};
 
 use super::{error, membership, Node, PeerPending, TABLE_MARKER};
 use crate::limits;
-use crate::store::{Backing, Partition, HEADER_BYTES};
+use crate::store::{Backing, ChunkCheck, Partition, HEADER_BYTES};
 
 /// Where a brick keeps partitions it creates when it receives a copy.
 #[derive(Clone, Debug)]
@@ -1184,8 +1185,10 @@ impl Node {
         c.last_heard = now;
         let tables = &mut c.tables;
         let result = match c.staging.as_mut() {
+            // The frame's crc covered every byte of the chunk on its way
+            // (see "Recovery" in ARCHITECTURE.md).
             Some(staging) => staging
-                .append_chunk_with(offset, bytes, |live, key| {
+                .append_chunk_with(offset, bytes, ChunkCheck::Structure, |live, key| {
                     if let Some((&TABLE_MARKER, name)) = key.split_first() {
                         if live {
                             tables.insert(name.to_vec());

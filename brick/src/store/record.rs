@@ -216,6 +216,17 @@ impl Shape {
 /// is the capacity), including its crc. Used when loading bytes that came
 /// from disk; records written since are trusted.
 pub fn parse(arena: &[u8], offset: u64) -> Parsed {
+    parse_checking(arena, offset, true)
+}
+
+/// [`parse`] without the crc: every check of the record's structure (so
+/// that it can be indexed and read safely), none of its contents. For bytes
+/// whose integrity a crc over all of them covered already.
+pub fn parse_structure(arena: &[u8], offset: u64) -> Parsed {
+    parse_checking(arena, offset, false)
+}
+
+fn parse_checking(arena: &[u8], offset: u64, check_crc: bool) -> Parsed {
     const CUT: Parsed = Parsed::Invalid("a record header runs past the arena's end");
     let capacity = arena.len() as u64;
     let at = offset as usize;
@@ -264,7 +275,7 @@ pub fn parse(arena: &[u8], offset: u64) -> Parsed {
     if offset + len > capacity {
         return Parsed::Invalid("the record runs past the arena's end");
     }
-    if crc32fast::hash(&arena[at + 4..at + len as usize]) != crc {
+    if check_crc && crc32fast::hash(&arena[at + 4..at + len as usize]) != crc {
         return Parsed::Invalid("the record's checksum does not match");
     }
     Parsed::Record(Shape {
