@@ -5,7 +5,10 @@
 //! before (a restarted brick's old copy, reopened and reset, as in the
 //! recovery bench), or with `fresh` to a new file (a spare brick healing a
 //! group). The target's index is sized for the source's keys first, as a
-//! brick receiving a copy does. Prints the append rate next to a plain
+//! brick receiving a copy does, and each record's structure is checked
+//! but not its crc, as a brick does (the frame's crc covered the bytes).
+//! Prints how long the source's cut into chunks took, and the append rate
+//! next to a plain
 //! memory copy of the same bytes into fresh memory, measured in the same
 //! run. Later rounds append again over the pages the first one wrote. Also
 //! prints how long the target's reopen took (the load a restarting brick
