@@ -157,35 +157,14 @@ const LOAD_BATCH_RECORDS: usize = 4096;
 /// copy chunk prefetches index slots: enough to cover a memory access.
 const PREFETCH_AHEAD: usize = 8;
 
-/// Prefetches an arena's bytes ahead of a walk through its records in
-/// order ([`Partition::chunk`]). Such a walk is a chain of reads, each
-/// record's length saying where the next one starts, so without it the
-/// processor waits for each line in turn: cutting 111 MB of 150-byte
-/// values into a copy's chunks took 36–41 ms, and 5–9 ms with it
-/// (`copy_bench`). The load at open and the scan for table names walk the
-/// same way but did not get faster with it (their time goes elsewhere), so
-/// they go without.
-struct WalkAhead {
-    next: u64,
-}
-
-impl WalkAhead {
-    /// How far ahead of the walk the bytes are asked for.
-    const BYTES: u64 = 2048;
-
-    fn from(offset: u64) -> WalkAhead {
-        WalkAhead { next: offset }
-    }
-
-    /// Called with the walk at `at`; `end` is where the walk stops.
-    fn fetch(&mut self, bytes: &[u8], at: u64, end: u64) {
-        let horizon = (at + Self::BYTES).min(end);
-        while self.next < horizon {
-            index::prefetch(&bytes[self.next as usize]);
-            self.next += 64;
-        }
-    }
-}
+/// How far ahead of its walk through the records [`Partition::chunk`]
+/// prefetches the arena. The walk is a chain of reads, each record's length
+/// saying where the next one starts, so without it the processor waits for
+/// each line in turn: cutting 111 MB of 150-byte values into a copy's
+/// chunks took 36–41 ms, and 5–9 ms with it (`copy_bench`). The load at
+/// open and the scan for table names walk the same way but did not get
+/// faster with it (their time goes elsewhere), so they go without.
+const WALK_AHEAD_BYTES: u64 = 2048;
 
 /// How much of a record [`Partition::prefetch`] brings into the cache: four
 /// cache lines.
@@ -1052,10 +1031,13 @@ impl Partition {
             (HEADER_BYTES..=end).contains(&offset),
             "chunk offset {offset} outside the arena's records"
         );
-        let mut to = offset;
-        let mut ahead = WalkAhead::from(offset);
+        let bytes = self.main.bytes();
+        let (mut to, mut ahead) = (offset, offset);
         while to < end {
-            ahead.fetch(self.main.bytes(), to, end);
+            while ahead < (to + WALK_AHEAD_BYTES).min(end) {
+                index::prefetch(&bytes[ahead as usize]);
+                ahead += 64;
+            }
             let len = self.main.record(to).bytes.len() as u64;
             if to > offset && to + len - offset > max_bytes as u64 {
                 break;
