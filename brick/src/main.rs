@@ -5,6 +5,10 @@
 //! and serves until SIGTERM or SIGINT, after which it stops accepting,
 //! finishes what is in flight, flushes its arenas and exits 0.
 
+/// The binary's allocator: see ARCHITECTURE.md, "Allocator".
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
