@@ -5,10 +5,6 @@
 //! Exit status: 0 for a run without failed operations, 1 when the run could
 //! not be done, 2 when it was done but some operations failed.
 
-/// The binary's allocator: see ARCHITECTURE.md, "Allocator".
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;

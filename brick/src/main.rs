@@ -5,7 +5,7 @@
 //! and serves until SIGTERM or SIGINT, after which it stops accepting,
 //! finishes what is in flight, flushes its arenas and exits 0.
 
-/// The binary's allocator: see ARCHITECTURE.md, "Allocator".
+/// The daemon's allocator: see ARCHITECTURE.md, "Allocator".
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

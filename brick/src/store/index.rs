@@ -47,6 +47,10 @@
 //! move more ([`Index::grow_step`]) so that the old table does not stay
 //! when puts stop.
 
+use std::ops::{Deref, DerefMut};
+
+use memmap2::MmapMut;
+
 /// Asks the processor to bring the cache line at `at` into its cache. Only
 /// a hint: it changes nothing and cannot fault.
 pub fn prefetch<T>(at: &T) {
@@ -100,10 +104,53 @@ const MOVE_PER_STEP: usize = 16;
 
 const _: () = assert!(MOVE_PER_STEP * 7 > 64);
 
+/// A table's slots, zeroed at first, in an anonymous mapping of their
+/// own rather than from the heap: a table outgrown is unmapped, so its
+/// memory goes back to the system at once whatever the allocator keeps
+/// (glibc keeps freed blocks under its map threshold, which rises with
+/// every large block freed; mimalloc keeps freed pages for a while), and
+/// the pages of a new table are zero without being written.
+struct Slots {
+    map: MmapMut,
+    len: usize,
+}
+
+impl Slots {
+    fn zeroed(len: usize) -> Slots {
+        let bytes = len * std::mem::size_of::<u64>();
+        let map = MmapMut::map_anon(bytes)
+            .unwrap_or_else(|e| panic!("cannot map {bytes} bytes for an index table: {e}"));
+        Slots { map, len }
+    }
+}
+
+impl Deref for Slots {
+    type Target = [u64];
+
+    fn deref(&self) -> &[u64] {
+        // SAFETY: the mapping is page-aligned, `len` u64s long, and lives
+        // as long as `self`; any bit pattern is a valid u64.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast(), self.len) }
+    }
+}
+
+impl DerefMut for Slots {
+    fn deref_mut(&mut self) -> &mut [u64] {
+        // SAFETY: as in `deref`, and `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().cast(), self.len) }
+    }
+}
+
+impl std::fmt::Debug for Slots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Slots({})", self.len)
+    }
+}
+
 /// One open-addressing table: its slots and the geometry of homes.
 #[derive(Debug)]
 struct Table {
-    slots: Vec<u64>,
+    slots: Slots,
     location_bits: u32,
 }
 
@@ -315,7 +362,7 @@ impl Index {
         );
         Index {
             table: Table {
-                slots: vec![0; SLOTS_MIN],
+                slots: Slots::zeroed(SLOTS_MIN),
                 location_bits,
             },
             moving: None,
@@ -474,7 +521,7 @@ impl Index {
                 self.table.len() + self.table.len() / 8
             }
             .min(SLOTS_MAX);
-            let old = std::mem::replace(&mut self.table.slots, vec![0; grown]);
+            let old = std::mem::replace(&mut self.table.slots, Slots::zeroed(grown));
             let old = Table {
                 slots: old,
                 location_bits: self.table.location_bits,
@@ -511,8 +558,8 @@ impl Index {
             .saturating_mul(8)
             .div_ceil(7)
             .clamp(SLOTS_MIN, SLOTS_MAX);
-        let old = std::mem::replace(&mut self.table.slots, vec![0; slots]);
-        for slot in old.into_iter().filter(|&s| s != 0) {
+        let old = std::mem::replace(&mut self.table.slots, Slots::zeroed(slots));
+        for slot in old.iter().copied().filter(|&s| s != 0) {
             self.table.place(slot, &mut hash_at);
         }
     }
@@ -539,8 +586,8 @@ impl Index {
             .clamp(SLOTS_MIN, SLOTS_MAX);
         if fitting < self.table.len() {
             self.move_entries(usize::MAX, &mut hash_at);
-            let old = std::mem::replace(&mut self.table.slots, vec![0; fitting]);
-            for slot in old.into_iter().filter(|&s| s != 0) {
+            let old = std::mem::replace(&mut self.table.slots, Slots::zeroed(fitting));
+            for slot in old.iter().copied().filter(|&s| s != 0) {
                 self.table.place(slot, &mut hash_at);
             }
         }
@@ -570,9 +617,7 @@ impl Index {
             visited += 1;
         }
         if m.cursor == m.table.len() {
-            let old_bytes = m.table.len() * std::mem::size_of::<u64>();
             self.moving = None;
-            give_back_freed_table(old_bytes);
         }
     }
 
@@ -630,24 +675,6 @@ impl Index {
         assert_eq!(count, self.len, "index count");
         assert!(self.len * 8 <= self.table.len() * 7, "index load over 7/8");
     }
-}
-
-/// The C allocator keeps a freed table smaller than its map threshold
-/// (128 KiB to start with) in its heap, where it stays resident: for a
-/// partition of a few thousand keys, the tables it outgrew cost about as
-/// much as the table itself. Asks the allocator to return such free
-/// memory to the system.
-fn give_back_freed_table(bytes: usize) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if bytes < 1 << 20 {
-        // SAFETY: malloc_trim only releases free memory of the allocator
-        // to the system; it touches no live allocation.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = bytes;
 }
 
 #[cfg(test)]
