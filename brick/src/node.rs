@@ -11,7 +11,8 @@
 //! simulator in tests drive the very same code.
 //!
 //! Every map whose iteration order reaches the outputs is ordered (a
-//! `BTreeMap`), so a simulated run replays exactly from its seed.
+//! `BTreeMap`), or has its keys sorted before they are used (the prepared
+//! transactions), so a simulated run replays exactly from its seed.
 //!
 //! Call order for a driver: feed every input that is ready, then drain
 //! `poll_transmit` until it returns `None`, then arm a timer for
@@ -182,7 +183,8 @@ struct PreparedTx {
     /// When the participant next asks about the outcome.
     deadline: Instant,
     /// Replies still expected from a status round, and what they said.
-    round: Option<StatusRound>,
+    /// Boxed: rare, and kept out of the table's entries.
+    round: Option<Box<StatusRound>>,
 }
 
 #[derive(Debug)]
@@ -323,7 +325,11 @@ pub struct Node {
 
     /// Per store key (within a partition), the transaction holding its lock.
     locks: HashMap<LockKey, TxId>,
-    prepared: BTreeMap<TxId, PreparedTx>,
+    /// A hash table, not a tree: a transaction is inserted and removed
+    /// once each, and a tree's nodes shift their entries (about 150 bytes
+    /// each) on both. Where the order matters (timeouts, forgetting a
+    /// partition's), the ids are sorted first.
+    prepared: HashMap<TxId, PreparedTx>,
     /// Arena bytes promised to prepared writes, per partition, so that
     /// every commit fits.
     reserved: HashMap<PartitionId, u64>,
@@ -384,7 +390,7 @@ impl Node {
             partitions,
             tables,
             locks: HashMap::default(),
-            prepared: BTreeMap::new(),
+            prepared: HashMap::default(),
             reserved: HashMap::default(),
             outcomes: outcomes::Outcomes::new(outcome_retention),
             waiting_reads: HashMap::default(),
@@ -2030,12 +2036,14 @@ impl Node {
     }
 
     fn resolve_transactions(&mut self, now: Instant) {
-        let due: Vec<TxId> = self
+        let mut due: Vec<TxId> = self
             .prepared
             .iter()
             .filter(|(_, tx)| tx.deadline <= now)
             .map(|(txid, _)| *txid)
             .collect();
+        // In id order, so that a seeded run replays exactly.
+        due.sort_unstable();
         for txid in due {
             self.counters.resolutions += 1;
             let tx = &self.prepared[&txid];
@@ -2066,11 +2074,11 @@ impl Node {
             let tx = self.prepared.get_mut(&txid).unwrap();
             // If some answer never comes, the round starts over then.
             tx.deadline = now + self.config.prepare_timeout;
-            tx.round = Some(StatusRound {
+            tx.round = Some(Box::new(StatusRound {
                 waiting: asked.iter().copied().collect(),
                 any_aborted: false,
                 any_committed: false,
-            });
+            }));
             for peer in asked {
                 self.send_peer(
                     peer,

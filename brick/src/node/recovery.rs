@@ -1273,12 +1273,14 @@ impl Node {
     /// Forgets prepared writes of a partition this node is not a member of:
     /// the group resolved them without it, and the copy brings the result.
     fn drop_transactions_of(&mut self, now: Instant, partition: PartitionId) {
-        let stale: Vec<wire::TxId> = self
+        let mut stale: Vec<wire::TxId> = self
             .prepared
             .iter()
             .filter(|(_, tx)| tx.partition == partition)
             .map(|(txid, _)| *txid)
             .collect();
+        // In id order, so that a seeded run replays exactly.
+        stale.sort_unstable();
         for txid in stale {
             self.forget_prepared(now, txid);
         }
