@@ -36,7 +36,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// Hash tables with a fast keyed hasher (the default one showed in
 /// profiles of the request path).
 type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
-type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 use std::time::{Duration, Instant};
 
 use maps::{BrickId, Maps, PartitionId, RgId};
@@ -155,13 +154,54 @@ enum Phase {
     Halted,
 }
 
+impl Route {
+    /// Where `brick` is in `bricks`.
+    fn position(&self, brick: BrickId) -> Option<usize> {
+        self.bricks.iter().position(|b| *b == brick)
+    }
+}
+
+/// Some of a route's bricks, by their positions in `Route::bricks`: a
+/// bit set, so that a write's votes allocate nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Positions(u32);
+
+const _: () = assert!(maps::limits::REPLICAS_MAX <= u32::BITS as usize);
+
+impl Positions {
+    /// Positions `from..to`.
+    fn range(from: usize, to: usize) -> Positions {
+        Positions((from..to).fold(0, |bits, i| bits | 1 << i))
+    }
+
+    fn contains(self, i: usize) -> bool {
+        self.0 & (1 << i) != 0
+    }
+
+    fn insert(&mut self, i: usize) {
+        self.0 |= 1 << i;
+    }
+
+    /// Removes `i`; returns whether it was there.
+    fn remove(&mut self, i: usize) -> bool {
+        let was = self.contains(i);
+        self.0 &= !(1 << i);
+        was
+    }
+
+    fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
 #[derive(Debug)]
 struct Prepare {
     txid: TxId,
     route: Route,
-    yes: HashSet<BrickId>,
+    /// Positions in `route.bricks` that voted yes, and that have not voted.
+    yes: Positions,
     no: Option<(BrickId, ErrorReply)>,
-    waiting: HashSet<BrickId>,
+    waiting: Positions,
 }
 
 #[derive(Debug)]
@@ -535,7 +575,8 @@ impl Core {
         self.next_tx = self.next_tx.wrapping_add(1);
         let txid = TxId((u64::from(self.client_id) << 32) | u64::from(self.next_tx));
         let retry = self.ops.get(&id).is_some_and(|state| state.attempts > 1);
-        let others = &route.bricks[usize::from(!retry)..];
+        let first = usize::from(!retry);
+        let others = &route.bricks[first..];
         for &brick in others {
             let request = prepare_request(txid, &route, table, key, value, false);
             self.send(id, brick, request);
@@ -543,14 +584,14 @@ impl Core {
         let no_votes = others.is_empty();
         let waiting = if self.config.decide_without_votes {
             // The deliberately broken variant: no waiting for votes.
-            HashSet::default()
+            Positions::default()
         } else {
-            others.iter().copied().collect()
+            Positions::range(first, route.bricks.len())
         };
         self.ops.get_mut(&id).unwrap().phase = Phase::Preparing(Box::new(Prepare {
             txid,
             route,
-            yes: HashSet::default(),
+            yes: Positions::default(),
             no: None,
             waiting,
         }));
@@ -816,12 +857,15 @@ impl Core {
         else {
             return;
         };
-        if !prepare.waiting.remove(&brick) {
+        let Some(at) = prepare.route.position(brick) else {
+            return;
+        };
+        if !prepare.waiting.remove(at) {
             return;
         }
         match reply {
             Some(Reply::Voted) => {
-                prepare.yes.insert(brick);
+                prepare.yes.insert(at);
             }
             Some(Reply::Error(e)) => {
                 if prepare.no.is_none() {
@@ -879,7 +923,7 @@ impl Core {
             TxState::Aborted
         };
         let primary = prepare.route.bricks[0];
-        let primary_prepared = prepare.yes.contains(&primary);
+        let primary_prepared = prepare.yes.contains(0);
         let decide = Box::new(Decide {
             txid: prepare.txid,
             route: prepare.route,
@@ -909,10 +953,12 @@ impl Core {
 
     /// Sends the decision to the primary, or the abort to the others.
     fn send_decision(&mut self, now: Instant, id: OpId, decide: Box<Decide>) {
-        let targets: Vec<BrickId> = match &decide.stage {
-            Stage::Primary => vec![decide.target],
+        // Empty (no allocation) for the usual case, the primary alone.
+        let others: Vec<BrickId> = match &decide.stage {
+            Stage::Primary => Vec::new(),
             Stage::Others(waiting) => waiting.iter().copied().collect(),
         };
+        let primary = matches!(decide.stage, Stage::Primary).then_some(decide.target);
         let decision = match decide.stage {
             Stage::Primary => decide.decision,
             Stage::Others(_) => TxState::Aborted,
@@ -932,8 +978,10 @@ impl Core {
         };
         state.phase = Phase::Deciding(decide);
         self.forget_requests(id);
-        // The last target takes the request itself: one copy fewer.
-        if let Some((&last, rest)) = targets.split_last() {
+        if let Some(primary) = primary {
+            self.send(id, primary, request);
+        } else if let Some((&last, rest)) = others.split_last() {
+            // The last target takes the request itself: one copy fewer.
             for &target in rest {
                 self.send(id, target, request.clone());
             }
@@ -1420,6 +1468,21 @@ mod tests {
         assert!(matches!(&sent[1].1, Request::Prepare { write: Write::Put(v), .. } if *v == value));
         let (brick, _, commit) = core.poll_transmit().expect("the follow-up commit");
         assert!(brick == sent[0].0 && matches!(commit, Request::Commit { .. }));
+    }
+
+    #[test]
+    fn positions_hold_what_was_put_in() {
+        let mut p = Positions::range(1, 4);
+        assert!(!p.contains(0) && p.contains(1) && p.contains(3) && !p.contains(4));
+        assert!(p.remove(2));
+        assert!(!p.remove(2), "removed already");
+        p.insert(15);
+        assert!(p.contains(15));
+        for i in [1, 3, 15] {
+            assert!(p.remove(i));
+        }
+        assert!(p.is_empty());
+        assert!(Positions::range(2, 2).is_empty());
     }
 
     #[test]
