@@ -534,7 +534,13 @@ impl Arena {
     /// allocate for it, page by page: about 5 µs a page, an eighth of a
     /// brick's time under writes. A page the zeros put in the page cache
     /// takes a fault that finds it there, and the whole costs about 2 µs a
-    /// page. Only pages past the one holding the end are written, so no
+    /// page. Those faults, one per page, were still 3% of a brick's time,
+    /// so the window is then mapped writable in one call
+    /// (`MADV_POPULATE_WRITE`, Linux 5.14 on; elsewhere, or if it fails,
+    /// the pages fault as before): `store_bench` puts 8–20% faster.
+    /// Populating alone, without the zeros, was slower than either: the
+    /// file system then allocates page by page. Only pages past the one
+    /// holding the end are written, so no
     /// byte of data is, and the bytes past the end stay zero as the arena
     /// requires. Best effort: the blocks were set aside when the file was
     /// created ([`allocate`]), so a failure here (logged) only leaves the
@@ -562,6 +568,15 @@ impl Arena {
                 break;
             }
             at += len as u64;
+        }
+        #[cfg(target_os = "linux")]
+        if at > from {
+            // Best effort, as above: it writes nothing.
+            let _ = self.map.advise_range(
+                memmap2::Advice::PopulateWrite,
+                from as usize,
+                (at - from) as usize,
+            );
         }
         self.zeroed_to = until;
     }
