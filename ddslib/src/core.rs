@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use maps::{BrickId, Maps, PartitionId, RgId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use wire::{ErrorCode, ErrorReply, Reply, Request, TxId, TxState, Write};
+use wire::{ErrorCode, ErrorReply, PrepareRef, Reply, Request, TxId, TxState};
 
 use crate::error::DdsError;
 use crate::limits;
@@ -161,6 +161,72 @@ impl Route {
     }
 }
 
+/// A request waiting to be sent.
+enum Outgoing {
+    Request(Request),
+    /// A prepare, whose table, key and value stay in its operation until
+    /// the driver encodes it ([`Core::poll_transmit_with`]).
+    Prepare(PrepareHead),
+}
+
+/// A prepare's fields that are not its operation's bytes.
+struct PrepareHead {
+    op: OpId,
+    txid: TxId,
+    partition: PartitionId,
+    fingerprint: u32,
+    participants: Vec<BrickId>,
+    decide: bool,
+}
+
+impl PrepareHead {
+    fn new(op: OpId, txid: TxId, route: &Route, decide: bool) -> PrepareHead {
+        PrepareHead {
+            op,
+            txid,
+            partition: route.partition,
+            fingerprint: route.fingerprint,
+            participants: route.bricks.clone(),
+            decide,
+        }
+    }
+
+    /// The prepare, its bytes lent by `op`; `None` unless `op` writes.
+    fn lend<'a>(&'a self, op: &'a Op) -> Option<PrepareRef<'a>> {
+        let (table, key, value) = match op {
+            Op::Put { table, key, value } => (table, key, Some(value.as_slice())),
+            Op::Remove { table, key } => (table, key, None),
+            _ => return None,
+        };
+        Some(PrepareRef {
+            txid: self.txid,
+            partition: self.partition,
+            fingerprint: self.fingerprint,
+            table,
+            key,
+            value,
+            participants: &self.participants,
+            decide: self.decide,
+        })
+    }
+}
+
+/// A request handed to the driver by [`Core::poll_transmit_with`].
+pub enum TransmitRef<'a> {
+    Request(&'a Request),
+    Prepare(PrepareRef<'a>),
+}
+
+impl TransmitRef<'_> {
+    /// Appends its frame to `out`.
+    pub fn encode(&self, request_id: u64, out: &mut Vec<u8>) {
+        match self {
+            TransmitRef::Request(request) => wire::encode_request(request_id, request, out),
+            TransmitRef::Prepare(prepare) => wire::encode_prepare(request_id, prepare, out),
+        }
+    }
+}
+
 /// Some of a route's bricks, by their positions in `Route::bricks`: a
 /// bit set, so that a write's votes allocate nothing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -268,7 +334,7 @@ pub struct Core {
     ops: HashMap<OpId, OpState>,
     /// Outstanding requests: (brick, request id) → operation.
     requests: HashMap<(BrickId, u64), OpId>,
-    transmits: VecDeque<(BrickId, u64, Request)>,
+    transmits: VecDeque<(BrickId, u64, Outgoing)>,
     completions: VecDeque<(OpId, Result<Output, DdsError>)>,
     /// Deadlines in the order they were set. Nearly every deadline is a
     /// request timeout from now, so they arrive in time order and a queue
@@ -345,8 +411,58 @@ impl Core {
         id
     }
 
+    /// The next request to send, as a request of its own (for the
+    /// simulator and tests; the driver uses
+    /// [`Core::poll_transmit_with`]).
     pub fn poll_transmit(&mut self) -> Option<(BrickId, u64, Request)> {
-        self.transmits.pop_front()
+        loop {
+            let sent = self.poll_transmit_with(|brick, request_id, request| {
+                let request = match request {
+                    TransmitRef::Request(request) => request.clone(),
+                    TransmitRef::Prepare(prepare) => prepare.to_request(),
+                };
+                (brick, request_id, request)
+            });
+            match sent {
+                Some(Some(transmit)) => return Some(transmit),
+                Some(None) => continue,
+                None => return None,
+            }
+        }
+    }
+
+    /// The brick the next request goes to, so that a driver can connect to
+    /// it before [`Core::poll_transmit_with`].
+    pub fn next_transmit_brick(&self) -> Option<BrickId> {
+        self.transmits.front().map(|(brick, _, _)| *brick)
+    }
+
+    /// Hands the next request to `f`, borrowed: a prepare is lent from its
+    /// operation's own table, key and value, which the driver encodes
+    /// straight into a connection's buffer (two prepares per write each
+    /// copied three of them into a request before). `None` when nothing
+    /// waits; `Some(None)` for a prepare whose operation ended before it
+    /// was sent, which is dropped (nothing waits for its answer, and a
+    /// prepare not sent locks nothing).
+    pub fn poll_transmit_with<R>(
+        &mut self,
+        f: impl FnOnce(BrickId, u64, TransmitRef<'_>) -> R,
+    ) -> Option<Option<R>> {
+        let (brick, request_id, outgoing) = self.transmits.pop_front()?;
+        let request = match &outgoing {
+            Outgoing::Request(request) => TransmitRef::Request(request),
+            Outgoing::Prepare(head) => {
+                let Some(prepare) = self
+                    .ops
+                    .get(&head.op)
+                    .and_then(|state| head.lend(&state.op))
+                else {
+                    return Some(None);
+                };
+                TransmitRef::Prepare(prepare)
+            }
+        };
+        Some(Some(f(brick, request_id, request)))
     }
 
     pub fn poll_completion(&mut self) -> Option<(OpId, Result<Output, DdsError>)> {
@@ -379,14 +495,25 @@ impl Core {
     }
 
     fn send(&mut self, op: OpId, brick: BrickId, request: Request) -> u64 {
+        self.send_outgoing(op, brick, Outgoing::Request(request))
+    }
+
+    fn send_outgoing(&mut self, op: OpId, brick: BrickId, outgoing: Outgoing) -> u64 {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
         self.requests.insert((brick, request_id), op);
         if let Some(state) = self.ops.get_mut(&op) {
             state.sent.push((brick, request_id));
         }
-        self.transmits.push_back((brick, request_id, request));
+        self.transmits.push_back((brick, request_id, outgoing));
         request_id
+    }
+
+    /// Sends a prepare of `txid` (with `decide`, the prepare-and-decide of
+    /// the primary) for operation `op`, a put or a removal.
+    fn send_prepare(&mut self, op: OpId, brick: BrickId, txid: TxId, route: &Route, decide: bool) {
+        let head = PrepareHead::new(op, txid, route, decide);
+        self.send_outgoing(op, brick, Outgoing::Prepare(head));
     }
 
     /// Moves the op's timer to `at`; the entry of its earlier deadline is
@@ -503,10 +630,9 @@ impl Core {
                 };
                 self.send(id, brick, request);
             }
-            Op::Put { table, key, value } => {
-                votes_in = self.start_prepare(id, table, key, Some(value));
+            Op::Put { table, key, .. } | Op::Remove { table, key } => {
+                votes_in = self.start_prepare(id, table, key);
             }
-            Op::Remove { table, key } => votes_in = self.start_prepare(id, table, key, None),
             Op::CreateTable { name } | Op::DestroyTable { name } => {
                 let create = matches!(op, Op::CreateTable { .. });
                 let bricks = self.all_bricks();
@@ -562,15 +688,9 @@ impl Core {
     /// primary: when something went wrong (a participant that does not
     /// answer, maps gone stale), the primary's own vote says so at once
     /// (with its maps) rather than after the others'.
-    /// Starts a write of `value` (a removal with `None`). Returns whether
+    /// Starts a write (a put or a removal). Returns whether
     /// there is no vote to wait for, so that the caller decides at once.
-    fn start_prepare(
-        &mut self,
-        id: OpId,
-        table: &[u8],
-        key: &[u8],
-        value: Option<&Vec<u8>>,
-    ) -> bool {
+    fn start_prepare(&mut self, id: OpId, table: &[u8], key: &[u8]) -> bool {
         let route = self.route(table, key).expect("maps cover every hash");
         self.next_tx = self.next_tx.wrapping_add(1);
         let txid = TxId((u64::from(self.client_id) << 32) | u64::from(self.next_tx));
@@ -578,8 +698,7 @@ impl Core {
         let first = usize::from(!retry);
         let others = &route.bricks[first..];
         for &brick in others {
-            let request = prepare_request(txid, &route, table, key, value, false);
-            self.send(id, brick, request);
+            self.send_prepare(id, brick, txid, &route, false);
         }
         let no_votes = others.is_empty();
         let waiting = if self.config.decide_without_votes {
@@ -613,8 +732,11 @@ impl Core {
                     let maps = self.maps.encode();
                     let request_id = self.next_request_id;
                     self.next_request_id += 1;
-                    self.transmits
-                        .push_back((brick, request_id, Request::PushMaps { maps }));
+                    self.transmits.push_back((
+                        brick,
+                        request_id,
+                        Outgoing::Request(Request::PushMaps { maps }),
+                    ));
                 }
             }
             Err(e) => log::warn!("{brick} sent maps that do not decode: {e}"),
@@ -664,7 +786,8 @@ impl Core {
             };
             let request_id = self.next_request_id;
             self.next_request_id += 1;
-            self.transmits.push_back((leader, request_id, request));
+            self.transmits
+                .push_back((leader, request_id, Outgoing::Request(request)));
         }
     }
 
@@ -958,34 +1081,28 @@ impl Core {
             Stage::Primary => Vec::new(),
             Stage::Others(waiting) => waiting.iter().copied().collect(),
         };
-        let primary = matches!(decide.stage, Stage::Primary).then_some(decide.target);
-        let decision = match decide.stage {
-            Stage::Primary => decide.decision,
-            Stage::Others(_) => TxState::Aborted,
+        let to_primary = match decide.stage {
+            Stage::Primary if decide.prepare => Some(Outgoing::Prepare(PrepareHead::new(
+                id,
+                decide.txid,
+                &decide.route,
+                true,
+            ))),
+            Stage::Primary => Some(Outgoing::Request(Self::decision_request(
+                &decide,
+                decide.decision,
+            ))),
+            Stage::Others(_) => None,
         };
-        let state = self.ops.get_mut(&id).unwrap();
-        let request = match (&decide.stage, decide.prepare) {
-            (Stage::Primary, true) => match &state.op {
-                Op::Put { table, key, value } => {
-                    prepare_request(decide.txid, &decide.route, table, key, Some(value), true)
-                }
-                Op::Remove { table, key } => {
-                    prepare_request(decide.txid, &decide.route, table, key, None, true)
-                }
-                other => unreachable!("a transaction for {}", describe(other)),
-            },
-            _ => Self::decision_request(&decide, decision),
-        };
-        state.phase = Phase::Deciding(decide);
+        let target = decide.target;
+        let abort = Self::decision_request(&decide, TxState::Aborted);
+        self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
         self.forget_requests(id);
-        if let Some(primary) = primary {
-            self.send(id, primary, request);
-        } else if let Some((&last, rest)) = others.split_last() {
-            // The last target takes the request itself: one copy fewer.
-            for &target in rest {
-                self.send(id, target, request.clone());
-            }
-            self.send(id, last, request);
+        if let Some(outgoing) = to_primary {
+            self.send_outgoing(id, target, outgoing);
+        }
+        for other in others {
+            self.send(id, other, abort.clone());
         }
         self.set_deadline(id, now + self.config.request_timeout);
     }
@@ -1103,7 +1220,7 @@ impl Core {
             self.transmits.push_back((
                 other,
                 request_id,
-                Self::decision_request(&decide, TxState::Committed),
+                Outgoing::Request(Self::decision_request(&decide, TxState::Committed)),
             ));
         }
         self.complete(id, Ok(Output::Done));
@@ -1323,29 +1440,6 @@ impl Core {
 
 /// Checks an operation against the protocol's limits before anything is
 /// sent, so the caller gets a clear error.
-/// A prepare of `txid` for the key's group; with `decide`, the
-/// prepare-and-decide its primary is sent once every other participant
-/// voted yes.
-fn prepare_request(
-    txid: TxId,
-    route: &Route,
-    table: &[u8],
-    key: &[u8],
-    value: Option<&Vec<u8>>,
-    decide: bool,
-) -> Request {
-    Request::Prepare {
-        txid,
-        partition: route.partition,
-        fingerprint: route.fingerprint,
-        table: table.to_vec(),
-        key: key.to_vec(),
-        write: value.map_or(Write::Remove, |v| Write::Put(v.clone())),
-        participants: route.bricks.clone(),
-        decide,
-    }
-}
-
 fn check_op(op: &Op) -> Option<DdsError> {
     let (table, key, value) = match op {
         Op::Get { table, key } | Op::Remove { table, key } => (table, Some(key), None),
@@ -1393,6 +1487,7 @@ fn describe(op: &Op) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wire::Write;
 
     fn maps() -> Maps {
         maps::ClusterConfig::for_simulation(3, 2, 4).initial_maps()
@@ -1468,6 +1563,42 @@ mod tests {
         assert!(matches!(&sent[1].1, Request::Prepare { write: Write::Put(v), .. } if *v == value));
         let (brick, _, commit) = core.poll_transmit().expect("the follow-up commit");
         assert!(brick == sent[0].0 && matches!(commit, Request::Commit { .. }));
+    }
+
+    #[test]
+    fn a_prepare_is_lent_from_its_operation_and_dropped_once_that_ended() {
+        let mut core = Core::new(CoreConfig::default(), maps());
+        let now = Instant::now();
+        let put = |key: &[u8]| Op::Put {
+            table: b"t".to_vec(),
+            key: key.to_vec(),
+            value: b"value".to_vec(),
+        };
+        core.submit(now, put(b"a"));
+        let mut lent = Vec::new();
+        let (request_id, owned) = core
+            .poll_transmit_with(|_, request_id, request| {
+                request.encode(request_id, &mut lent);
+                let TransmitRef::Prepare(prepare) = request else {
+                    panic!("a write starts with a prepare");
+                };
+                (request_id, prepare.to_request())
+            })
+            .expect("a request to send")
+            .expect("its operation is still there");
+        assert!(is_prepare(&owned, false));
+        assert!(matches!(&owned, Request::Prepare { write: Write::Put(v), .. } if v == b"value"));
+        let mut encoded = Vec::new();
+        wire::encode_request(request_id, &owned, &mut encoded);
+        assert!(lent == encoded, "the lent prepare encodes as its request");
+
+        let ended = core.submit(now, put(b"b"));
+        core.complete(ended, Err(DdsError::Timeout("ended".to_string())));
+        assert!(
+            matches!(core.poll_transmit_with(|_, _, _| ()), Some(None)),
+            "the prepare of an ended operation is dropped"
+        );
+        assert!(core.poll_transmit_with(|_, _, _| ()).is_none());
     }
 
     #[test]

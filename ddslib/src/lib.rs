@@ -325,6 +325,14 @@ impl Dds {
         request_id: u64,
         request: &Request,
     ) -> Result<(), DdsError> {
+        self.connect(brick)?;
+        let conn = self.conns.get_mut(&brick).unwrap();
+        encode_request(request_id, request, &mut conn.out);
+        Ok(())
+    }
+
+    /// Opens the connection to `brick` unless it is open.
+    fn connect(&mut self, brick: BrickId) -> Result<(), DdsError> {
         if !self.conns.contains_key(&brick) {
             let Some(addr) = self.directory.get(&brick).copied() else {
                 return Err(DdsError::Config(format!(
@@ -353,21 +361,26 @@ impl Dds {
                 },
             );
         }
-        let conn = self.conns.get_mut(&brick).unwrap();
-        encode_request(request_id, request, &mut conn.out);
         Ok(())
     }
 
-    /// One pass of the event loop: send what the core wants sent, wait for
-    /// readiness or the core's next deadline, read replies, fire timers.
     /// Hands the coordinator's requests to their connections and writes
     /// what the sockets take without blocking.
     fn send_queued(&mut self, now: Instant) {
-        while let Some((brick, request_id, request)) = self.core.poll_transmit() {
-            if let Err(e) = self.queue(brick, request_id, &request) {
+        while let Some(brick) = self.core.next_transmit_brick() {
+            if let Err(e) = self.connect(brick) {
                 log::debug!("cannot send to {brick}: {e}");
+                // Dropped: its operation hears of it as unreachable.
+                let _ = self.core.poll_transmit_with(|_, _, _| ());
                 self.core.handle_unreachable(now, brick);
+                continue;
             }
+            let conn = self.conns.get_mut(&brick).expect("connected just above");
+            // Encoded straight from the operation's bytes (see
+            // `Core::poll_transmit_with`).
+            let _ = self.core.poll_transmit_with(|_, request_id, request| {
+                request.encode(request_id, &mut conn.out)
+            });
         }
         let bricks: Vec<BrickId> = self.conns.keys().copied().collect();
         for brick in &bricks {
@@ -375,6 +388,8 @@ impl Dds {
         }
     }
 
+    /// One pass of the event loop: send what the core wants sent, wait for
+    /// readiness or the core's next deadline, read replies, fire timers.
     fn turn(&mut self, timeout: Option<Duration>) -> Result<(), DdsError> {
         let now = Instant::now();
         self.core.handle_timeout(now);

@@ -26,8 +26,8 @@ use crate::limits::{
     STATS_ENTRIES_MAX, STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
 };
 use crate::message::{
-    kind, kind_name, Accepted, Ballot, CopyChunkRef, Digest, ErrorCode, ErrorReply, Message, Reply,
-    Request, TxId, TxState, Write,
+    kind, kind_name, Accepted, Ballot, CopyChunkRef, Digest, ErrorCode, ErrorReply, Message,
+    PrepareRef, Reply, Request, TxId, TxState, Write,
 };
 
 /// What was wrong with a field of a body.
@@ -270,6 +270,36 @@ fn digest_len(digest: &Option<Digest>) -> usize {
 }
 
 impl Request {
+    /// A `Prepare` as a [`PrepareRef`] borrowing from it; `None` for any
+    /// other request.
+    pub fn as_prepare_ref(&self) -> Option<PrepareRef<'_>> {
+        match self {
+            Request::Prepare {
+                txid,
+                partition,
+                fingerprint,
+                table,
+                key,
+                write,
+                participants,
+                decide,
+            } => Some(PrepareRef {
+                txid: *txid,
+                partition: *partition,
+                fingerprint: *fingerprint,
+                table,
+                key,
+                value: match write {
+                    Write::Put(value) => Some(value),
+                    Write::Remove => None,
+                },
+                participants,
+                decide: *decide,
+            }),
+            _ => None,
+        }
+    }
+
     /// Appends the body of this request to `out`. Nothing is allocated but
     /// the growth of `out`; lengths over the limits are encoded as they are
     /// (see [`Request::check_limits`]).
@@ -288,30 +318,7 @@ impl Request {
                 put_bytes(out, table);
                 put_bytes(out, key);
             }
-            Request::Prepare {
-                txid,
-                partition,
-                fingerprint,
-                table,
-                key,
-                write,
-                participants,
-                decide: _,
-            } => {
-                put_u64(out, txid.0);
-                put_u64(out, partition.0);
-                put_u32(out, *fingerprint);
-                put_bytes(out, table);
-                put_bytes(out, key);
-                match write {
-                    Write::Remove => put_u8(out, WRITE_REMOVE),
-                    Write::Put(value) => {
-                        put_u8(out, WRITE_PUT);
-                        put_bytes(out, value);
-                    }
-                }
-                put_bricks(out, participants);
-            }
+            Request::Prepare { .. } => self.as_prepare_ref().unwrap().encode_body(out),
             Request::Commit { txid, partition }
             | Request::Abort { txid, partition }
             | Request::TxStatus { txid, partition } => {
@@ -391,25 +398,7 @@ impl Request {
             Request::Ping | Request::GetMaps | Request::Stats => 0,
             Request::CreateTable { name } | Request::DestroyTable { name } => bytes_len(name),
             Request::Get { table, key, .. } => 8 + 4 + bytes_len(table) + bytes_len(key),
-            Request::Prepare {
-                table,
-                key,
-                write,
-                participants,
-                ..
-            } => {
-                let write_len = match write {
-                    Write::Remove => 1,
-                    Write::Put(value) => 1 + bytes_len(value),
-                };
-                8 + 8
-                    + 4
-                    + bytes_len(table)
-                    + bytes_len(key)
-                    + write_len
-                    + 4
-                    + 4 * participants.len()
-            }
+            Request::Prepare { .. } => self.as_prepare_ref().unwrap().body_len(),
             Request::Commit { .. } | Request::Abort { .. } | Request::TxStatus { .. } => 16,
             Request::Exclude { .. } => 16,
             Request::LeaseRenew { .. } => 24,
@@ -819,6 +808,38 @@ impl Message {
         };
         r.finish(name)?;
         Ok(message)
+    }
+}
+
+impl PrepareRef<'_> {
+    /// Appends the body of the `Prepare` this stands for to `out`: the same
+    /// bytes as [`Request::encode_body`] of [`PrepareRef::to_request`].
+    pub fn encode_body(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.txid.0);
+        put_u64(out, self.partition.0);
+        put_u32(out, self.fingerprint);
+        put_bytes(out, self.table);
+        put_bytes(out, self.key);
+        match self.value {
+            None => put_u8(out, WRITE_REMOVE),
+            Some(value) => {
+                put_u8(out, WRITE_PUT);
+                put_bytes(out, value);
+            }
+        }
+        put_bricks(out, self.participants);
+    }
+
+    /// The exact number of bytes [`PrepareRef::encode_body`] appends.
+    pub fn body_len(&self) -> usize {
+        let write_len = self.value.map_or(1, |v| 1 + bytes_len(v));
+        8 + 8
+            + 4
+            + bytes_len(self.table)
+            + bytes_len(self.key)
+            + write_len
+            + 4
+            + 4 * self.participants.len()
     }
 }
 

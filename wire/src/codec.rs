@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use crate::body::DecodeError;
 use crate::header::{Header, HeaderError, HEADER_SIZE};
 use crate::limits::FRAME_BODY_SIZE_MAX;
-use crate::message::{kind, CopyChunkRef, Message, Reply, Request};
+use crate::message::{kind, CopyChunkRef, Message, PrepareRef, Reply, Request};
 
 /// Longest frame, header included, in bytes. A [`FrameDecoder`] never holds
 /// more than this.
@@ -41,6 +41,14 @@ pub fn encode_frame(request_id: u64, message: &Message, out: &mut Vec<u8>) {
 pub fn encode_request(request_id: u64, request: &Request, out: &mut Vec<u8>) {
     encode_with(request_id, request.kind(), request.body_len(), out, |out| {
         request.encode_body(out)
+    });
+}
+
+/// [`encode_request`] for a prepare borrowed from where its bytes are
+/// kept: the same frame, without building the request first.
+pub fn encode_prepare(request_id: u64, prepare: &PrepareRef<'_>, out: &mut Vec<u8>) {
+    encode_with(request_id, prepare.kind(), prepare.body_len(), out, |out| {
+        prepare.encode_body(out)
     });
 }
 

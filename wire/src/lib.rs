@@ -13,6 +13,8 @@ pub mod limits;
 pub mod message;
 
 pub use body::{DecodeError, DecodeProblem, LimitError};
-pub use codec::{encode_frame, encode_reply, encode_request, Frame, FrameDecoder, FrameError};
+pub use codec::{
+    encode_frame, encode_prepare, encode_reply, encode_request, Frame, FrameDecoder, FrameError,
+};
 pub use header::{Header, HeaderError, HEADER_SIZE};
 pub use message::*;

@@ -210,6 +210,50 @@ impl CopyChunkRef<'_> {
     }
 }
 
+/// A `Prepare` (a `PrepareDecide` with `decide` set) whose bytes are
+/// borrowed from where the caller keeps them, so that a client encodes it
+/// straight into a connection's buffer without first copying the table,
+/// key and value into a [`Request`] of their own (see
+/// [`crate::encode_prepare`]). Encoded, it is the same frame as the
+/// request it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrepareRef<'a> {
+    pub txid: TxId,
+    pub partition: PartitionId,
+    pub fingerprint: u32,
+    pub table: &'a [u8],
+    pub key: &'a [u8],
+    /// The value written; `None` for a removal.
+    pub value: Option<&'a [u8]>,
+    pub participants: &'a [BrickId],
+    pub decide: bool,
+}
+
+impl PrepareRef<'_> {
+    /// The same request, owning copies of its bytes.
+    pub fn to_request(&self) -> Request {
+        Request::Prepare {
+            txid: self.txid,
+            partition: self.partition,
+            fingerprint: self.fingerprint,
+            table: self.table.to_vec(),
+            key: self.key.to_vec(),
+            write: self.value.map_or(Write::Remove, |v| Write::Put(v.to_vec())),
+            participants: self.participants.to_vec(),
+            decide: self.decide,
+        }
+    }
+
+    /// Its frame kind: `Prepare` or `PrepareDecide`.
+    pub fn kind(&self) -> u8 {
+        if self.decide {
+            kind::PREPARE_DECIDE
+        } else {
+            kind::PREPARE
+        }
+    }
+}
+
 /// A digest of a partition's live data that does not depend on the order
 /// of writes or on compaction: equal on replicas holding the same data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use common::{sample_messages, sample_replies, sample_requests, ERROR_CODES, TX_S
 use maps::{BrickId, PartitionId, RgId};
 use proptest::collection::vec;
 use proptest::prelude::*;
-use wire::codec::{encode_frame, encode_reply, encode_request, FrameDecoder};
+use wire::codec::{encode_frame, encode_prepare, encode_reply, encode_request, FrameDecoder};
 use wire::header::RawHeader;
 use wire::limits::{
     COPY_CHUNK_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, KEY_SIZE_MAX, MAPS_SIZE_MAX, PARTICIPANTS_MAX,
@@ -156,6 +156,22 @@ fn request_and_reply_shortcuts_match_encode_frame() {
         encode_reply(6, &reply, &mut out);
         assert!(out == frame(6, &Message::Reply(reply)));
     }
+}
+
+#[test]
+fn borrowed_sample_prepares_encode_as_their_requests() {
+    let mut prepares = 0;
+    for request in sample_requests() {
+        if let Some(prepare) = request.as_prepare_ref() {
+            prepares += 1;
+            let (mut borrowed, mut owned) = (Vec::new(), Vec::new());
+            encode_prepare(5, &prepare, &mut borrowed);
+            encode_request(5, &request, &mut owned);
+            assert!(borrowed == owned, "{request:?}");
+            assert_eq!(prepare.to_request(), request);
+        }
+    }
+    assert!(prepares >= 2, "the samples have a put and a removal");
 }
 
 #[test]
@@ -487,6 +503,25 @@ proptest! {
     fn generated_messages_round_trip(message in message_strategy()) {
         prop_assert_eq!(message.check_limits(), Ok(()));
         assert_body_round_trip(&message);
+    }
+
+    /// A prepare borrowed from where its bytes are kept is the request it
+    /// stands for, and encodes to the same frame.
+    #[test]
+    fn borrowed_prepares_encode_as_their_requests(request in request_strategy()) {
+        match request.as_prepare_ref() {
+            Some(prepare) => {
+                prop_assert_eq!(prepare.to_request(), request.clone());
+                let (mut borrowed, mut owned) = (Vec::new(), Vec::new());
+                encode_prepare(9, &prepare, &mut borrowed);
+                encode_request(9, &request, &mut owned);
+                prop_assert_eq!(borrowed, owned);
+            }
+            None => {
+                let is_prepare = matches!(request, Request::Prepare { .. });
+                prop_assert!(!is_prepare);
+            }
+        }
     }
 
     /// A stream of generated frames, cut into pieces at random places,
