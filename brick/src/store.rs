@@ -910,7 +910,7 @@ impl Partition {
             c.next.replace(&self.main)?;
         }
         let c = self.compaction.take().expect("a compaction runs");
-        self.main = c.next;
+        std::mem::replace(&mut self.main, c.next).retire();
         self.compactions += 1;
         self.retry_at_end = None;
         self.check_invariants_cheap();
@@ -975,7 +975,7 @@ impl Partition {
             }
         }
         assert_eq!(offset, next.end, "relocation disagrees with the copy");
-        self.main = next;
+        std::mem::replace(&mut self.main, next).retire();
         if let Some(pos) = skip {
             let arenas = Arenas::new(&self.main, &self.compaction);
             self.index.remove(pos, |l| arenas.hash(l));

@@ -383,6 +383,22 @@ impl Arena {
         Ok(())
     }
 
+    /// Lets go of an arena that a compaction replaced. For a file this
+    /// closes the last descriptor of a file renamed over, which frees its
+    /// pages in the page cache and its blocks on disk: milliseconds for a
+    /// full arena, once per compaction, which the event loop would spend
+    /// with every other partition waiting. A helper thread does it (or this
+    /// one, if no thread can be started); a memory arena is dropped here.
+    pub(super) fn retire(self) {
+        if self.file.is_none() {
+            return;
+        }
+        // On failure the closure, and the arena with it, is dropped here.
+        let _ = std::thread::Builder::new()
+            .name("arena-retire".to_string())
+            .spawn(move || drop(self));
+    }
+
     /// Deletes the backing file of an arena that will not be installed.
     pub(super) fn discard(self) {
         if let Some(file) = &self.file {
