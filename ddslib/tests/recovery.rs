@@ -376,7 +376,11 @@ fn a_brick_back_within_grace_with_current_data_rejoins_without_a_copy() {
     assert_eq!(s1["copies_caught_up"], 1, "{s1:?}");
     assert_eq!(s1["last_copy_bytes"], 0, "{s1:?}");
     assert_eq!(s2["copy_bytes_received"], 0, "{s2:?}");
-    assert_eq!(s2["copies_installed"], 1, "{s2:?}");
+    // At least once: a catch-up whose vote cannot start (the vote that
+    // removed the brick still under way, on a slow machine) is abandoned
+    // and offered again, and the target installs each offer, none of them
+    // with a byte copied (above).
+    assert!(s2["copies_installed"] >= 1, "{s2:?}");
     dds.put("t", b"after", b"rejoin").unwrap();
     for i in (0..300).step_by(7) {
         let key = format!("p{i}").into_bytes();
