@@ -297,7 +297,10 @@ fn a_copy_whose_source_dies_is_never_half_installed_and_is_redone() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let s2 = stats(&mut dds, BrickId(2));
-    assert_eq!(s2["copies_installed"], 1, "{s2:?}");
+    // The half copy was never installed (checked above); the copy redone
+    // was, once, or again if its vote could not start at first (see
+    // `a_brick_back_within_grace_with_current_data_rejoins_without_a_copy`).
+    assert!(s2["copies_installed"] >= 1, "{s2:?}");
     for i in (0..KEYS).step_by(97) {
         let key = format!("p{i}").into_bytes();
         assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "p{i}");
