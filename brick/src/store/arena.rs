@@ -554,12 +554,10 @@ impl Arena {
     /// so the window is then mapped writable in one call
     /// (`MADV_POPULATE_WRITE`, Linux 5.14 on; elsewhere, or if it fails,
     /// the pages fault as before): `store_bench` puts 14–25% faster in
-    /// six of seven pairs.
-    /// Populating alone, without the zeros, was slower than either: the
-    /// file system then allocates page by page. Only pages past the one
-    /// holding the end are written, so no
-    /// byte of data is, and the bytes past the end stay zero as the arena
-    /// requires. Best effort: the blocks were set aside when the file was
+    /// six of seven pairs. Populating alone, without the zeros, was slower
+    /// than either: the file system then allocates page by page. Only pages
+    /// past the one holding the end are written, so no byte of data is,
+    /// and the bytes past the end stay zero as the arena requires. Best effort: the blocks were set aside when the file was
     /// created ([`allocate`]), so a failure here (logged) only leaves the
     /// map to fault as it would without it.
     fn zero_ahead(&mut self, to: u64) {
