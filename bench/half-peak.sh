@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Latency at half of peak throughput: runs the bench's default shape
-# (4 services, 100 operations outstanding each) for the peak, then lowers
-# the outstanding count until the throughput is about half that peak, and
-# prints the latency percentiles there: once with 4 services, and once with
-# 1 service driving the same total load from one thread.
+# (4 services, 100 operations outstanding each) for the peak, then tries
+# outstanding counts from small up until the throughput reaches half that
+# peak, and prints the latency percentiles there: once with 4 services,
+# and once with 1 service driving the same total load from one thread.
 #
 #   bench/half-peak.sh                  # writes
 #   bench/half-peak.sh --mix read --duration-s 8
