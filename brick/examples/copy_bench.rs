@@ -8,9 +8,10 @@
 //! brick receiving a copy does, and each record's structure is checked
 //! but not its crc, as a brick does (the frame's crc covered the bytes).
 //! Prints how long the source's cut into chunks took, and the append rate
-//! next to a plain
-//! memory copy of the same bytes into fresh memory, measured in the same
-//! run. Later rounds append again over the pages the first one wrote. Also
+//! next to a plain memory copy of the same bytes into fresh memory,
+//! measured in the same run. Each round appends twice: on this thread
+//! alone, then as a brick does, with the records indexed on a helper thread
+//! (`Filling`). Later appends go over the pages the first one wrote. Also
 //! prints how long the target's reopen took (the load a restarting brick
 //! does).
 //!
@@ -88,21 +89,36 @@ fn main() {
     let memcpy = started.elapsed();
     std::hint::black_box(&plain);
 
+    // Each round appends on this thread alone, then as a brick does, with
+    // the index built on a helper thread (`Filling`).
     let mut append = Vec::new();
     for _ in 0..rounds {
-        let started = Instant::now();
-        target.reset();
-        target.reserve_keys(source.digest().1);
-        let mut offset = 64;
-        for chunk in &chunks {
-            // As a brick does: the frame's crc covered the bytes.
-            target
-                .append_chunk_with(offset, chunk, ChunkCheck::Structure, |_, _| {})
-                .expect("chunk appends");
-            offset += chunk.len() as u64;
+        for helper in [false, true] {
+            let started = Instant::now();
+            target.reset();
+            target.reserve_keys(source.digest().1);
+            let mut offset = 64;
+            if helper {
+                let mut filling = target.into_filling().expect("the helper starts");
+                for chunk in &chunks {
+                    filling
+                        .append_chunk_with(offset, chunk, ChunkCheck::Structure, |_, _| {})
+                        .expect("chunk appends");
+                    offset += chunk.len() as u64;
+                }
+                target = filling.finish().expect("the helper indexed every chunk");
+            } else {
+                for chunk in &chunks {
+                    // As a brick does: the frame's crc covered the bytes.
+                    target
+                        .append_chunk_with(offset, chunk, ChunkCheck::Structure, |_, _| {})
+                        .expect("chunk appends");
+                    offset += chunk.len() as u64;
+                }
+            }
+            append.push((helper, started.elapsed()));
+            assert_eq!(target.digest(), source.digest(), "the copy differs");
         }
-        append.push(started.elapsed());
-        assert_eq!(target.digest(), source.digest(), "the copy differs");
     }
 
     let mib = bytes as f64 / 1048576.0;
@@ -126,13 +142,19 @@ fn main() {
             scanned.as_secs_f64() * 1e3
         );
     }
-    for (round, took) in append.iter().enumerate() {
+    for (i, (helper, took)) in append.iter().enumerate() {
+        let round = i / 2;
         println!(
-            "append round {}{}: {:.1} ms = {:.0} MiB/s, {:.2}x the plain copy",
+            "append round {}, {}{}: {:.1} ms = {:.0} MiB/s, {:.2}x the plain copy",
             round + 1,
-            if round == 0 && fresh {
+            if *helper {
+                "indexed on a helper thread"
+            } else {
+                "on one thread"
+            },
+            if i == 0 && fresh {
                 " (a fresh file)"
-            } else if round == 0 {
+            } else if i == 0 {
                 " (pages not yet written)"
             } else {
                 ""

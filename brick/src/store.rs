@@ -112,6 +112,7 @@
 //! the last flush, which replication covers.
 
 mod arena;
+mod filling;
 pub mod index;
 mod record;
 
@@ -124,6 +125,7 @@ use std::thread::JoinHandle;
 use xxhash_rust::xxh3::xxh3_64;
 
 use arena::{Arena, Leftovers};
+pub use filling::Filling;
 use index::{Index, Probe};
 use record::{Parsed, Record, Shape};
 
@@ -1097,58 +1099,28 @@ impl Partition {
         check: ChunkCheck,
         mut each_key: impl FnMut(bool, &[u8]),
     ) -> Result<(), StoreError> {
-        let parse = match check {
-            ChunkCheck::Records => record::parse,
-            ChunkCheck::Structure => record::parse_structure,
-        };
-        if offset != self.main.end {
-            return Err(StoreError::Corrupt {
-                offset,
-                reason: "a copy chunk does not start at the arena's end",
-            });
-        }
-        if chunk.len() as u64 > self.main.tail_free() {
-            return Err(StoreError::Full {
-                needed: chunk.len() as u64,
-                free: self.main.tail_free(),
-            });
-        }
-        // Every record is checked before anything is written; its place and
-        // key hash are kept, so that each record's index slot can be fetched
-        // from memory a few records before it is needed (without that, the
-        // index's cache misses are most of the time an append takes).
-        let mut records = Vec::with_capacity(chunk.len() / 64);
-        let mut at = 0u64;
-        while at < chunk.len() as u64 {
-            match parse(chunk, at) {
-                Parsed::Record(shape) => {
-                    records.push((at, shape, xxh3_64(shape.key(chunk, at))));
-                    at += shape.len;
-                }
-                Parsed::End => {
-                    return Err(StoreError::Corrupt {
-                        offset: offset + at,
-                        reason: "a copy chunk holds zero bytes where a record should be",
-                    })
-                }
-                Parsed::Invalid(reason) => {
-                    return Err(StoreError::Corrupt {
-                        offset: offset + at,
-                        reason,
-                    })
-                }
-            }
-        }
+        let records = parse_chunk(offset, self.main.end, self.main.tail_free(), chunk, check)?;
         let start = self.main.append_bytes(chunk)?;
+        debug_assert_eq!(start, offset);
+        self.replay_chunk(offset, &records);
+        for &(at, shape, _) in &records {
+            each_key(shape.live, shape.key(chunk, at));
+        }
+        self.main.mark_end();
+        Ok(())
+    }
+
+    /// Indexes the records of a chunk that is in the arena from `start`,
+    /// as [`parse_chunk`] found them, prefetching each record's index slot
+    /// a few records before it is needed (without that, the index's cache
+    /// misses are most of the time an append takes).
+    fn replay_chunk(&mut self, start: u64, records: &[ChunkRecord]) {
         for (i, &(at, shape, hash)) in records.iter().enumerate() {
             if let Some(&(_, _, ahead)) = records.get(i + PREFETCH_AHEAD) {
                 self.index.prefetch(ahead);
             }
             self.replay(start + at, hash, shape);
-            each_key(shape.live, shape.key(chunk, at));
         }
-        self.main.mark_end();
-        Ok(())
     }
 
     /// Every live key that starts with `prefix`, sorted. Reads the records
@@ -1241,6 +1213,62 @@ impl Drop for Partition {
             c.next.discard();
         }
     }
+}
+
+/// A record of a copy chunk: where it starts in the chunk, what
+/// [`record::parse`] found, and its key's hash.
+type ChunkRecord = (u64, Shape, u64);
+
+/// Checks that a copy chunk for `offset` goes at an arena's `end` and fits
+/// in its `free` bytes, and every record of it as `check` says, and
+/// returns each record's place, shape and key hash: everything the index
+/// needs, so the records are read once.
+fn parse_chunk(
+    offset: u64,
+    end: u64,
+    free: u64,
+    chunk: &[u8],
+    check: ChunkCheck,
+) -> Result<Vec<ChunkRecord>, StoreError> {
+    if offset != end {
+        return Err(StoreError::Corrupt {
+            offset,
+            reason: "a copy chunk does not start at the arena's end",
+        });
+    }
+    if chunk.len() as u64 > free {
+        return Err(StoreError::Full {
+            needed: chunk.len() as u64,
+            free,
+        });
+    }
+    let parse = match check {
+        ChunkCheck::Records => record::parse,
+        ChunkCheck::Structure => record::parse_structure,
+    };
+    let mut records = Vec::with_capacity(chunk.len() / 64);
+    let mut at = 0u64;
+    while at < chunk.len() as u64 {
+        match parse(chunk, at) {
+            Parsed::Record(shape) => {
+                records.push((at, shape, xxh3_64(shape.key(chunk, at))));
+                at += shape.len;
+            }
+            Parsed::End => {
+                return Err(StoreError::Corrupt {
+                    offset: offset + at,
+                    reason: "a copy chunk holds zero bytes where a record should be",
+                })
+            }
+            Parsed::Invalid(reason) => {
+                return Err(StoreError::Corrupt {
+                    offset: offset + at,
+                    reason,
+                })
+            }
+        }
+    }
+    Ok(records)
 }
 
 /// One record's share of the partition digest: its key's hash and its crc

@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use brick::store::{
-    record_bytes, Backing, ChunkCheck, OpenReport, Partition, StoreError, CAPACITY_MAX,
+    record_bytes, Backing, ChunkCheck, Filling, OpenReport, Partition, StoreError, CAPACITY_MAX,
     HEADER_BYTES, KEY_SIZE_MAX, RECORD_HEADER_BYTES_MAX, RECORD_HEADER_BYTES_MIN, VALUE_SIZE_MAX,
 };
 
@@ -774,6 +774,149 @@ fn a_partition_reset_for_a_copy_reopens_without_its_old_records() {
     assert_eq!(snapshot(&again), snapshot(&source));
 }
 
+/// Sends `source`'s records into `filling` in chunks of `chunk_bytes`.
+fn fill_from(filling: &mut Filling, source: &Partition, chunk_bytes: usize) {
+    let mut offset = HEADER_BYTES;
+    while offset < source.end_offset() {
+        let chunk = source.chunk(offset, chunk_bytes);
+        filling
+            .append_chunk_with(offset, chunk, ChunkCheck::Structure, |_, _| {})
+            .unwrap();
+        offset += chunk.len() as u64;
+    }
+}
+
+/// A copy received as a brick receives one, its records indexed on a
+/// helper thread, comes back equal to the source: into memory, into a
+/// fresh file, and over a file that held other data (which a reopen then
+/// does not bring back).
+#[test]
+fn a_copy_indexed_on_a_helper_thread_equals_the_source() {
+    let source = churned(2000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.arena");
+    let (mut old, _) = open_file(&path, CAPACITY);
+    for i in 0..3000 {
+        old.put(&key(i), &value(i, 100)).unwrap();
+    }
+    old.reset();
+    let fresh = open_file(&dir.path().join("fresh.arena"), CAPACITY).0;
+    for (name, mut target, chunk_bytes) in [
+        ("memory", anonymous(CAPACITY), 100),
+        ("a fresh file", fresh, 1 << 20),
+        ("old data", old, 4096),
+    ] {
+        target.set_compaction_paused(true);
+        target.reserve_keys(2000);
+        let index_bytes = target.stats().index_bytes;
+        let mut filling = target.into_filling().unwrap();
+        assert_eq!(filling.capacity_bytes(), CAPACITY);
+        fill_from(&mut filling, &source, chunk_bytes);
+        let copy = filling.finish().unwrap();
+        copy.check_invariants();
+        assert_eq!(snapshot(&copy), snapshot(&source), "{name}");
+        assert_eq!(copy.digest(), source.digest(), "{name}");
+        assert_eq!(copy.end_offset(), source.end_offset(), "{name}");
+        assert_eq!(copy.stats().index_bytes, index_bytes, "{name}: no growth");
+        if name == "old data" {
+            copy.flush().unwrap();
+            drop(copy);
+            let (reopened, report) = open_file(&path, CAPACITY);
+            assert_eq!(report.end_offset, source.end_offset());
+            reopened.check_invariants();
+            assert_eq!(snapshot(&reopened), snapshot(&source), "reopened");
+        }
+    }
+}
+
+/// A chunk the helper-thread path refuses changes nothing, and the copy
+/// goes on with the right chunk; the keys are reported once a chunk is
+/// written, and none of a refused one.
+#[test]
+fn a_copy_on_a_helper_thread_refuses_bad_chunks_and_goes_on() {
+    let source = churned(300);
+    let chunk = source.chunk(HEADER_BYTES, 4096).to_vec();
+    let mut filling = anonymous(CAPACITY).into_filling().unwrap();
+    let mut seen = 0;
+    for (offset, bytes) in [
+        (HEADER_BYTES, &chunk[..chunk.len() - 3]),
+        (HEADER_BYTES, &[0; 64][..]),
+        (HEADER_BYTES + 11, &chunk[..]),
+    ] {
+        assert!(matches!(
+            filling.append_chunk_with(offset, bytes, ChunkCheck::Structure, |_, _| seen += 1),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+    assert_eq!(seen, 0, "a refused chunk reports no key");
+    let mut flipped = chunk.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x40;
+    assert!(matches!(
+        filling.append_chunk_with(HEADER_BYTES, &flipped, ChunkCheck::Records, |_, _| {}),
+        Err(StoreError::Corrupt { .. })
+    ));
+    filling
+        .append_chunk_with(HEADER_BYTES, &chunk, ChunkCheck::Structure, |_, _| {
+            seen += 1
+        })
+        .unwrap();
+    assert!(seen > 0);
+    let mut offset = HEADER_BYTES + chunk.len() as u64;
+    // A chunk too large for the room left.
+    let huge = vec![0; CAPACITY as usize];
+    assert!(matches!(
+        filling.append_chunk_with(offset, &huge, ChunkCheck::Structure, |_, _| {}),
+        Err(StoreError::Full { .. })
+    ));
+    while offset < source.end_offset() {
+        let next = source.chunk(offset, 4096);
+        filling
+            .append_chunk_with(offset, next, ChunkCheck::Structure, |_, _| {})
+            .unwrap();
+        offset += next.len() as u64;
+    }
+    let copy = filling.finish().unwrap();
+    copy.check_invariants();
+    assert_eq!(snapshot(&copy), snapshot(&source));
+}
+
+/// A copy abandoned half way (its `Filling` dropped, as when the source
+/// goes silent) stops its helper, and the file reopens as what was
+/// written: none of the old records past it come back.
+#[test]
+fn a_copy_dropped_half_way_reopens_as_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.arena");
+    let (mut target, _) = open_file(&path, CAPACITY);
+    for i in 0..500 {
+        target.put(&key(i), &value(i, 100)).unwrap();
+    }
+    target.flush().unwrap();
+    target.reset();
+    let source = churned(300);
+    let mut filling = target.into_filling().unwrap();
+    let mut offset = HEADER_BYTES;
+    while offset < source.end_offset() / 2 {
+        let chunk = source.chunk(offset, 512);
+        filling
+            .append_chunk_with(offset, chunk, ChunkCheck::Structure, |_, _| {})
+            .unwrap();
+        offset += chunk.len() as u64;
+    }
+    drop(filling);
+    let (reopened, report) = open_file(&path, CAPACITY);
+    assert_eq!(report.end_offset, offset, "stops where the copy stopped");
+    assert!(
+        report.torn_tail_bytes > 0,
+        "the old records are a torn tail"
+    );
+    reopened.check_invariants();
+    for i in 300..500 {
+        assert_eq!(reopened.get(&key(i)), None, "old key {i} came back");
+    }
+}
+
 #[test]
 fn the_digest_depends_on_the_data_not_on_the_order_it_was_written() {
     let mut forward = anonymous(CAPACITY);
@@ -814,6 +957,18 @@ fn append_or_refuse(bytes: &[u8]) {
                 assert_eq!(copy.end_offset(), HEADER_BYTES);
             }
             Err(other) => panic!("{check:?}: {other:?}"),
+        }
+        // The same through a helper thread, as a brick receives a copy.
+        let mut filling = anonymous(CAPACITY).into_filling().unwrap();
+        let taken = filling.append_chunk_with(HEADER_BYTES, bytes, check, |_, _| {});
+        let copy = filling.finish().unwrap();
+        match taken {
+            Ok(()) => copy.check_invariants(),
+            Err(StoreError::Corrupt { .. }) => {
+                assert_eq!(snapshot(&copy), before, "a refused chunk wrote nothing");
+                assert_eq!(copy.end_offset(), HEADER_BYTES);
+            }
+            Err(other) => panic!("{check:?} on a helper thread: {other:?}"),
         }
     }
 }

@@ -43,7 +43,7 @@ use wire::{CopyChunkRef, Digest, ErrorCode, Reply, Request};
 
 use super::{error, membership, Node, PeerPending, TABLE_MARKER};
 use crate::limits;
-use crate::store::{Backing, ChunkCheck, Partition, HEADER_BYTES};
+use crate::store::{Backing, ChunkCheck, Filling, Partition, HEADER_BYTES};
 
 /// Where a brick keeps partitions it creates when it receives a copy.
 #[derive(Clone, Debug)]
@@ -139,9 +139,10 @@ impl Storage {
             .map_err(|e| e.to_string())
     }
 
-    /// Drops a partition and deletes its file.
-    fn discard(&self, partition_id: PartitionId, partition: Partition) {
-        drop(partition);
+    /// Drops what holds a partition's arena (a [`Partition`], or a
+    /// [`Filling`] that is receiving a copy) and deletes its file.
+    fn discard(&self, partition_id: PartitionId, held: impl Sized) {
+        drop(held);
         if let Storage::Dir(dir) = self {
             let path = arena_path(dir, partition_id);
             if let Err(e) = std::fs::remove_file(&path) {
@@ -239,9 +240,10 @@ pub(super) struct CopyOut {
 /// A copy this node receives.
 pub(super) struct CopyIn {
     rg: RgId,
-    /// The partition being filled; `None` when the node keeps the data it
-    /// has and only checks its digest (catch-up).
-    staging: Option<Partition>,
+    /// The partition being filled, indexed on a helper thread (see
+    /// [`Filling`]); `None` when the node keeps the data it has and only
+    /// checks its digest (catch-up).
+    staging: Option<Filling>,
     last_heard: Instant,
     bytes: u64,
     /// Table names whose markers the copy holds, followed chunk by chunk
@@ -409,7 +411,7 @@ impl Node {
             .incoming
             .values()
             .filter_map(|c| c.staging.as_ref())
-            .map(|p| p.stats().capacity_bytes)
+            .map(Filling::capacity_bytes)
             .sum();
         held + incoming
     }
@@ -1145,10 +1147,18 @@ impl Node {
                 .storage
                 .create(partition, self.config.partition_capacity),
         };
+        let staging = staging.and_then(|mut staging| {
+            staging.set_compaction_paused(true);
+            staging.reserve_keys(keys);
+            staging.into_filling().map_err(|e| {
+                // The partition was dropped with the thread that could not
+                // start; its file goes too.
+                self.config.storage.discard(partition, ());
+                format!("cannot start indexing a copy: {e}")
+            })
+        });
         match staging {
-            Ok(mut staging) => {
-                staging.set_compaction_paused(true);
-                staging.reserve_keys(keys);
+            Ok(staging) => {
                 log::info!("{}: receiving a copy of {partition} of {rg}", self.id);
                 self.recovery.incoming.insert(
                     partition,
@@ -1164,7 +1174,7 @@ impl Node {
             }
             Err(e) => error(
                 ErrorCode::Internal,
-                format!("cannot create {partition}: {e}"),
+                format!("cannot receive {partition}: {e}"),
             ),
         }
     }
@@ -1215,7 +1225,17 @@ impl Node {
         let Some(want) = end else {
             return Reply::CopyAck { end: received_end };
         };
-        let have = match c.staging.as_ref() {
+        let staging = match c.staging.take().map(Filling::finish) {
+            None => None,
+            Some(Ok(staging)) => Some(staging),
+            Some(Err(e)) => {
+                log::error!("{}: the copy of {partition} is lost: {e}", self.id);
+                self.drop_incoming(partition);
+                self.config.storage.discard(partition, ());
+                return error(ErrorCode::Internal, e.to_string());
+            }
+        };
+        let have = match staging.as_ref() {
             Some(staging) => staging.digest(),
             None => self
                 .partitions
@@ -1228,6 +1248,9 @@ impl Node {
                 self.id
             );
             self.drop_incoming(partition);
+            if let Some(staging) = staging {
+                self.config.storage.discard(partition, staging);
+            }
             return error(
                 ErrorCode::Refused,
                 "the copy's digest differs from the source's".to_string(),
@@ -1238,7 +1261,7 @@ impl Node {
             .incoming
             .remove(&partition)
             .expect("checked above");
-        if let Some(mut staging) = c.staging {
+        if let Some(mut staging) = staging {
             staging.set_compaction_paused(false);
             self.tables.extend(c.tables);
             self.partitions.insert(partition, staging);

@@ -524,6 +524,24 @@ impl Arena {
         Ok(offset)
     }
 
+    /// A second handle on the arena's file, for writing chunks from
+    /// another thread with `pwrite` ([`super::Filling`]); `None` for an
+    /// anonymous arena.
+    pub(super) fn file_handle(&self) -> io::Result<Option<File>> {
+        self.file.as_ref().map(|f| f.file.try_clone()).transpose()
+    }
+
+    /// Takes the `len` bytes past the end as appended: another handle on
+    /// the file wrote them ([`Arena::file_handle`]).
+    pub(super) fn take_written(&mut self, len: u64) {
+        assert!(
+            len <= self.tail_free(),
+            "adopting {len} bytes with {} free",
+            self.tail_free()
+        );
+        self.end += len;
+    }
+
     /// Appends a record copied whole from another arena.
     pub(super) fn append_copy(&mut self, record: &[u8]) -> u64 {
         let offset = self.claim(record.len() as u64);
