@@ -1113,11 +1113,18 @@ impl Partition {
     /// Indexes the records of a chunk that is in the arena from `start`,
     /// as [`parse_chunk`] found them, prefetching each record's index slot
     /// a few records before it is needed (without that, the index's cache
-    /// misses are most of the time an append takes).
+    /// misses are most of the time an append takes), and a little later the
+    /// record that slot's entry of the same tag points to, which the apply
+    /// reads to compare keys when the copy overwrites a key.
     fn replay_chunk(&mut self, start: u64, records: &[ChunkRecord]) {
         for (i, &(at, shape, hash)) in records.iter().enumerate() {
-            if let Some(&(_, _, ahead)) = records.get(i + PREFETCH_AHEAD) {
+            if let Some(&(_, _, ahead)) = records.get(i + 2 * PREFETCH_AHEAD) {
                 self.index.prefetch(ahead);
+            }
+            if let Some(&(_, _, ahead)) = records.get(i + PREFETCH_AHEAD) {
+                if let Some(location) = self.index.candidate(ahead) {
+                    Arenas::new(&self.main, &self.compaction).prefetch(location);
+                }
             }
             self.replay(start + at, hash, shape);
         }
