@@ -125,7 +125,7 @@ use std::thread::JoinHandle;
 use xxhash_rust::xxh3::xxh3_64;
 
 use arena::{Arena, Leftovers};
-pub use filling::Filling;
+pub use filling::{Filling, QUEUE_CHUNKS as FILLING_QUEUE_CHUNKS};
 use index::{Index, Probe};
 use record::{Parsed, Record, Shape};
 

@@ -307,6 +307,8 @@ const WINDOW: usize = 4;
 // to spare: past its limit the connection is dropped as "not reading", and
 // a copy that overflows it would break its own connection on every try.
 const _: () = assert!(WINDOW * CHUNK_BYTES <= wire::limits::QUEUED_BYTES_PER_CONNECTION_MAX / 2);
+// The target's loop waits for its indexing helper only past a whole window.
+const _: () = assert!(WINDOW <= crate::store::FILLING_QUEUE_CHUNKS);
 /// The write lease is taken when at most this many bytes are left to send.
 const SEAL_BYTES: u64 = 256 * 1024;
 /// A copy whose target does not answer for this long is abandoned.

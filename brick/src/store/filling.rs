@@ -14,16 +14,20 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::{parse_chunk, ChunkCheck, ChunkRecord, Partition, StoreError};
 use crate::store::RECORD_HEADER_BYTES_MIN;
 
 /// Chunks the caller may be ahead of the helper; one more makes it wait.
-/// Two keep the helper busy while the caller works on the next chunk and
-/// bound what an abandoned copy leaves to index before it is dropped.
-const QUEUE_CHUNKS: usize = 2;
+/// As many as a copy's source keeps in flight, so that the event loop
+/// waits for the helper only when the helper fell behind by a whole
+/// window (a brick's loop serves other partitions meanwhile); this many
+/// chunks' record lists are what the queue holds at most.
+pub const QUEUE_CHUNKS: usize = 4;
 
 /// The zero bytes of an end marker.
 const END_MARKER: [u8; RECORD_HEADER_BYTES_MIN as usize] = [0; RECORD_HEADER_BYTES_MIN as usize];
@@ -47,6 +51,8 @@ pub struct Filling {
     capacity: u64,
     queue: Option<SyncSender<Batch>>,
     helper: Option<JoinHandle<Partition>>,
+    /// Set when the copy is abandoned: the helper skips what is queued.
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Partition {
@@ -59,10 +65,15 @@ impl Partition {
         let (end, capacity) = (self.main.end, self.main.capacity());
         let (queue, batches) = sync_channel::<Batch>(QUEUE_CHUNKS);
         let mut partition = self;
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let skip = Arc::clone(&abandoned);
         let helper = std::thread::Builder::new()
             .name("copy-index".to_string())
             .spawn(move || {
                 for batch in batches {
+                    if skip.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     match &batch.bytes {
                         Some(bytes) => {
                             // An anonymous arena: a copy into memory, which
@@ -85,6 +96,7 @@ impl Partition {
             capacity,
             queue: Some(queue),
             helper: Some(helper),
+            abandoned,
         })
     }
 }
@@ -154,9 +166,11 @@ impl Filling {
 }
 
 impl Drop for Filling {
-    /// An abandoned copy: the helper indexes what it was given (at most
-    /// [`QUEUE_CHUNKS`] chunks) and drops the partition.
+    /// An abandoned copy: the helper skips what is queued and drops the
+    /// partition. The file holds every chunk written, up to an end marker,
+    /// whatever the helper had indexed.
     fn drop(&mut self) {
+        self.abandoned.store(true, Ordering::Relaxed);
         self.queue = None;
         if let Some(helper) = self.helper.take() {
             let _ = helper.join();
