@@ -505,7 +505,7 @@ impl Partition {
         // Records are checked and hashed a batch at a time, then applied
         // while the index slot of the record eight places ahead is fetched
         // from memory, as a copy's chunks are (`append_chunk_with`).
-        let mut batch: Vec<(u64, u64, Shape)> = Vec::with_capacity(LOAD_BATCH_RECORDS);
+        let mut batch: Vec<ChunkRecord> = Vec::with_capacity(LOAD_BATCH_RECORDS);
         let mut done = false;
         let arenas = Arenas::new(&partition.main, &partition.compaction);
         partition.index.start_bulk(|l| arenas.hash(l));
@@ -526,18 +526,13 @@ impl Partition {
                     }
                     Parsed::Record(shape) => {
                         let hash = xxh3_64(shape.key(partition.main.bytes(), offset));
-                        batch.push((offset, hash, shape));
+                        batch.push((offset, shape, hash));
                         records += 1;
                         offset += shape.len;
                     }
                 }
             }
-            for (i, &(at, hash, shape)) in batch.iter().enumerate() {
-                if let Some(&(_, ahead, _)) = batch.get(i + PREFETCH_AHEAD) {
-                    partition.index.prefetch(ahead);
-                }
-                partition.replay(at, hash, shape);
-            }
+            partition.replay_chunk(0, &batch);
         }
         let arenas = Arenas::new(&partition.main, &partition.compaction);
         partition.index.end_bulk(|l| arenas.hash(l));
@@ -1111,7 +1106,8 @@ impl Partition {
     }
 
     /// Indexes the records of a chunk that is in the arena from `start`,
-    /// as [`parse_chunk`] found them, prefetching each record's index slot
+    /// as [`parse_chunk`] found them (or a batch of a load, from 0),
+    /// prefetching each record's index slot
     /// a few records before it is needed (without that, the index's cache
     /// misses are most of the time an append takes), and a little later the
     /// record that slot's entry of the same tag points to, which the apply
