@@ -82,6 +82,28 @@ pub enum Transmit {
         request_id: u64,
         request: Request,
     },
+    /// A `CopyChunk` request to a peer whose bytes are still in the
+    /// partition's arena, `len` bytes from `offset`: the driver encodes
+    /// them from there ([`Node::copy_chunk_bytes`]), in the same pass,
+    /// rather than from a copy made first. Its reply comes back as a
+    /// [`Transmit::Peer`]'s does.
+    CopyChunk {
+        peer: BrickId,
+        request_id: u64,
+        chunk: ArenaChunk,
+    },
+}
+
+/// Where the bytes of a [`Transmit::CopyChunk`] are: `len` bytes from
+/// `offset` of a partition's arena of `generation`, with the digest the
+/// last chunk of a copy carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArenaChunk {
+    pub partition: PartitionId,
+    pub generation: u64,
+    pub offset: u64,
+    pub len: u64,
+    pub end: Option<wire::Digest>,
 }
 
 /// Timing of the protocol, from `cluster.toml`.
@@ -1713,14 +1735,20 @@ impl Node {
     // Peer replies and timers.
 
     fn send_peer(&mut self, peer: BrickId, request: Request, pending: PeerPending) {
-        let request_id = self.next_request_id;
-        self.next_request_id += 1;
-        self.peer_pending.insert(request_id, pending);
+        let request_id = self.peer_request_id(pending);
         self.transmits.push_back(Transmit::Peer {
             peer,
             request_id,
             request,
         });
+    }
+
+    /// A fresh id for a request to a peer, whose reply `pending` waits for.
+    fn peer_request_id(&mut self, pending: PeerPending) -> u64 {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        self.peer_pending.insert(request_id, pending);
+        request_id
     }
 
     /// A reply to a request this node sent to `peer`.

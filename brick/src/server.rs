@@ -25,12 +25,14 @@ use std::time::{Duration, Instant};
 use maps::BrickId;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use wire::codec::{encode_reply, encode_request, Frame, FrameDecoder, FrameError};
+use wire::codec::{
+    encode_copy_chunk, encode_reply, encode_request, Frame, FrameDecoder, FrameError,
+};
 use wire::limits::{
     CONNECTIONS_PER_BRICK_MAX, OUTSTANDING_REQUESTS_PER_CONNECTION_MAX,
     QUEUED_BYTES_PER_CONNECTION_MAX,
 };
-use wire::{ErrorCode, ErrorReply, Message, Reply, Request};
+use wire::{CopyChunkRef, ErrorCode, ErrorReply, Message, Reply, Request};
 
 use crate::node::{ConnId, Node, Transmit};
 
@@ -493,20 +495,55 @@ impl Server {
                     request_id,
                     request,
                 } => {
-                    if !self.outbound.contains_key(&peer) && !self.connect_peer(peer) {
-                        self.node.handle_peer_unreachable(Instant::now(), peer);
+                    if !self.ready_outbound(peer) {
                         continue;
                     }
                     let conn = self.outbound.get_mut(&peer).unwrap();
-                    if conn.out.len() - conn.out_pos > QUEUED_BYTES_PER_CONNECTION_MAX {
-                        self.drop_outbound(peer, "peer is not reading");
+                    encode_request(request_id, &request, &mut conn.out);
+                    self.dirty.insert(Token(PEER_TOKEN_BASE + peer.0 as usize));
+                }
+                Transmit::CopyChunk {
+                    peer,
+                    request_id,
+                    chunk,
+                } => {
+                    if !self.ready_outbound(peer) {
                         continue;
                     }
-                    encode_request(request_id, &request, &mut conn.out);
+                    // Taken from the arena in the pass that asked for it: a
+                    // chunk of an arena compacted since is dropped (the copy
+                    // is abandoned then anyway).
+                    let Some(bytes) = self.node.copy_chunk_bytes(&chunk) else {
+                        continue;
+                    };
+                    let conn = self.outbound.get_mut(&peer).unwrap();
+                    let chunk = CopyChunkRef {
+                        partition: chunk.partition,
+                        offset: chunk.offset,
+                        bytes,
+                        end: chunk.end,
+                    };
+                    encode_copy_chunk(request_id, &chunk, &mut conn.out);
                     self.dirty.insert(Token(PEER_TOKEN_BASE + peer.0 as usize));
                 }
             }
         }
+    }
+
+    /// Whether the connection to `peer` can take a request: connected
+    /// first if need be (the node hears of a peer it cannot reach), and
+    /// dropped if the peer stopped reading what is queued.
+    fn ready_outbound(&mut self, peer: BrickId) -> bool {
+        if !self.outbound.contains_key(&peer) && !self.connect_peer(peer) {
+            self.node.handle_peer_unreachable(Instant::now(), peer);
+            return false;
+        }
+        let conn = &self.outbound[&peer];
+        if conn.out.len() - conn.out_pos > QUEUED_BYTES_PER_CONNECTION_MAX {
+            self.drop_outbound(peer, "peer is not reading");
+            return false;
+        }
+        true
     }
 
     fn connect_peer(&mut self, peer: BrickId) -> bool {

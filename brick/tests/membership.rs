@@ -125,6 +125,21 @@ impl Net {
                         id: request_id,
                         request,
                     }),
+                    Transmit::CopyChunk {
+                        peer,
+                        request_id,
+                        chunk,
+                    } => {
+                        let request = self.nodes[&from]
+                            .copy_chunk_request(&chunk)
+                            .expect("the chunk's partition is still there");
+                        self.queue.push_back(Envelope::Request {
+                            from,
+                            to: peer,
+                            id: request_id,
+                            request,
+                        });
+                    }
                     Transmit::Reply {
                         conn,
                         request_id,

@@ -586,6 +586,26 @@ impl Sim {
                         request,
                     });
                 }
+                Transmit::CopyChunk {
+                    peer,
+                    request_id,
+                    chunk,
+                } => {
+                    // Taken from the arena now, as the server does in the
+                    // same pass; a chunk of a compacted arena is lost.
+                    let request = self.bricks[index]
+                        .node
+                        .as_ref()
+                        .and_then(|node| node.copy_chunk_request(&chunk));
+                    if let Some(request) = request {
+                        self.send(Envelope::PeerRequest {
+                            from: id,
+                            to: peer,
+                            request_id,
+                            request,
+                        });
+                    }
+                }
             }
         }
     }

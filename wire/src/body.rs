@@ -843,6 +843,23 @@ impl PrepareRef<'_> {
     }
 }
 
+impl CopyChunkRef<'_> {
+    /// Appends the body of the `CopyChunk` this stands for to `out`: the
+    /// same bytes as [`Request::encode_body`] of
+    /// [`CopyChunkRef::to_request`].
+    pub fn encode_body(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.partition.0);
+        put_u64(out, self.offset);
+        put_bytes(out, self.bytes);
+        put_digest(out, &self.end);
+    }
+
+    /// The exact number of bytes [`CopyChunkRef::encode_body`] appends.
+    pub fn body_len(&self) -> usize {
+        8 + 8 + bytes_len(self.bytes) + digest_len(&self.end)
+    }
+}
+
 impl<'a> CopyChunkRef<'a> {
     /// Decodes the body of a `CopyChunk` frame, borrowing its bytes: the
     /// same checks, and the same errors, as [`Message::decode`].

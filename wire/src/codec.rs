@@ -52,6 +52,15 @@ pub fn encode_prepare(request_id: u64, prepare: &PrepareRef<'_>, out: &mut Vec<u
     });
 }
 
+/// [`encode_request`] for a copy chunk borrowed from where its bytes are
+/// kept (a brick's arena): the same frame, with the bytes copied once,
+/// straight into `out`.
+pub fn encode_copy_chunk(request_id: u64, chunk: &CopyChunkRef<'_>, out: &mut Vec<u8>) {
+    encode_with(request_id, kind::COPY_CHUNK, chunk.body_len(), out, |out| {
+        chunk.encode_body(out)
+    });
+}
+
 /// [`encode_frame`] for a reply, without wrapping it in a [`Message`].
 pub fn encode_reply(request_id: u64, reply: &Reply, out: &mut Vec<u8>) {
     encode_with(request_id, reply.kind(), reply.body_len(), out, |out| {

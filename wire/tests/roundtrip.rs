@@ -9,15 +9,17 @@ use common::{sample_messages, sample_replies, sample_requests, ERROR_CODES, TX_S
 use maps::{BrickId, PartitionId, RgId};
 use proptest::collection::vec;
 use proptest::prelude::*;
-use wire::codec::{encode_frame, encode_prepare, encode_reply, encode_request, FrameDecoder};
+use wire::codec::{
+    encode_copy_chunk, encode_frame, encode_prepare, encode_reply, encode_request, FrameDecoder,
+};
 use wire::header::RawHeader;
 use wire::limits::{
     COPY_CHUNK_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, KEY_SIZE_MAX, MAPS_SIZE_MAX, PARTICIPANTS_MAX,
     STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
 };
 use wire::{
-    kind_name, Accepted, Ballot, Digest, ErrorReply, Message, Reply, Request, TxId, Write,
-    HEADER_SIZE,
+    kind_name, Accepted, Ballot, CopyChunkRef, Digest, ErrorReply, Message, Reply, Request, TxId,
+    Write, HEADER_SIZE,
 };
 
 /// Encodes the body, checks its announced length, decodes it back, and
@@ -522,6 +524,29 @@ proptest! {
                 prop_assert!(!is_prepare);
             }
         }
+    }
+
+    /// A copy chunk borrowed from where its bytes are kept encodes to the
+    /// frame of the request it stands for, after whatever the buffer held.
+    #[test]
+    fn borrowed_copy_chunks_encode_as_their_requests(
+        partition in any::<u64>(),
+        offset in any::<u64>(),
+        bytes in vec(any::<u8>(), 0..2048),
+        end in proptest::option::of((any::<u64>(), any::<u64>())),
+        earlier in vec(any::<u8>(), 0..64),
+    ) {
+        let chunk = CopyChunkRef {
+            partition: PartitionId(partition),
+            offset,
+            bytes: &bytes,
+            end: end.map(|(sum, keys)| Digest { sum, keys }),
+        };
+        let mut borrowed = earlier.clone();
+        encode_copy_chunk(11, &chunk, &mut borrowed);
+        let mut owned = earlier;
+        encode_request(11, &chunk.to_request(), &mut owned);
+        prop_assert_eq!(borrowed, owned);
     }
 
     /// A stream of generated frames, cut into pieces at random places,

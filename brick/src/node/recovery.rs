@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use maps::{BrickId, PartitionId, RgId};
 use wire::{CopyChunkRef, Digest, ErrorCode, Reply, Request};
 
-use super::{error, membership, Node, PeerPending, TABLE_MARKER};
+use super::{error, membership, ArenaChunk, Node, PeerPending, Transmit, TABLE_MARKER};
 use crate::limits;
 use crate::store::{Backing, ChunkCheck, Filling, Partition, HEADER_BYTES};
 
@@ -789,9 +789,10 @@ impl Node {
     fn send_chunk(&mut self, now: Instant, partition: PartitionId, sealed: bool) {
         let store = &self.partitions[&partition];
         let c = self.recovery.out.get_mut(&partition).expect("pumped copy");
-        let chunk = store.chunk(c.sent, CHUNK_BYTES).to_vec();
+        // The bytes stay in the arena: the driver sends them from there.
+        let len = store.chunk(c.sent, CHUNK_BYTES).len() as u64;
         let offset = c.sent;
-        c.sent += chunk.len() as u64;
+        c.sent += len;
         c.in_flight += 1;
         let last = sealed && c.sent == store.end_offset();
         let end = last.then(|| {
@@ -803,12 +804,55 @@ impl Node {
         }
         let rate = self.config.recovery.copy_rate;
         if rate > 0 {
-            let spacing = Duration::from_secs_f64(chunk.len() as f64 / rate as f64);
+            let spacing = Duration::from_secs_f64(len as f64 / rate as f64);
             c.next_send = c.next_send.max(now - spacing.min(Duration::from_millis(1))) + spacing;
         }
-        self.recovery.counters.bytes_sent += chunk.len() as u64;
+        self.recovery.counters.bytes_sent += len;
         let (target, session) = (c.target, c.session);
-        self.send_copy_chunk(target, partition, session, offset, chunk, end);
+        let generation = store.generation();
+        let request_id = self.peer_request_id(PeerPending::CopyChunk {
+            partition,
+            session,
+            peer: target,
+        });
+        self.transmits.push_back(Transmit::CopyChunk {
+            peer: target,
+            request_id,
+            chunk: ArenaChunk {
+                partition,
+                generation,
+                offset,
+                len,
+                end,
+            },
+        });
+    }
+
+    /// The bytes of a [`Transmit::CopyChunk`], in the arena. `None` when
+    /// the partition is gone, was compacted since (its offsets mean other
+    /// bytes now), or does not reach that far: the copy is abandoned then,
+    /// and the chunk is dropped as a lost message would be.
+    pub fn copy_chunk_bytes(&self, chunk: &ArenaChunk) -> Option<&[u8]> {
+        let store = self.partitions.get(&chunk.partition)?;
+        if store.generation() != chunk.generation {
+            return None;
+        }
+        let from = usize::try_from(chunk.offset).ok()?;
+        let to = usize::try_from(chunk.offset.checked_add(chunk.len)?).ok()?;
+        store.bytes().get(from..to)
+    }
+
+    /// A [`Transmit::CopyChunk`] as the request it stands for, owning a
+    /// copy of its bytes, for a driver that moves owned requests (the
+    /// simulator). `None` as for [`Node::copy_chunk_bytes`].
+    pub fn copy_chunk_request(&self, chunk: &ArenaChunk) -> Option<Request> {
+        let bytes = self.copy_chunk_bytes(chunk)?;
+        Some(Request::CopyChunk {
+            partition: chunk.partition,
+            offset: chunk.offset,
+            bytes: bytes.to_vec(),
+            end: chunk.end,
+        })
     }
 
     fn send_copy_chunk(
