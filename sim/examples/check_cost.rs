@@ -38,6 +38,7 @@ fn main() {
         search_steps_max: u64::MAX,
         segment_ops_max: usize::MAX,
         ops_per_key_max: usize::MAX,
+        remembered_states_max: usize::MAX,
     };
     for clients in [2, 3, 4, 5, 6] {
         for quiesce_every_ops in [4, 8, 12, 16, 24, 32, 48, 0] {

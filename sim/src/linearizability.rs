@@ -84,10 +84,22 @@
 //! # Cost
 //!
 //! Before the tester first searches a set of operations, the checker counts
-//! the most steps that search could take; a count over
-//! [`CheckConfig::search_steps_max`] stops the check. The count ignores the
-//! register's rules, which cut most searches far shorter, so it is
-//! pessimistic. The other limits: [`CheckConfig::segment_ops_max`]
+//! the most steps that search could take. The count ignores the register's
+//! rules, which cut most searches far shorter, so it is pessimistic. A set
+//! counted at more than [`CheckConfig::search_steps_max`] is not given to
+//! the tester: the checker orders it itself, with a search that remembers
+//! every state (operations placed, register value) it reaches and visits
+//! each once (`Fed::orderable_remembering`), where the tester remembers
+//! nothing and may try the same placements in every order, which is what
+//! the count bounds. A long delay can leave dozens of operations on a key
+//! overlapping: two simulator seeds had stretches of 46 and 40 operations,
+//! counted at over 3·10⁹ steps, that this search ordered after visiting
+//! under a hundred states. The tester stays the judge of everything within
+//! the count; the test `random_histories_agree_with_a_plain_encoding` also
+//! checks the remembering search against the plain encoding, with no
+//! steps allowed to the tester. The other limits:
+//! [`CheckConfig::remembered_states_max`] states for one remembering
+//! search, [`CheckConfig::segment_ops_max`]
 //! operations per segment, [`CheckConfig::ops_per_key_max`] per key,
 //! [`UNKNOWN_WRITE_CHOICES_MAX`] ways to place unknown writes in one
 //! segment, and [`SEARCHES_PER_KEY_MAX`] searches per key (their number
@@ -104,9 +116,11 @@ use stateright::semantics::{ConsistencyTester, LinearizabilityTester, Sequential
 
 use crate::history::{History, OpEnd, OpKind, OpResult, Operation};
 
-/// The default for [`CheckConfig::search_steps_max`]. On the histories of
-/// `cargo run --release -p sim --example check_cost`, segments counted at up
-/// to about this many steps were checked in under a second.
+/// The default for [`CheckConfig::search_steps_max`], past which a segment
+/// is searched remembering its states instead of by the tester. On the
+/// histories of `cargo run --release -p sim --example check_cost`,
+/// segments counted at up to about this many steps were checked in under a
+/// second.
 pub const SEARCH_STEPS_MAX_DEFAULT: u64 = 100_000_000;
 
 /// The environment variable that overrides [`SEARCH_STEPS_MAX_DEFAULT`].
@@ -118,6 +132,10 @@ pub const SEGMENT_OPS_MAX_DEFAULT: usize = 64;
 /// The largest [`CheckConfig::segment_ops_max`] there is: a segment's
 /// operations and the final read are held in one 128-bit set.
 pub const SEGMENT_OPS_LIMIT: usize = 127;
+
+/// The default for [`CheckConfig::remembered_states_max`]: about 100 MB of
+/// remembered states at most.
+pub const REMEMBERED_STATES_MAX_DEFAULT: usize = 2_000_000;
 
 /// The environment variable that overrides [`SEGMENT_OPS_MAX_DEFAULT`].
 pub const SEGMENT_OPS_MAX_ENV: &str = "DDS_CHECK_SEGMENT_OPS_MAX";
@@ -141,7 +159,8 @@ pub const SEARCHES_PER_KEY_MAX: u64 = 100_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckConfig {
     /// The most steps one search of the tester may take in the worst case,
-    /// as counted before it runs.
+    /// as counted before it runs; a segment counted higher is searched
+    /// remembering its states (see "Cost" in the module documentation).
     pub search_steps_max: u64,
     /// The most operations one segment (a stretch of overlapping operations,
     /// see the module documentation) may have; values above
@@ -149,6 +168,10 @@ pub struct CheckConfig {
     pub segment_ops_max: usize,
     /// The most operations a key may have in all.
     pub ops_per_key_max: usize,
+    /// The most states (operations placed, register value) the search of
+    /// one segment whose tester's count is over `search_steps_max` may
+    /// reach.
+    pub remembered_states_max: usize,
 }
 
 impl Default for CheckConfig {
@@ -157,6 +180,7 @@ impl Default for CheckConfig {
             search_steps_max: SEARCH_STEPS_MAX_DEFAULT,
             segment_ops_max: SEGMENT_OPS_MAX_DEFAULT,
             ops_per_key_max: OPS_PER_KEY_MAX_DEFAULT,
+            remembered_states_max: REMEMBERED_STATES_MAX_DEFAULT,
         }
     }
 }
@@ -285,9 +309,9 @@ pub enum Limit {
     OpsPerKey,
     /// [`CheckConfig::segment_ops_max`]: operations in one segment.
     SegmentOps,
-    /// [`CheckConfig::search_steps_max`]: steps of one search, counted
-    /// before it runs.
-    SearchSteps,
+    /// [`CheckConfig::remembered_states_max`]: states one remembering
+    /// search may reach.
+    RememberedStates,
     /// [`UNKNOWN_WRITE_CHOICES_MAX`]: ways of choosing which unknown
     /// writes take effect in a segment and which later.
     UnknownWriteChoices,
@@ -314,11 +338,11 @@ impl fmt::Display for Verdict {
                          fewer concurrent clients per key or raise {SEGMENT_OPS_MAX_ENV} (at most \
                          {SEGMENT_OPS_LIMIT})"
                     ),
-                    Limit::SearchSteps => write!(
+                    Limit::RememberedStates => write!(
                         f,
-                        "ordering one stretch of overlapping operations could take more than \
-                         {max} search steps; use fewer concurrent clients per key, let them pause \
-                         together now and then, or raise {SEARCH_STEPS_MAX_ENV}"
+                        "ordering one stretch of overlapping operations reached more than {max} \
+                         states (operations placed, value); use fewer concurrent clients per key \
+                         or let them pause together now and then"
                     ),
                     Limit::UnknownWriteChoices => write!(
                         f,
@@ -353,9 +377,13 @@ pub struct KeyReport {
     pub segments: usize,
     /// Operations in the largest segment.
     pub segment_ops_largest: usize,
-    /// The most steps the search could take on one segment, as counted
-    /// before it ran (0 when nothing was counted).
+    /// The most steps the tester's search could take on one segment, as
+    /// counted before it ran, among those within the limit (0 when nothing
+    /// was counted).
     pub search_steps_largest: u64,
+    /// Searches made by remembering states, for segments whose count was
+    /// over [`CheckConfig::search_steps_max`].
+    pub remembering_searches: u64,
     pub verdict: Verdict,
     /// For a key that is not linearizable or malformed: its history as a
     /// table, one operation a line, ordered by invocation.
@@ -508,6 +536,7 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
         segments: 0,
         segment_ops_largest: 0,
         search_steps_largest: 0,
+        remembering_searches: 0,
         verdict: Verdict::Linearizable,
         rendering: None,
     };
@@ -549,14 +578,15 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
         let last = number + 1 == plan.segments.len();
         let mut next_states = BTreeSet::new();
         let mut memo: HashMap<Call, bool> = HashMap::new();
-        // Each set of operations fed is counted once, before its first search.
-        let mut counted: HashSet<(Vec<usize>, Vec<usize>)> = HashSet::new();
-        let mut orderable = |call: Call| -> Option<bool> {
+        // Each set of operations fed is counted once, before its first
+        // search: whether the tester's search of it stays within the limit.
+        let mut counted: HashMap<(Vec<usize>, Vec<usize>), bool> = HashMap::new();
+        let mut orderable = |call: Call| -> Result<bool, Limit> {
             if let Some(&known) = memo.get(&call) {
-                return Some(known);
+                return Ok(known);
             }
             if searches == SEARCHES_PER_KEY_MAX {
-                return None;
+                return Err(Limit::SearchesPerKey);
             }
             searches += 1;
             let fed = Fed {
@@ -565,9 +595,15 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
                 open: &call.open,
                 applied: &call.applied,
             };
-            let answer = fed.orderable(call.start, call.end);
+            let answer = if call.remembering {
+                report.remembering_searches += 1;
+                fed.orderable_remembering(call.start, call.end, config.remembered_states_max)
+                    .ok_or(Limit::RememberedStates)?
+            } else {
+                fed.orderable(call.start, call.end)
+            };
             memo.insert(call, answer);
-            Some(answer)
+            Ok(answer)
         };
         for (start, pending) in &states {
             let choices = match plan.choices(&entries, number, pending) {
@@ -588,32 +624,30 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
                     open: &choice.open,
                     applied: &choice.applied,
                 };
-                if counted.insert((choice.open.clone(), choice.applied.clone())) {
-                    match fed.search_steps_bound(!last, config.search_steps_max) {
-                        Some(steps) => {
+                let key = (choice.open.clone(), choice.applied.clone());
+                let remembering = match counted.get(&key) {
+                    Some(&within) => !within,
+                    None => {
+                        let bound = fed.search_steps_bound(!last, config.search_steps_max);
+                        if let Some(steps) = bound {
                             report.search_steps_largest = report.search_steps_largest.max(steps);
                         }
-                        None => {
-                            report.verdict = Verdict::TooLarge {
-                                limit: Limit::SearchSteps,
-                                found: config.search_steps_max.saturating_add(1),
-                                max: config.search_steps_max,
-                            };
-                            return report;
-                        }
+                        counted.insert(key, bound.is_some());
+                        bound.is_none()
                     }
-                }
+                };
                 let call = |end| Call {
                     start: *start,
                     end,
                     open: choice.open.clone(),
                     applied: choice.applied.clone(),
+                    remembering,
                 };
                 match orderable(call(None)) {
-                    None => return searches_exhausted(report),
-                    Some(false) => continue,
-                    Some(true) if last => return report,
-                    Some(true) => {}
+                    Err(limit) => return too_large(report, limit, config),
+                    Ok(false) => continue,
+                    Ok(true) if last => return report,
+                    Ok(true) => {}
                 }
                 for end in fed.end_candidates(*start) {
                     let state = (end, choice.pending.clone());
@@ -621,11 +655,11 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
                         continue;
                     }
                     match orderable(call(Some(end))) {
-                        None => return searches_exhausted(report),
-                        Some(true) => {
+                        Err(limit) => return too_large(report, limit, config),
+                        Ok(true) => {
                             next_states.insert(state);
                         }
-                        Some(false) => {}
+                        Ok(false) => {}
                     }
                 }
             }
@@ -646,11 +680,16 @@ fn check_key(key: &[u8], mut ops: Vec<&Operation>, config: &CheckConfig) -> KeyR
     report
 }
 
-fn searches_exhausted(mut report: KeyReport) -> KeyReport {
+/// The verdict for a search stopped by `limit`.
+fn too_large(mut report: KeyReport, limit: Limit, config: &CheckConfig) -> KeyReport {
+    let max = match limit {
+        Limit::RememberedStates => config.remembered_states_max as u64,
+        _ => SEARCHES_PER_KEY_MAX,
+    };
     report.verdict = Verdict::TooLarge {
-        limit: Limit::SearchesPerKey,
-        found: SEARCHES_PER_KEY_MAX + 1,
-        max: SEARCHES_PER_KEY_MAX,
+        limit,
+        found: max + 1,
+        max,
     };
     report
 }
@@ -663,6 +702,9 @@ struct Call {
     end: Option<Option<ValueId>>,
     open: Vec<usize>,
     applied: Vec<usize>,
+    /// Asked of [`Fed::orderable_remembering`], not of the tester: the
+    /// tester's search of these operations could be too long.
+    remembering: bool,
 }
 
 /// One way to treat the unknown writes that may take effect in a segment.
@@ -1283,6 +1325,93 @@ impl Fed<'_> {
                 .expect("a fresh thread has no operation in flight");
         }
         tester.is_consistent()
+    }
+}
+
+impl Fed<'_> {
+    /// [`Fed::orderable`], decided by a search of its own that remembers
+    /// every (operations placed, register value) pair it has reached and
+    /// visits each once, where the tester's search remembers nothing and
+    /// may try the same placements in every order. For segments whose
+    /// count of the tester's steps is over the limit: the number of such
+    /// pairs is at most the placed sets the count walks times the values,
+    /// and is usually far smaller, since the register's rules cut most
+    /// placements. `None` past `states_max` pairs.
+    ///
+    /// An operation may be placed once every operation that returned
+    /// before its invocation is placed (real-time order, with an
+    /// invocation at the instant of a return counting as overlapping, as
+    /// in [`Fed::orderable`]); a returned read only where the register
+    /// holds what it read; an open write, which never returns, at any such
+    /// time or never; an applied write returns by
+    /// [`Fed::applied_return_ns`]. The order is found once every operation
+    /// that returns is placed and, with `end`, the register holds `end`
+    /// (a final read, invoked after every return).
+    fn orderable_remembering(
+        &self,
+        start: Option<ValueId>,
+        end: Option<Option<ValueId>>,
+        states_max: usize,
+    ) -> Option<bool> {
+        // (operation, its answer if it returns, invocation, return).
+        let mut ops: Vec<(&RegisterOp, Option<&RegisterRet>, u64, Option<u64>)> = Vec::new();
+        for &i in self.returned {
+            let e = &self.entries[i];
+            ops.push((&e.op, e.ret.as_ref(), e.invoke_ns, e.return_ns));
+        }
+        for &u in self.open {
+            let e = &self.entries[u];
+            ops.push((&e.op, None, e.invoke_ns, None));
+        }
+        for &u in self.applied {
+            let e = &self.entries[u];
+            ops.push((&e.op, None, e.invoke_ns, Some(self.applied_return_ns(u))));
+        }
+        assert!(
+            ops.len() <= 128,
+            "segments are capped at SEGMENT_OPS_LIMIT operations"
+        );
+        let bit = |i: usize| 1u128 << i;
+        let must: u128 = (0..ops.len())
+            .filter(|&i| ops[i].3.is_some())
+            .map(bit)
+            .sum();
+        let before: Vec<u128> = ops
+            .iter()
+            .map(|&(_, _, invoke_ns, _)| {
+                (0..ops.len())
+                    .filter(|&j| ops[j].3.is_some_and(|return_ns| return_ns < invoke_ns))
+                    .map(bit)
+                    .sum()
+            })
+            .collect();
+        let mut seen: HashSet<(u128, Option<ValueId>)> = HashSet::from([(0, start)]);
+        let mut stack = vec![(0u128, start)];
+        while let Some((placed, value)) = stack.pop() {
+            if placed & must == must && end.is_none_or(|end| end == value) {
+                return Some(true);
+            }
+            for (i, &(op, ret, _, _)) in ops.iter().enumerate() {
+                if placed & bit(i) != 0 || placed & before[i] != before[i] {
+                    continue;
+                }
+                let after = match (op, ret) {
+                    (RegisterOp::Get, Some(RegisterRet::GetOk(read))) if *read == value => value,
+                    // A read of another value cannot be placed now; an
+                    // unknown read (never fed) would change nothing.
+                    (RegisterOp::Get, _) => continue,
+                    (RegisterOp::Put(v), _) => Some(*v),
+                    (RegisterOp::Remove, _) => None,
+                };
+                if seen.insert((placed | bit(i), after)) {
+                    if seen.len() > states_max {
+                        return None;
+                    }
+                    stack.push((placed | bit(i), after));
+                }
+            }
+        }
+        Some(false)
     }
 }
 

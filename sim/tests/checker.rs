@@ -381,7 +381,7 @@ fn segment_over_the_limit_is_too_large_not_a_pass() {
 }
 
 #[test]
-fn search_steps_are_counted_before_the_search_and_limited() {
+fn search_steps_are_counted_before_the_search_and_limit_the_tester() {
     // Two overlapping puts, then a read. The first segment is searched with
     // a final read of the value it leaves: from nothing placed, a or b, then
     // both (two ways), then the final read (two ways): 1 + 2 + 2 + 2 = 7
@@ -398,21 +398,46 @@ fn search_steps_are_counted_before_the_search_and_limited() {
         search_steps_max,
         ..CheckConfig::default()
     };
-    assert!(check_with(&history(ops.clone()), &config(7)).is_ok());
-    let report = check_with(&history(ops), &config(6));
+    let report = check_with(&history(ops.clone()), &config(7));
+    assert!(report.is_ok());
+    assert_eq!(report.keys[0].remembering_searches, 0);
+    // Over the limit, the segment is searched remembering its states, and
+    // decided all the same.
+    let report = check_with(&history(ops.clone()), &config(6));
+    assert!(report.is_ok(), "{report}");
+    assert!(report.keys[0].remembering_searches >= 1);
+    assert_eq!(report.keys[0].search_steps_largest, 2, "only the read's");
+    // A stale read is still refused that way.
+    let stale = vec![
+        put(1, "a", 0, 10),
+        put(2, "b", 5, 15),
+        get(3, 20, 30, Some("b")),
+        put(1, "c", 40, 50),
+        get(2, 45, 55, Some("c")),
+        get(3, 60, 70, Some("b")),
+    ];
+    let report = check_with(&history(stale), &config(0));
+    assert_eq!(report.keys[0].verdict, Verdict::NotLinearizable);
+    assert!(report.keys[0].remembering_searches >= 1);
+    // The remembering search has a limit of its own.
+    let report = check_with(
+        &history(ops),
+        &CheckConfig {
+            remembered_states_max: 2,
+            ..config(0)
+        },
+    );
     assert_eq!(
         report.keys[0].verdict,
         Verdict::TooLarge {
-            limit: Limit::SearchSteps,
-            found: 7,
-            max: 6
+            limit: Limit::RememberedStates,
+            found: 3,
+            max: 2
         }
     );
     assert!(!report.is_ok());
     assert!(
-        report
-            .to_string()
-            .contains("could take more than 6 search steps"),
+        report.to_string().contains("reached more than 2 states"),
         "{report}"
     );
 
@@ -1006,6 +1031,7 @@ fn random_histories_agree_with_a_plain_encoding() {
     let rounds = rounds(300);
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut passed, mut failed, mut too_costly) = (0, 0, 0);
+    let mut remembering_searches = 0;
     for round in 0..rounds {
         let config = GenConfig {
             clients: rng.random_range(1..=3),
@@ -1073,6 +1099,25 @@ fn random_histories_agree_with_a_plain_encoding() {
             plain,
             "seed {seed} round {round} {config:?}: verdicts differ\n{ours}"
         );
+        // With no steps allowed to the tester, every segment is searched
+        // remembering its states instead: the same verdict.
+        let remembering = check_with(
+            &history,
+            &CheckConfig {
+                search_steps_max: 0,
+                ..CheckConfig::default()
+            },
+        );
+        assert_eq!(
+            remembering.is_ok(),
+            plain,
+            "seed {seed} round {round} {config:?}: the remembering search differs\n{remembering}"
+        );
+        remembering_searches += remembering
+            .keys
+            .iter()
+            .map(|k| k.remembering_searches)
+            .sum::<u64>();
         if plain {
             passed += 1;
         } else {
@@ -1091,5 +1136,9 @@ fn random_histories_agree_with_a_plain_encoding() {
     assert!(
         passed > 30 && failed > 30,
         "seed {seed}: {passed} passed, {failed} failed"
+    );
+    assert!(
+        remembering_searches as usize > rounds,
+        "seed {seed}: {remembering_searches} remembering searches"
     );
 }
