@@ -504,7 +504,7 @@ impl Index {
     ///
     /// A table of fewer than [`GROW_IN_STEPS_FROM`] slots is rebuilt at
     /// once. A larger one is not: its entries move to the grown table
-    /// [`MOVE_PER_STEP`] slots per call, while lookups look in both, so no
+    /// `MOVE_PER_STEP` slots per call, while lookups look in both, so no
     /// single write pays for moving every key (about 10 ms at half a
     /// million keys).
     pub fn reserve_one(&mut self, mut hash_at: impl FnMut(u64) -> u64) {
