@@ -1,9 +1,12 @@
 //! Measures what the linearizability checker costs as histories overlap
 //! more: for each shape, generated single-key histories are checked as
 //! recorded (linearizable) and after one read is broken (not linearizable),
-//! with no limits, and the slowest check of each kind is printed with the
-//! largest search-step count, and how many of the histories the default
-//! step limit would have refused as too costly.
+//! with no limits (the tester searches every segment), and the slowest
+//! check of each kind is printed with the largest search-step count, and
+//! how many of the histories have a segment over the default step limit.
+//! The same histories are then checked with the default limits, which
+//! hand such segments to the search that remembers its states: its slowest
+//! check of either kind is the last column but one.
 //!
 //! `cargo run --release -p sim --example check_cost [seed]`
 //!
@@ -32,7 +35,7 @@ fn main() {
     );
     println!(
         "clients  quiet every  largest segment  most steps  over default  slowest pass  \
-         slowest rejection  verdicts right"
+         slowest rejection  slowest, default limits  verdicts right"
     );
     let config = CheckConfig {
         search_steps_max: u64::MAX,
@@ -52,6 +55,13 @@ fn main() {
             };
             let (mut largest, mut steps, mut over_default) = (0, 0, 0);
             let (mut slowest_pass, mut slowest_reject) = (Duration::ZERO, Duration::ZERO);
+            let mut slowest_default = Duration::ZERO;
+            let mut by_default = |history: &sim::history::History, linearizable: bool| {
+                let started = Instant::now();
+                let report = check_with(history, &CheckConfig::default());
+                slowest_default = slowest_default.max(started.elapsed());
+                report.is_ok() == linearizable
+            };
             let mut verdicts_right = true;
             for _ in 0..HISTORIES_PER_SHAPE {
                 let mut history = linearizable_history(&mut rng, &shape);
@@ -65,17 +75,19 @@ fn main() {
                 if key.search_steps_largest > SEARCH_STEPS_MAX_DEFAULT {
                     over_default += 1;
                 }
+                verdicts_right &= by_default(&history, true);
                 if break_one_read(&mut history, &mut rng).is_some() {
                     let started = Instant::now();
                     let report = check_with(&history, &config);
                     slowest_reject = slowest_reject.max(started.elapsed());
                     verdicts_right &= !report.is_ok();
+                    verdicts_right &= by_default(&history, false);
                 }
             }
             println!(
                 "{clients:>7}  {quiesce_every_ops:>11}  {largest:>15}  {steps:>10}  \
                  {over_default:>9}/{HISTORIES_PER_SHAPE}  {slowest_pass:>12.1?}  \
-                 {slowest_reject:>17.1?}  {verdicts_right}"
+                 {slowest_reject:>17.1?}  {slowest_default:>23.1?}  {verdicts_right}"
             );
             if slowest_pass.max(slowest_reject).as_millis() > SLOW_CHECK_MS_MAX {
                 break;
