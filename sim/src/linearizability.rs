@@ -1135,6 +1135,22 @@ impl Fed<'_> {
             .unwrap_or(u64::MAX - 1)
     }
 
+    /// (invocation, return) of each operation as [`Fed::orderable`] feeds
+    /// it, returned ones first, then open ones (which never return), then
+    /// applied ones (which return by their last read here).
+    fn spans(&self) -> Vec<(u64, Option<u64>)> {
+        let returned = self
+            .returned
+            .iter()
+            .map(|&i| (self.entries[i].invoke_ns, self.entries[i].return_ns));
+        let open = self.open.iter().map(|&u| (self.entries[u].invoke_ns, None));
+        let applied = self
+            .applied
+            .iter()
+            .map(|&u| (self.entries[u].invoke_ns, Some(self.applied_return_ns(u))));
+        returned.chain(open).chain(applied).collect()
+    }
+
     /// Counts the steps the tester's search could take on these operations
     /// before it runs, with the final read if `with_end`: `None` if more
     /// than `steps_max`.
@@ -1148,41 +1164,13 @@ impl Fed<'_> {
     /// exactly, before the register's rules prune anything, so it is an
     /// upper bound.
     fn search_steps_bound(&self, with_end: bool, steps_max: u64) -> Option<u64> {
-        // (invocation, return) for each operation as `orderable` feeds it:
-        // open ones never return, applied ones return by their last read
-        // here, and the final read comes after everything.
-        let mut spans: Vec<(u64, Option<u64>)> = Vec::new();
-        for &i in self.returned {
-            spans.push((self.entries[i].invoke_ns, self.entries[i].return_ns));
-        }
-        for &u in self.open {
-            spans.push((self.entries[u].invoke_ns, None));
-        }
-        for &u in self.applied {
-            spans.push((self.entries[u].invoke_ns, Some(self.applied_return_ns(u))));
-        }
+        // The final read comes after everything.
+        let mut spans = self.spans();
         if with_end {
             spans.push((u64::MAX, Some(u64::MAX)));
         }
-        assert!(
-            spans.len() <= 128,
-            "segments are capped at SEGMENT_OPS_LIMIT operations"
-        );
+        let (must, before) = real_time_order(&spans);
         let bit = |i: usize| 1u128 << i;
-        let must: u128 = (0..spans.len())
-            .filter(|&i| spans[i].1.is_some())
-            .map(bit)
-            .sum();
-        // The operations that returned before each one was invoked.
-        let before: Vec<u128> = spans
-            .iter()
-            .map(|&(invoke_ns, _)| {
-                (0..spans.len())
-                    .filter(|&j| spans[j].1.is_some_and(|return_ns| return_ns < invoke_ns))
-                    .map(bit)
-                    .sum()
-            })
-            .collect();
         let mut steps: u64 = 0;
         let mut layer: HashMap<u128, u64> = HashMap::from([(0, 1)]);
         while !layer.is_empty() {
@@ -1353,45 +1341,23 @@ impl Fed<'_> {
         end: Option<Option<ValueId>>,
         states_max: usize,
     ) -> Option<bool> {
-        // (operation, its answer if it returns, invocation, return).
-        let mut ops: Vec<(&RegisterOp, Option<&RegisterRet>, u64, Option<u64>)> = Vec::new();
-        for &i in self.returned {
-            let e = &self.entries[i];
-            ops.push((&e.op, e.ret.as_ref(), e.invoke_ns, e.return_ns));
-        }
-        for &u in self.open {
-            let e = &self.entries[u];
-            ops.push((&e.op, None, e.invoke_ns, None));
-        }
-        for &u in self.applied {
-            let e = &self.entries[u];
-            ops.push((&e.op, None, e.invoke_ns, Some(self.applied_return_ns(u))));
-        }
-        assert!(
-            ops.len() <= 128,
-            "segments are capped at SEGMENT_OPS_LIMIT operations"
-        );
-        let bit = |i: usize| 1u128 << i;
-        let must: u128 = (0..ops.len())
-            .filter(|&i| ops[i].3.is_some())
-            .map(bit)
-            .sum();
-        let before: Vec<u128> = ops
+        // Each operation and its answer if it returned, in the order of
+        // `spans`; only returned reads have an answer that matters.
+        let returned = self
+            .returned
             .iter()
-            .map(|&(_, _, invoke_ns, _)| {
-                (0..ops.len())
-                    .filter(|&j| ops[j].3.is_some_and(|return_ns| return_ns < invoke_ns))
-                    .map(bit)
-                    .sum()
-            })
-            .collect();
+            .map(|&i| (&self.entries[i].op, self.entries[i].ret.as_ref()));
+        let unknown = (self.open.iter().chain(self.applied)).map(|&u| (&self.entries[u].op, None));
+        let ops: Vec<(&RegisterOp, Option<&RegisterRet>)> = returned.chain(unknown).collect();
+        let (must, before) = real_time_order(&self.spans());
+        let bit = |i: usize| 1u128 << i;
         let mut seen: HashSet<(u128, Option<ValueId>)> = HashSet::from([(0, start)]);
         let mut stack = vec![(0u128, start)];
         while let Some((placed, value)) = stack.pop() {
             if placed & must == must && end.is_none_or(|end| end == value) {
                 return Some(true);
             }
-            for (i, &(op, ret, _, _)) in ops.iter().enumerate() {
+            for (i, &(op, ret)) in ops.iter().enumerate() {
                 if placed & bit(i) != 0 || placed & before[i] != before[i] {
                     continue;
                 }
@@ -1413,6 +1379,32 @@ impl Fed<'_> {
         }
         Some(false)
     }
+}
+
+/// The real-time order of operations given as (invocation, return) spans,
+/// as bit sets over their positions: those that return (and so must be
+/// placed), and for each operation those that returned before it was
+/// invoked (and so must be placed before it).
+fn real_time_order(spans: &[(u64, Option<u64>)]) -> (u128, Vec<u128>) {
+    assert!(
+        spans.len() <= 128,
+        "segments are capped at SEGMENT_OPS_LIMIT operations"
+    );
+    let bit = |i: usize| 1u128 << i;
+    let must = (0..spans.len())
+        .filter(|&i| spans[i].1.is_some())
+        .map(bit)
+        .sum();
+    let before = spans
+        .iter()
+        .map(|&(invoke_ns, _)| {
+            (0..spans.len())
+                .filter(|&j| spans[j].1.is_some_and(|return_ns| return_ns < invoke_ns))
+                .map(bit)
+                .sum()
+        })
+        .collect();
+    (must, before)
 }
 
 /// The most sets of placed operations `Fed::search_steps_bound` keeps in one
