@@ -92,6 +92,11 @@ struct Args {
     /// `recovery.copy_rate_mb_s`); 0 for none.
     #[arg(long, default_value_t = 0)]
     recovery_rate_mb_s: u64,
+    /// Copies under load for --recovery (brick 2 killed and restarted that
+    /// many times), each with its own measure of the bulk rate under the
+    /// load; the report gives each and their median ratio.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    recovery_rounds: u64,
 }
 
 fn main() -> ExitCode {
@@ -112,7 +117,12 @@ fn main() -> ExitCode {
 /// Runs the bench and prints its report; returns the number of failed operations.
 fn run(args: &Args) -> Result<u64, BenchError> {
     if args.recovery {
-        let report = bench::recovery::run(args.recovery_keys, args.recovery_rate_mb_s, !args.json)?;
+        let report = bench::recovery::run(
+            args.recovery_keys,
+            args.recovery_rate_mb_s,
+            args.recovery_rounds as usize,
+            !args.json,
+        )?;
         if args.json {
             println!("{}", report.to_json());
         } else {

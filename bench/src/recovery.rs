@@ -13,10 +13,14 @@
 //! 3. Readers and writers run against it; brick 2 is killed (SIGKILL), the
 //!    survivor removes it, writes go on, brick 2 is started again and brick
 //!    1 copies the whole partition to it (`grace_ms = 0`: always in full).
-//! 4. Reported: the copy's bytes, time and rate (from brick 1's stats) next
-//!    to the bulk rate, how long brick 1 held the partition's writes, the
-//!    longest write as seen by a client during the recovery, and the reads
-//!    and writes done and failed meanwhile.
+//!    This is one round; `rounds` of them run in turn, each after its own
+//!    measure of the bulk rate under the load, because one copy's ratio
+//!    moves a lot with what else the two cores are doing at that moment.
+//! 4. Reported: each round's copy bytes, time and rate (from brick 1's
+//!    stats) next to the bulk rate, and how long brick 1 held the
+//!    partition's writes; the median of the rounds' ratios; over all
+//!    rounds, the longest write as seen by a client during a recovery, and
+//!    the reads and writes done and failed meanwhile.
 //! 5. For reference, with the clients stopped: brick 2 is killed and
 //!    restarted once more, and that copy's time and rate are reported, the
 //!    copy's own cost without the clients' share of the cores.
@@ -39,17 +43,36 @@ use wire::{Reply, Request};
 use crate::cluster::{find_brick_binary, LocalCluster};
 use crate::error::BenchError;
 
+/// One copy under load.
+#[derive(Clone, Debug, Default)]
+pub struct CopyRound {
+    /// The bulk transfer (256 MiB) while the clients' load runs, just
+    /// before the fault: what the copy competes with for the cores.
+    pub loaded_bulk_bytes_per_s: f64,
+    pub copy_bytes: u64,
+    pub copy_ms: u64,
+    /// How long the source held the partition's writes.
+    pub write_lease_us: u64,
+}
+
+impl CopyRound {
+    pub fn copy_bytes_per_s(&self) -> f64 {
+        self.copy_bytes as f64 / (self.copy_ms.max(1) as f64 / 1000.0)
+    }
+
+    /// The copy's rate over the bulk rate under the same load.
+    pub fn loaded_ratio(&self) -> f64 {
+        self.copy_bytes_per_s() / self.loaded_bulk_bytes_per_s.max(1.0)
+    }
+}
+
 /// What one recovery run measured.
 #[derive(Clone, Debug, Default)]
 pub struct RecoveryReport {
     pub bulk_bytes_per_s: f64,
-    /// The same transfer (256 MiB) while the clients' load runs, just
-    /// before the fault: what a copy competes with for the cores.
-    pub loaded_bulk_bytes_per_s: f64,
     pub keys: u64,
-    pub copy_bytes: u64,
-    pub copy_ms: u64,
-    pub write_lease_us: u64,
+    /// The copies under load, in the order they ran.
+    pub rounds: Vec<CopyRound>,
     /// The same copy again once the load has stopped (brick 2 killed and
     /// restarted a second time): what the copy itself costs, without the
     /// clients' share of the two cores.
@@ -74,12 +97,15 @@ pub struct RecoveryReport {
 }
 
 impl RecoveryReport {
-    pub fn copy_bytes_per_s(&self) -> f64 {
-        self.copy_bytes as f64 / (self.copy_ms.max(1) as f64 / 1000.0)
-    }
-
-    pub fn ratio(&self) -> f64 {
-        self.copy_bytes_per_s() / self.bulk_bytes_per_s.max(1.0)
+    /// The median of the rounds' ratios to the bulk rate under the same
+    /// load (the lower middle one for an even count); 0 with no round.
+    pub fn median_loaded_ratio(&self) -> f64 {
+        let mut ratios: Vec<f64> = self.rounds.iter().map(CopyRound::loaded_ratio).collect();
+        ratios.sort_by(f64::total_cmp);
+        match ratios.len() {
+            0 => 0.0,
+            n => ratios[(n - 1) / 2],
+        }
     }
 
     pub fn idle_copy_bytes_per_s(&self) -> f64 {
@@ -91,22 +117,26 @@ impl RecoveryReport {
         self.idle_copy_bytes_per_s() / self.bulk_bytes_per_s.max(1.0)
     }
 
-    /// The copy's rate over the bulk rate under the same load.
-    pub fn loaded_ratio(&self) -> f64 {
-        self.copy_bytes_per_s() / self.loaded_bulk_bytes_per_s.max(1.0)
-    }
-
     pub fn to_json(&self) -> String {
+        let rounds: Vec<serde_json::Value> = self
+            .rounds
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "loaded_bulk_tcp_mib_per_s": mib(r.loaded_bulk_bytes_per_s),
+                    "copy_bytes": r.copy_bytes,
+                    "copy_ms": r.copy_ms,
+                    "copy_mib_per_s": mib(r.copy_bytes_per_s()),
+                    "copy_to_loaded_bulk_ratio": r.loaded_ratio(),
+                    "write_lease_us": r.write_lease_us,
+                })
+            })
+            .collect();
         serde_json::json!({
             "bulk_tcp_mib_per_s": mib(self.bulk_bytes_per_s),
             "keys": self.keys,
-            "copy_bytes": self.copy_bytes,
-            "copy_ms": self.copy_ms,
-            "copy_mib_per_s": mib(self.copy_bytes_per_s()),
-            "copy_to_bulk_ratio": self.ratio(),
-            "loaded_bulk_tcp_mib_per_s": mib(self.loaded_bulk_bytes_per_s),
-            "copy_to_loaded_bulk_ratio": self.loaded_ratio(),
-            "write_lease_us": self.write_lease_us,
+            "rounds": rounds,
+            "median_copy_to_loaded_bulk_ratio": self.median_loaded_ratio(),
             "idle_copy_bytes": self.idle_copy_bytes,
             "idle_copy_ms": self.idle_copy_ms,
             "idle_copy_mib_per_s": mib(self.idle_copy_bytes_per_s()),
@@ -134,32 +164,36 @@ impl std::fmt::Display for RecoveryReport {
         )?;
         writeln!(
             f,
-            "loopback bulk TCP     {:>10.0} MiB/s idle, {:.0} MiB/s under the same load",
-            mib(self.bulk_bytes_per_s),
-            mib(self.loaded_bulk_bytes_per_s)
+            "loopback bulk TCP     {:>10.0} MiB/s idle",
+            mib(self.bulk_bytes_per_s)
+        )?;
+        for (i, r) in self.rounds.iter().enumerate() {
+            writeln!(
+                f,
+                "copy, round {}         {:>10} bytes in {} ms: {:.0} MiB/s; bulk TCP under the same load {:.0} MiB/s: {:.2}x; writes held {:.2} ms",
+                i + 1,
+                r.copy_bytes,
+                r.copy_ms,
+                mib(r.copy_bytes_per_s()),
+                mib(r.loaded_bulk_bytes_per_s),
+                r.loaded_ratio(),
+                r.write_lease_us as f64 / 1000.0
+            )?;
+        }
+        writeln!(
+            f,
+            "copy rate / bulk rate {:>10.2}x under the same load, median of {} rounds (target >= 0.5)",
+            self.median_loaded_ratio(),
+            self.rounds.len()
         )?;
         writeln!(
             f,
-            "copy                  {:>10} bytes in {} ms: {:.0} MiB/s, {:.2}x bulk idle, {:.2}x bulk under load (target >= 0.5)",
-            self.copy_bytes,
-            self.copy_ms,
-            mib(self.copy_bytes_per_s()),
-            self.ratio(),
-            self.loaded_ratio()
-        )?;
-        writeln!(
-            f,
-            "writes held (source)  {:>10.2} ms",
-            self.write_lease_us as f64 / 1000.0
-        )?;
-        writeln!(
-            f,
-            "longest write         {:>10.2} ms during the copy (target <= 10)",
+            "longest write         {:>10.2} ms during a copy (target <= 10)",
             self.longest_copy_write_us as f64 / 1000.0
         )?;
         writeln!(
             f,
-            "  restart to join     {:>10.2} ms; longest gap between writes {:.2} ms",
+            "  restart to join     {:>10.2} ms; longest gap between writes {:.2} ms (over all rounds)",
             self.longest_write_us as f64 / 1000.0,
             self.longest_write_gap_us as f64 / 1000.0
         )?;
@@ -170,7 +204,7 @@ impl std::fmt::Display for RecoveryReport {
         )?;
         writeln!(
             f,
-            "during recovery       {} reads ({} failed, target 0), {} writes ({} failed)",
+            "during the recoveries {} reads ({} failed, target 0), {} writes ({} failed)",
             self.reads, self.failed_reads, self.writes, self.failed_writes
         )?;
         for e in &self.first_errors {
@@ -324,10 +358,11 @@ fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Resul
 
 /// Kills brick 2 again with the clients stopped, has brick 1 remove it
 /// (a write every 20 ms meanwhile, so that it notices), restarts it, and
-/// returns the bytes and milliseconds of the second copy.
+/// returns the bytes and milliseconds of that copy, brick 1's `nth`.
 fn copy_without_load(
     cluster: &mut LocalCluster,
     dds: &mut Dds,
+    nth: u64,
     step: &dyn Fn(&str),
 ) -> Result<(u64, u64), BenchError> {
     step("killing brick 2 again, with no load; brick 1 copies the partition again");
@@ -339,7 +374,7 @@ fn copy_without_load(
         || {
             i += 1;
             let _ = dds.put("bench", &key_of(i), &value_of(i));
-            stats(dds, 1).get("exclusions").is_some_and(|n| *n >= 2)
+            stats(dds, 1).get("exclusions").is_some_and(|n| *n >= nth)
         },
     )?;
     cluster.restart(2)?;
@@ -349,7 +384,7 @@ fn copy_without_load(
         || {
             stats(dds, 1)
                 .get("copies_finished")
-                .is_some_and(|n| *n >= 2)
+                .is_some_and(|n| *n >= nth)
         },
     )?;
     let source = stats(dds, 1);
@@ -385,8 +420,15 @@ fn note_error(seen: &Mutex<Seen>, error: String) {
 }
 
 /// Runs the whole recovery benchmark; `keys` values of 150 bytes fill the
-/// partition, and `rate_mb_s` caps the copy's rate (0: no cap).
-pub fn run(keys: u64, rate_mb_s: u64, show_steps: bool) -> Result<RecoveryReport, BenchError> {
+/// partition, `rate_mb_s` caps the copy's rate (0: no cap), and `rounds`
+/// copies run under load (at least one).
+pub fn run(
+    keys: u64,
+    rate_mb_s: u64,
+    rounds: usize,
+    show_steps: bool,
+) -> Result<RecoveryReport, BenchError> {
+    let rounds = rounds.max(1);
     let step = |text: &str| {
         if show_steps {
             eprintln!("recovery: {text}");
@@ -399,7 +441,7 @@ pub fn run(keys: u64, rate_mb_s: u64, show_steps: bool) -> Result<RecoveryReport
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)
         .map_err(|e| BenchError::Config(format!("create {}: {e}", dir.display())))?;
-    let result = run_in(&dir, keys, rate_mb_s, bulk, &step);
+    let result = run_in(&dir, keys, rate_mb_s, rounds, bulk, &step);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -408,6 +450,7 @@ fn run_in(
     dir: &Path,
     keys: u64,
     rate_mb_s: u64,
+    rounds: usize,
     bulk: f64,
     step: &dyn Fn(&str),
 ) -> Result<RecoveryReport, BenchError> {
@@ -490,51 +533,62 @@ fn run_in(
     window.store(BASELINE, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(1));
     window.store(IDLE, Ordering::Relaxed);
-    step("measuring the loopback bulk TCP rate under the same load");
-    let loaded_bulk = bulk_tcp_rate(256 << 20)?;
-    step("killing brick 2 (SIGKILL)");
-    cluster.kill(2);
-    wait_for(Duration::from_secs(30), "brick 1 to remove brick 2", || {
-        stats(&mut dds, 1)
-            .get("exclusions")
-            .is_some_and(|n| *n >= 1)
-    })?;
-    // Writes go on without brick 2, so its data is out of date.
-    std::thread::sleep(Duration::from_millis(500));
-    step("restarting brick 2; brick 1 copies the partition to it");
-    window.store(RECOVERY, Ordering::Relaxed);
-    cluster.restart(2)?;
-    wait_for(Duration::from_secs(300), "the copy to start", || {
-        stats(&mut dds, 1)
-            .get("copies_started")
-            .is_some_and(|n| *n >= 1)
-    })?;
-    copying.store(true, Ordering::Relaxed);
-    wait_for(Duration::from_secs(300), "the copy to finish", || {
-        stats(&mut dds, 1)
-            .get("copies_finished")
-            .is_some_and(|n| *n >= 1)
-    })?;
-    copying.store(false, Ordering::Relaxed);
-    // Clients on the new membership for a moment.
-    std::thread::sleep(Duration::from_millis(300));
-    window.store(IDLE, Ordering::Relaxed);
+    let mut copies = Vec::new();
+    for round in 1..=rounds as u64 {
+        step(&format!(
+            "round {round}: measuring the loopback bulk TCP rate under the same load"
+        ));
+        let loaded_bulk = bulk_tcp_rate(256 << 20)?;
+        step(&format!("round {round}: killing brick 2 (SIGKILL)"));
+        cluster.kill(2);
+        wait_for(Duration::from_secs(30), "brick 1 to remove brick 2", || {
+            stats(&mut dds, 1)
+                .get("exclusions")
+                .is_some_and(|n| *n >= round)
+        })?;
+        // Writes go on without brick 2, so its data is out of date.
+        std::thread::sleep(Duration::from_millis(500));
+        step(&format!(
+            "round {round}: restarting brick 2; brick 1 copies the partition to it"
+        ));
+        window.store(RECOVERY, Ordering::Relaxed);
+        cluster.restart(2)?;
+        wait_for(Duration::from_secs(300), "the copy to start", || {
+            stats(&mut dds, 1)
+                .get("copies_started")
+                .is_some_and(|n| *n >= round)
+        })?;
+        copying.store(true, Ordering::Relaxed);
+        wait_for(Duration::from_secs(300), "the copy to finish", || {
+            stats(&mut dds, 1)
+                .get("copies_finished")
+                .is_some_and(|n| *n >= round)
+        })?;
+        copying.store(false, Ordering::Relaxed);
+        // Clients on the new membership for a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        window.store(IDLE, Ordering::Relaxed);
+        let source = stats(&mut dds, 1);
+        copies.push(CopyRound {
+            loaded_bulk_bytes_per_s: loaded_bulk,
+            copy_bytes: source.get("last_copy_bytes").copied().unwrap_or(0),
+            copy_ms: source.get("last_copy_ms").copied().unwrap_or(0),
+            write_lease_us: source.get("last_write_lease_us").copied().unwrap_or(0),
+        });
+    }
     stop.store(true, Ordering::Relaxed);
     for thread in threads {
         let _ = thread.join();
     }
-    let source = stats(&mut dds, 1);
     let seen = seen.lock().unwrap();
     let baseline = baseline.lock().unwrap();
-    let (idle_copy_bytes, idle_copy_ms) = copy_without_load(&mut cluster, &mut dds, &step)?;
+    let (idle_copy_bytes, idle_copy_ms) =
+        copy_without_load(&mut cluster, &mut dds, rounds as u64 + 1, &step)?;
     drop(cluster);
     Ok(RecoveryReport {
         bulk_bytes_per_s: bulk,
-        loaded_bulk_bytes_per_s: loaded_bulk,
         keys,
-        copy_bytes: source.get("last_copy_bytes").copied().unwrap_or(0),
-        copy_ms: source.get("last_copy_ms").copied().unwrap_or(0),
-        write_lease_us: source.get("last_write_lease_us").copied().unwrap_or(0),
+        rounds: copies,
         idle_copy_bytes,
         idle_copy_ms,
         longest_write_us: seen.longest_write.as_micros() as u64,
@@ -547,4 +601,40 @@ fn run_in(
         failed_writes: seen.failed_writes,
         first_errors: seen.errors.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A round whose copy ran at `ratio` of a 1,000-byte/s bulk rate.
+    fn round(ratio: f64) -> CopyRound {
+        CopyRound {
+            loaded_bulk_bytes_per_s: 1000.0,
+            copy_bytes: (ratio * 1000.0) as u64,
+            copy_ms: 1000,
+            write_lease_us: 0,
+        }
+    }
+
+    #[test]
+    fn the_median_ratio_is_the_middle_round_or_the_lower_middle_one() {
+        let report = |ratios: &[f64]| RecoveryReport {
+            rounds: ratios.iter().copied().map(round).collect(),
+            ..RecoveryReport::default()
+        };
+        assert_eq!(report(&[]).median_loaded_ratio(), 0.0);
+        assert_eq!(report(&[0.3]).median_loaded_ratio(), 0.3);
+        assert_eq!(report(&[0.5, 0.3, 0.4]).median_loaded_ratio(), 0.4);
+        assert_eq!(report(&[0.6, 0.2]).median_loaded_ratio(), 0.2);
+        let text = report(&[0.5, 0.3, 0.4]).to_string();
+        assert!(text.contains("copy, round 3"), "{text}");
+        assert!(
+            text.contains("0.40x under the same load, median of 3 rounds"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&report(&[0.5]).to_json()).unwrap();
+        assert_eq!(json["rounds"].as_array().map(Vec::len), Some(1));
+        assert_eq!(json["median_copy_to_loaded_bulk_ratio"], 0.5);
+    }
 }
