@@ -12,7 +12,8 @@ use maps::config::ClusterConfig;
 use maps::BrickId;
 
 use crate::node::{
-    maps_path, partition_of_file_name, votes_path, Node, NodeConfig, RecoveryConfig, Storage,
+    maps_path, partition_of_file_name, save_durably, votes_path, Node, NodeConfig, RecoveryConfig,
+    Storage,
 };
 use crate::server::Server;
 use crate::store::{Backing, Partition};
@@ -99,6 +100,15 @@ pub fn run(
     let clean = marker.exists();
     let start_fence = start_fence(&marker, Duration::from_millis(config.timeouts.lease_ms));
     let _ = std::fs::remove_file(&marker);
+    // The outcomes the clean stop saved; removed like the marker, so that
+    // a crash later does not take back what is stale by then.
+    let outcomes_file = dir.join(SAVED_OUTCOMES);
+    let saved_outcomes = if clean {
+        std::fs::read(&outcomes_file).ok()
+    } else {
+        None
+    };
+    let _ = std::fs::remove_file(&outcomes_file);
     let mut had_data = false;
     let mut partitions = BTreeMap::new();
     // The partitions of the initial maps, and any other this brick received
@@ -173,19 +183,40 @@ pub fn run(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(DaemonError::Maps(saved_votes, e.to_string())),
     }
+    match saved_outcomes.as_deref().map(|bytes| restore_outcomes(&mut node, bytes, now)) {
+        Some(Ok(())) => log::info!("{id}: took back the outcomes of transactions saved at its clean stop"),
+        Some(Err(e)) => log::warn!(
+            "{id}: cannot take back the outcomes saved at its clean stop ({e}): it answers \"unknown\" about transactions it does not know"
+        ),
+        None => {}
+    }
     let server = Server::bind(addr, node, directory, stop)
         .map_err(|e| DaemonError::Listen(addr.to_string(), e))?;
     log::info!("{id}: listening on {}", server.local_addr());
-    let leases_until = server.run().map_err(DaemonError::Serve)?;
+    let stopped = server.run().map_err(DaemonError::Serve)?;
+    let Some(outcomes) = stopped.outcomes else {
+        // A prepared write would be lost: the next start is a crash's.
+        log::warn!(
+            "{id}: stopped with transactions still prepared; not recorded as a clean stop, so the next start recovers as after a crash"
+        );
+        return Ok(());
+    };
+    let now_ms = wall_clock_ms(SystemTime::now());
+    let mut saved = now_ms.to_le_bytes().to_vec();
+    saved.extend_from_slice(&outcomes);
+    if let Err(e) = save_durably(&outcomes_file, &saved) {
+        log::warn!(
+            "{id}: cannot save the outcomes of transactions at {}: {e}",
+            outcomes_file.display()
+        );
+    }
     // Written after the arenas were flushed: the next start may trust them.
     // It holds the wall-clock time (ms since the Unix epoch) until which a
     // read lease this brick granted may still run, so that a start after
     // that takes writes at once.
-    let until_ms = leases_until.map_or(0, |until| {
+    let until_ms = stopped.leases_granted_until.map_or(0, |until| {
         let left = until.saturating_duration_since(Instant::now());
-        (SystemTime::now() + left)
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
+        wall_clock_ms(SystemTime::now() + left)
     });
     if let Err(e) = std::fs::write(&marker, until_ms.to_string()) {
         log::warn!(
@@ -198,6 +229,27 @@ pub fn run(
 
 /// Present in a brick's data directory only after a clean stop.
 const CLEAN_SHUTDOWN_MARKER: &str = "clean-shutdown";
+
+/// The outcomes of finished transactions a clean stop saved: the wall-clock
+/// time of the save (ms since the Unix epoch, u64 little-endian), then
+/// [`Node::saved_outcomes`].
+const SAVED_OUTCOMES: &str = "outcomes";
+
+fn wall_clock_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Gives `node` the outcomes saved at a clean stop, less the time since.
+fn restore_outcomes(node: &mut Node, saved: &[u8], now: Instant) -> Result<(), String> {
+    let (at, outcomes) = saved
+        .split_first_chunk::<8>()
+        .ok_or("the file is shorter than its time of saving")?;
+    // A clock set back since the save counts as no time down: outcomes
+    // kept longer are only more answers right.
+    let down_ms = wall_clock_ms(SystemTime::now()).saturating_sub(u64::from_le_bytes(*at));
+    node.restore_outcomes(outcomes, now, Duration::from_millis(down_ms))
+}
 
 /// How long a starting brick takes no writes in shared groups: what is left
 /// of the leases it granted before a clean stop (recorded in the marker, by

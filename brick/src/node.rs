@@ -59,7 +59,8 @@ mod outcomes;
 mod recovery;
 
 pub use recovery::{
-    arena_path, maps_path, partition_of_file_name, votes_path, RecoveryConfig, Storage,
+    arena_path, maps_path, partition_of_file_name, save_durably, votes_path, RecoveryConfig,
+    Storage,
 };
 
 /// A client connection, as the driver names it.
@@ -126,8 +127,11 @@ pub struct NodeConfig {
     /// removed and recovered).
     pub amnesiac: bool,
     /// The brick held data when it started (after a crash or a clean
-    /// stop): it says "unknown", never "aborted", about transactions it
-    /// does not know, since it may have seen them before.
+    /// stop): it waits out the leases it may have granted before
+    /// (`start_fence`), and it says "unknown", never "aborted", about
+    /// transactions it does not know, since it may have seen them before,
+    /// unless it takes back the outcomes a clean stop saved
+    /// ([`Node::restore_outcomes`]).
     pub restarted: bool,
     /// How long after its start a brick that held data takes no prepare in
     /// the groups it shares: read leases it granted before it stopped may
@@ -356,6 +360,11 @@ pub struct Node {
     /// every commit fits.
     reserved: HashMap<PartitionId, u64>,
     outcomes: outcomes::Outcomes,
+    /// Outcomes of transactions decided before this process started may
+    /// be lost: it held data when it started and did not take back what a
+    /// clean stop saved ([`Node::restore_outcomes`]). See
+    /// `forgot_transactions`.
+    forgot_outcomes: bool,
     /// Reads waiting for a locked key's outcome.
     waiting_reads: HashMap<LockKey, Vec<(ConnId, u64)>>,
     waiting_reads_count: usize,
@@ -405,6 +414,7 @@ impl Node {
             }
         }
         let outcome_retention = config.outcome_retention;
+        let config_restarted = config.restarted;
         let mut node = Node {
             id,
             config,
@@ -415,6 +425,7 @@ impl Node {
             prepared: HashMap::default(),
             reserved: HashMap::default(),
             outcomes: outcomes::Outcomes::new(outcome_retention),
+            forgot_outcomes: config_restarted,
             waiting_reads: HashMap::default(),
             waiting_reads_count: 0,
             waiting_decisions: Vec::new(),
@@ -541,6 +552,30 @@ impl Node {
     /// finish what is in flight before exiting.
     pub fn is_quiet(&self) -> bool {
         self.prepared.is_empty()
+    }
+
+    /// The outcomes of finished transactions this node remembers at `now`,
+    /// for a clean stop to save and the next start to take back
+    /// ([`Node::restore_outcomes`]).
+    pub fn saved_outcomes(&self, now: Instant) -> Vec<u8> {
+        self.outcomes.encode(now)
+    }
+
+    /// Takes back the outcomes a clean stop saved ([`Node::saved_outcomes`]),
+    /// less the `down` time since: with them, and no transaction prepared
+    /// at the stop, this node forgot nothing a running brick would still
+    /// remember, so it answers as one ("aborted" about a transaction it
+    /// never saw, which fences a late prepare) instead of "unknown".
+    pub fn restore_outcomes(
+        &mut self,
+        bytes: &[u8],
+        now: Instant,
+        down: Duration,
+    ) -> Result<(), String> {
+        self.outcomes =
+            outcomes::Outcomes::decode(bytes, self.config.outcome_retention, now, down)?;
+        self.forgot_outcomes = false;
+        Ok(())
     }
 
     /// A client connection closed: forget what it was waiting for.

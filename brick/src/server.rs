@@ -68,6 +68,18 @@ struct Outbound {
     out_pos: usize,
 }
 
+/// What a brick's loop leaves when it stops, for the next start.
+pub struct Stopped {
+    /// Until when a lease the brick granted may still run (see
+    /// [`Node::leases_granted_until`]).
+    pub leases_granted_until: Option<Instant>,
+    /// The outcomes of finished transactions ([`Node::saved_outcomes`]),
+    /// when no transaction was left prepared; `None` when one was (the
+    /// drain ran out of time): that stop lost a prepared write and must
+    /// count as a crash.
+    pub outcomes: Option<Vec<u8>>,
+}
+
 /// The brick's server. Build with [`Server::bind`], then [`Server::run`].
 pub struct Server {
     poll: Poll,
@@ -137,9 +149,9 @@ impl Server {
 
     /// Runs until `stop` is set; then stops accepting, lets prepared
     /// transactions finish (up to a bound), flushes the arenas and returns.
-    /// Serves until stopped; returns until when a lease the brick granted
-    /// may still run (see [`Node::leases_granted_until`]).
-    pub fn run(mut self) -> io::Result<Option<Instant>> {
+    /// Serves until stopped; returns what the next start needs to know
+    /// ([`Stopped`]).
+    pub fn run(mut self) -> io::Result<Stopped> {
         let mut events = Events::with_capacity(1024);
         let mut drain_deadline: Option<Instant> = None;
         loop {
@@ -214,8 +226,16 @@ impl Server {
                 log::error!("{}: flushing {id} failed: {e}", self.node.id());
             }
         }
+        let outcomes = if self.node.is_quiet() {
+            Some(self.node.saved_outcomes(Instant::now()))
+        } else {
+            None
+        };
         log::info!("{}: stopped", self.node.id());
-        Ok(self.node.leases_granted_until())
+        Ok(Stopped {
+            leases_granted_until: self.node.leases_granted_until(),
+            outcomes,
+        })
     }
 
     fn all_flushed(&self) -> bool {

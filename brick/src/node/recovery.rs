@@ -77,7 +77,7 @@ pub fn votes_path(dir: &std::path::Path) -> PathBuf {
 
 /// Writes `bytes` to a temporary file, syncs it and renames it over
 /// `path`, so a crash leaves the old file or the new one, whole.
-fn save_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn save_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let started = std::time::Instant::now();
     let tmp = path.with_extension("tmp");
     {
@@ -344,7 +344,7 @@ impl Node {
     /// `partition`: it then says `Unknown`, never `Aborted`, about ones it
     /// does not know.
     pub(super) fn forgot_transactions(&self, partition: PartitionId) -> bool {
-        self.config.restarted
+        self.forgot_outcomes
             && !self
                 .maps
                 .dp
