@@ -100,6 +100,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    env_logger::init();
     let args = Args::parse();
     match run(&args) {
         Ok(0) => ExitCode::SUCCESS,
