@@ -1,7 +1,9 @@
 //! Recovery against real brick processes on 127.0.0.x: a killed brick
-//! copies its partitions back and rejoins while reads and writes go on; a
-//! brick that stays dead past `heal_after` is replaced; a copy whose source
-//! dies mid-transfer leaves nothing half-installed and is done again.
+//! copies its partitions back and rejoins while reads and writes go on,
+//! and so does one stopped cleanly; a brick that stays dead past
+//! `heal_after` is replaced; a copy whose source dies mid-transfer leaves
+//! nothing half-installed and is done again; a whole cluster stopped
+//! cleanly and started again takes writes at once.
 
 mod common;
 
