@@ -1,6 +1,7 @@
 //! Real-process nemesis: bricks on 127.0.0.x, client threads recording
 //! histories through ddslib, and a nemesis that kill -9s and restarts
-//! bricks and stops and resumes them, for a bounded time (`NEMESIS_SECS`,
+//! bricks, stops them cleanly (SIGTERM) and starts them again, and stops
+//! and resumes them (SIGSTOP, SIGCONT), for a bounded time (`NEMESIS_SECS`,
 //! 30 by default). Afterwards every key's history must be linearizable and
 //! the live replicas of every partition identical.
 
@@ -99,14 +100,21 @@ fn nemesis_keeps_histories_linearizable() {
         })
         .collect();
 
-    let (mut kills, mut pauses) = (0, 0);
+    let (mut kills, mut stops, mut pauses) = (0, 0, 0);
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(rng.random_range(1000..3000)));
         let index = rng.random_range(0..cluster.bricks.len());
-        if rng.random_bool(0.5) {
+        let fault = rng.random_range(0..10);
+        if fault < 4 {
             kills += 1;
             cluster.bricks[index].kill();
+            std::thread::sleep(Duration::from_millis(rng.random_range(100..1500)));
+            cluster.restart(index);
+        } else if fault < 6 {
+            // A clean stop (kill -9 after 10 s if it does not exit).
+            stops += 1;
+            cluster.bricks[index].terminate(Duration::from_secs(10));
             std::thread::sleep(Duration::from_millis(rng.random_range(100..1500)));
             cluster.restart(index);
         } else {
@@ -139,7 +147,7 @@ fn nemesis_keeps_histories_linearizable() {
     };
     let report = sim::linearizability::check_with(&history, &config);
     println!(
-        "nemesis: {ops} operations, {kills} kill -9 + restarts, {pauses} pauses; checked {} ops",
+        "nemesis: {ops} operations, {kills} kill -9 + restarts, {stops} clean stops + restarts, {pauses} pauses; checked {} ops",
         report.ops()
     );
     assert!(report.is_ok(), "seed {seed}: not linearizable:\n{report}");
