@@ -195,9 +195,10 @@ pub fn run(
     log::info!("{id}: listening on {}", server.local_addr());
     let stopped = server.run().map_err(DaemonError::Serve)?;
     let Some(outcomes) = stopped.outcomes else {
-        // A prepared write would be lost: the next start is a crash's.
+        // A prepared write, or what the brick forgot in a crash before,
+        // would be lost: the next start is a crash's.
         log::warn!(
-            "{id}: stopped with transactions still prepared; not recorded as a clean stop, so the next start recovers as after a crash"
+            "{id}: stopped with transactions still prepared, or before it was copied back into its groups after a crash; not recorded as a clean stop, so the next start recovers as after a crash"
         );
         return Ok(());
     };
@@ -232,7 +233,7 @@ const CLEAN_SHUTDOWN_MARKER: &str = "clean-shutdown";
 
 /// The outcomes of finished transactions a clean stop saved: the wall-clock
 /// time of the save (ms since the Unix epoch, u64 little-endian), then
-/// [`Node::saved_outcomes`].
+/// [`Node::outcomes_for_a_clean_stop`].
 const SAVED_OUTCOMES: &str = "outcomes";
 
 fn wall_clock_ms(at: SystemTime) -> u64 {

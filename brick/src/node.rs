@@ -556,12 +556,21 @@ impl Node {
 
     /// The outcomes of finished transactions this node remembers at `now`,
     /// for a clean stop to save and the next start to take back
-    /// ([`Node::restore_outcomes`]).
-    pub fn saved_outcomes(&self, now: Instant) -> Vec<u8> {
-        self.outcomes.encode(now)
+    /// ([`Node::restore_outcomes`]); `None` when a stop now would not be
+    /// clean: a transaction is still prepared (its write would be lost), or
+    /// the node restarted without its outcomes (after a crash) and has not
+    /// yet been copied back into every group it is a member of, so what it
+    /// would save is not all it may have decided.
+    pub fn outcomes_for_a_clean_stop(&self, now: Instant) -> Option<Vec<u8>> {
+        let forgot_some = self.forgot_outcomes
+            && self.maps.rg.iter().any(|(rg, entry)| {
+                entry.bricks.contains(&self.id) && !self.recovery.recovered.contains(rg)
+            });
+        (self.is_quiet() && !forgot_some).then(|| self.outcomes.encode(now))
     }
 
-    /// Takes back the outcomes a clean stop saved ([`Node::saved_outcomes`]),
+    /// Takes back the outcomes a clean stop saved
+    /// ([`Node::outcomes_for_a_clean_stop`]),
     /// less the `down` time since: with them, and no transaction prepared
     /// at the stop, this node forgot nothing a running brick would still
     /// remember, so it answers as one ("aborted" about a transaction it

@@ -73,10 +73,11 @@ pub struct Stopped {
     /// Until when a lease the brick granted may still run (see
     /// [`Node::leases_granted_until`]).
     pub leases_granted_until: Option<Instant>,
-    /// The outcomes of finished transactions ([`Node::saved_outcomes`]),
-    /// when no transaction was left prepared; `None` when one was (the
-    /// drain ran out of time): that stop lost a prepared write and must
-    /// count as a crash.
+    /// The outcomes of finished transactions, when the stop is clean
+    /// ([`Node::outcomes_for_a_clean_stop`]); `None` when it is not (a
+    /// transaction still prepared when the drain ran out of time, or a
+    /// brick that restarted after a crash and was not yet copied back):
+    /// the next start must count it as a crash.
     pub outcomes: Option<Vec<u8>>,
 }
 
@@ -226,11 +227,7 @@ impl Server {
                 log::error!("{}: flushing {id} failed: {e}", self.node.id());
             }
         }
-        let outcomes = if self.node.is_quiet() {
-            Some(self.node.saved_outcomes(Instant::now()))
-        } else {
-            None
-        };
+        let outcomes = self.node.outcomes_for_a_clean_stop(Instant::now());
         log::info!("{}: stopped", self.node.id());
         Ok(Stopped {
             leases_granted_until: self.node.leases_granted_until(),

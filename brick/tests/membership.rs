@@ -439,6 +439,106 @@ fn a_restarted_primary_does_not_vote_no_on_a_prepare_that_decides() {
     );
 }
 
+/// A brick saves the outcomes of its transactions for a clean stop only
+/// when it loses nothing by stopping: not while a write is prepared there,
+/// nor after a crash before it was copied back. Started again with them,
+/// a primary answers as a running one; without them it cannot tell.
+#[test]
+fn a_clean_stop_saves_outcomes_only_when_nothing_is_lost_and_they_come_back() {
+    let (mut net, partition, fingerprint) = group_with_a_table();
+    let maps = net.nodes[&BrickId(1)].maps().clone();
+    let fresh_partitions = || -> BTreeMap<PartitionId, Partition> {
+        maps.partitions_of(BrickId(1))
+            .into_iter()
+            .map(|p| (p, Partition::open(Backing::Anonymous, CAPACITY).unwrap().0))
+            .collect()
+    };
+    let status = |net: &mut Net, id: u64, txid: u64| {
+        let txid = wire::TxId(txid);
+        client_request(net, BrickId(1), id, Request::TxStatus { txid, partition });
+        client_reply(net, BrickId(1), id).cloned()
+    };
+    // Write 42 prepared at brick 2, then prepared and committed at brick 1,
+    // its primary; brick 2 waits for the commit.
+    client_request(
+        &mut net,
+        BrickId(2),
+        2,
+        prepare_42(partition, fingerprint, false),
+    );
+    assert_eq!(client_reply(&net, BrickId(2), 2), Some(&Reply::Voted));
+    client_request(
+        &mut net,
+        BrickId(1),
+        3,
+        prepare_42(partition, fingerprint, true),
+    );
+    assert_eq!(
+        client_reply(&net, BrickId(1), 3),
+        Some(&Reply::TxState(wire::TxState::Committed))
+    );
+    assert!(
+        net.nodes[&BrickId(2)]
+            .outcomes_for_a_clean_stop(net.now)
+            .is_none(),
+        "a prepared write would be lost"
+    );
+    let saved = net.nodes[&BrickId(1)]
+        .outcomes_for_a_clean_stop(net.now)
+        .expect("brick 1 holds nothing prepared");
+
+    // Brick 1 back after a crash, not copied back yet: never clean.
+    let mut crashed = config(3);
+    crashed.restarted = true;
+    crashed.amnesiac = true;
+    crashed.incarnation = 2;
+    let node = Node::new(
+        BrickId(1),
+        crashed,
+        maps.clone(),
+        fresh_partitions(),
+        net.now,
+    );
+    assert!(node.outcomes_for_a_clean_stop(net.now).is_none());
+
+    // Back after the clean stop without the saved outcomes: it cannot
+    // tell whether it decided a transaction it does not know.
+    let mut restarted = config(3);
+    restarted.restarted = true;
+    restarted.incarnation = 3;
+    let node = Node::new(
+        BrickId(1),
+        restarted.clone(),
+        maps.clone(),
+        fresh_partitions(),
+        net.now,
+    );
+    net.nodes.insert(BrickId(1), node);
+    let unknown = Some(Reply::TxState(wire::TxState::Unknown));
+    assert_eq!(status(&mut net, 4, 42), unknown);
+    assert_eq!(status(&mut net, 5, 77), unknown);
+
+    // With them, as a running brick: 42 committed, 77 never seen.
+    let mut node = Node::new(
+        BrickId(1),
+        restarted,
+        maps.clone(),
+        fresh_partitions(),
+        net.now,
+    );
+    node.restore_outcomes(&saved, net.now, Duration::from_secs(1))
+        .unwrap();
+    net.nodes.insert(BrickId(1), node);
+    assert_eq!(
+        status(&mut net, 6, 42),
+        Some(Reply::TxState(wire::TxState::Committed))
+    );
+    assert_eq!(
+        status(&mut net, 7, 77),
+        Some(Reply::TxState(wire::TxState::Aborted))
+    );
+}
+
 #[test]
 fn an_accepted_undecided_change_holds_writes_until_it_is_settled() {
     let mut net = Net::new(3);
