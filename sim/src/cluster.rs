@@ -8,8 +8,10 @@
 //! different connections are reordered. Faults: delay spikes, connection
 //! breaks (in-flight messages on the connection are lost and both ends are
 //! told), brick crashes with restart (memory lost, arena bytes kept, a new
-//! incarnation), and pauses (a stopped process: nothing delivered, no timers,
-//! while its clock runs on).
+//! incarnation; a third of them clean stops instead, taken when the brick
+//! has nothing prepared, which also keep the outcomes it saves and wait out
+//! its leases at the start, as the daemon does), and pauses (a stopped
+//! process: nothing delivered, no timers, while its clock runs on).
 //!
 //! A run records every client operation into a [`crate::history::History`]
 //! and checks, at the end: linearizability per key, identical replicas once
@@ -104,7 +106,15 @@ impl SimConfig {
 }
 
 /// Timing used in the simulation, in the same proportions as cluster.toml.
-fn node_config(incarnation: u64, amnesiac: bool, bricks: u32, replicas: u32) -> NodeConfig {
+/// `start_fence` as the daemon computes it (zero after a crash: an
+/// amnesiac brick is fenced already).
+fn node_config(
+    incarnation: u64,
+    amnesiac: bool,
+    start_fence: Duration,
+    bricks: u32,
+    replicas: u32,
+) -> NodeConfig {
     NodeConfig {
         lease: Duration::from_millis(600),
         prepare_timeout: Duration::from_millis(600),
@@ -113,8 +123,7 @@ fn node_config(incarnation: u64, amnesiac: bool, bricks: u32, replicas: u32) -> 
         incarnation,
         amnesiac,
         restarted: incarnation > 1,
-        // A crashed brick restarts amnesiac, which fences it already.
-        start_fence: Duration::ZERO,
+        start_fence,
         replicas: replicas as usize,
         bricks: (1..=bricks).map(BrickId).collect(),
         partition_capacity: PARTITION_CAPACITY,
@@ -210,10 +219,21 @@ struct SimBrick {
     saved_maps: Option<Maps>,
     /// The membership votes it had saved (it saves them before answering).
     saved_votes: Vec<u8>,
+    /// What a clean stop left for the next start; `None` after a crash.
+    clean_stop: Option<CleanStop>,
     paused: bool,
     incarnation: u64,
     /// Client gets in flight at this node: (conn, request id) → partition.
     reads: HashMap<(u64, u64), PartitionId>,
+}
+
+/// What the daemon saves at a clean stop: the outcomes of finished
+/// transactions (`Node::outcomes_for_a_clean_stop`), when it stopped, and
+/// until when a lease it granted may still run.
+struct CleanStop {
+    outcomes: Vec<u8>,
+    at: Instant,
+    leases_until: Option<Instant>,
 }
 
 struct SimClient {
@@ -244,7 +264,11 @@ impl fmt::Display for Violation {
 pub struct RunStats {
     pub ops: u64,
     pub messages: u64,
+    /// Restarts, after a crash or a clean stop.
     pub crashes: u64,
+    /// Of those, clean stops: taken at a moment the brick would stop
+    /// cleanly (nothing prepared), its outcomes saved and taken back.
+    pub clean_stops: u64,
     pub pauses: u64,
     pub breaks: u64,
     pub spikes: u64,
@@ -326,6 +350,7 @@ impl Sim {
                 saved: BTreeMap::new(),
                 saved_maps: None,
                 saved_votes: Vec::new(),
+                clean_stop: None,
                 paused: false,
                 incarnation: 1,
                 reads: HashMap::new(),
@@ -336,6 +361,7 @@ impl Sim {
                 &maps,
                 &brick.saved,
                 brick.incarnation,
+                None,
                 start,
             ));
             sim.bricks.push(brick);
@@ -364,14 +390,16 @@ impl Sim {
     }
 
     /// Starts a node with the arenas in `saved` (empty ones where missing).
-    /// Starts a node; after a crash (`incarnation > 1`) it is amnesiac, as
-    /// the daemon is when it finds no clean-shutdown marker.
+    /// After a crash (`incarnation > 1`, no `clean` stop) it is amnesiac, as
+    /// the daemon is when it finds no clean-shutdown marker; after a clean
+    /// stop it waits out the leases it granted and takes back its outcomes.
     fn boot(
         id: BrickId,
         config: &SimConfig,
         maps: &Maps,
         saved: &BTreeMap<PartitionId, Vec<u8>>,
         incarnation: u64,
+        clean: Option<&CleanStop>,
         now: Instant,
     ) -> Node {
         let mut partitions = BTreeMap::new();
@@ -387,13 +415,29 @@ impl Sim {
             };
             partitions.insert(partition, store.expect("anonymous arena opens"));
         }
-        Node::new(
+        let start_fence = match clean.and_then(|c| c.leases_until) {
+            Some(until) if until > now => until - now + brick::limits::LEASE_MARGIN,
+            _ => Duration::ZERO,
+        };
+        let amnesiac = incarnation > 1 && clean.is_none();
+        let mut node = Node::new(
             id,
-            node_config(incarnation, incarnation > 1, config.bricks, config.replicas),
+            node_config(
+                incarnation,
+                amnesiac,
+                start_fence,
+                config.bricks,
+                config.replicas,
+            ),
             maps.clone(),
             partitions,
             now,
-        )
+        );
+        if let Some(clean) = clean {
+            node.restore_outcomes(&clean.outcomes, now, now - clean.at)
+                .expect("a node's own outcomes decode");
+        }
+        node
     }
 
     fn elapsed_ms(&self) -> f64 {
@@ -778,12 +822,14 @@ impl Sim {
                 if let Some(saved) = &brick.saved_maps {
                     maps.merge_newer(saved);
                 }
+                let clean = brick.clean_stop.take();
                 let mut node = Self::boot(
                     brick.id,
                     &self.config,
                     &maps,
                     &brick.saved,
                     brick.incarnation,
+                    clean.as_ref(),
                     now,
                 );
                 if !brick.saved_votes.is_empty() {
@@ -814,7 +860,10 @@ impl Sim {
             && self.stats.crashes == 0
         {
             let index = self.rng.random_range(0..self.bricks.len());
-            self.crash(index);
+            // A third of them (by the same roll, so that the other faults
+            // of a seed stay as they were) a clean stop, if the brick has
+            // nothing prepared at that moment.
+            self.crash(index, roll % 3 == 0);
             let down = Duration::from_millis(self.rng.random_range(100..2000));
             self.crashed_until = Some((index, now + down));
         } else if f.pause_resume
@@ -834,10 +883,24 @@ impl Sim {
         self.fault_at = now + Duration::from_millis(self.rng.random_range(20..200));
     }
 
-    fn crash(&mut self, index: usize) {
+    /// Stops brick `index`: a crash, or with `clean` a clean stop if the
+    /// brick would stop cleanly now.
+    fn crash(&mut self, index: usize, clean: bool) {
         self.stats.crashes += 1;
         let id = self.bricks[index].id;
+        let now = self.now;
         if let Some(node) = self.bricks[index].node.take() {
+            self.bricks[index].clean_stop = clean
+                .then(|| node.outcomes_for_a_clean_stop(now))
+                .flatten()
+                .map(|outcomes| CleanStop {
+                    outcomes,
+                    at: now,
+                    leases_until: node.leases_granted_until(),
+                });
+            if self.bricks[index].clean_stop.is_some() {
+                self.stats.clean_stops += 1;
+            }
             let saved = node
                 .partitions()
                 .map(|(p, store)| (*p, store.bytes().to_vec()))

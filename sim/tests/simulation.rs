@@ -40,6 +40,7 @@ fn seeds_hold_every_invariant() {
     let mut mix: BTreeMap<String, u64> = BTreeMap::new();
     let (mut ops, mut crashes, mut pauses, mut breaks, mut spikes, mut unknown, mut failed) =
         (0, 0, 0, 0, 0, 0, 0);
+    let mut clean_stops = 0;
     let mut copies = 0;
     let mut violations = Vec::new();
     for &seed in &seeds {
@@ -49,6 +50,7 @@ fn seeds_hold_every_invariant() {
             Ok(stats) => {
                 ops += stats.ops;
                 crashes += stats.crashes;
+                clean_stops += stats.clean_stops;
                 pauses += stats.pauses;
                 breaks += stats.breaks;
                 spikes += stats.spikes;
@@ -66,7 +68,7 @@ fn seeds_hold_every_invariant() {
         }
     }
     println!(
-        "simulation: {} seeds, {ops} operations; faults injected: {crashes} crashes, {pauses} pauses, {breaks} connection breaks, {spikes} delay spikes; {unknown} outcomes unknown, {failed} operations failed; {copies} recovery copies; {} violations",
+        "simulation: {} seeds, {ops} operations; faults injected: {crashes} crashes ({clean_stops} of them clean stops), {pauses} pauses, {breaks} connection breaks, {spikes} delay spikes; {unknown} outcomes unknown, {failed} operations failed; {copies} recovery copies; {} violations",
         seeds.len(),
         violations.len()
     );
