@@ -110,6 +110,45 @@ fn writer(config: std::path::PathBuf, stop: Arc<AtomicBool>) -> (Vec<u64>, u64) 
     (acked, failed)
 }
 
+/// Runs a reader of the preloaded keys and a writer of fresh ones while
+/// `faults` runs, and a moment after; then checks that no read failed, that
+/// enough was done, and that every acknowledged write reads back.
+fn under_load(
+    dds: &mut Dds,
+    cluster: &mut TestCluster,
+    keys: u64,
+    faults: impl FnOnce(&mut TestCluster, &mut Dds),
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let config = cluster.config_path().to_path_buf();
+    let reading = {
+        let (config, stop) = (config.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || reader(config, keys, stop))
+    };
+    let writing = {
+        let (config, stop) = (config.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || writer(config, stop))
+    };
+    faults(cluster, dds);
+    // Load on the new membership for a moment, then stop.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (reads, read_failures) = reading.join().unwrap();
+    let (acked, write_failures) = writing.join().unwrap();
+    eprintln!(
+        "{reads} reads, {} failed; {} writes acknowledged, {write_failures} failed",
+        read_failures.len(),
+        acked.len()
+    );
+    assert!(read_failures.is_empty(), "reads failed: {read_failures:?}");
+    assert!(reads > 100, "only {reads} reads");
+    assert!(acked.len() > 50, "only {} writes acknowledged", acked.len());
+    for i in &acked {
+        let key = format!("w{i}").into_bytes();
+        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "acknowledged w{i}");
+    }
+}
+
 #[test]
 fn a_killed_brick_copies_its_partitions_back_and_rejoins_under_load() {
     const KEYS: u64 = 3000;
@@ -126,47 +165,29 @@ fn a_killed_brick_copies_its_partitions_back_and_rejoins_under_load() {
     let groups_of_2 = dds.maps().partitions_of(BrickId(2)).len();
     assert!(groups_of_2 > 0);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let config = cluster.config_path().to_path_buf();
-    let reading = {
-        let (config, stop) = (config.clone(), Arc::clone(&stop));
-        std::thread::spawn(move || reader(config, KEYS, stop))
-    };
-    let writing = {
-        let (config, stop) = (config.clone(), Arc::clone(&stop));
-        std::thread::spawn(move || writer(config, stop))
-    };
-    std::thread::sleep(Duration::from_millis(500));
-    cluster.bricks[1].kill();
-    eventually(Duration::from_secs(15), "brick 2 removed", || {
-        removed_everywhere(&mut dds, BrickId(2))
+    under_load(&mut dds, &mut cluster, KEYS, |cluster, dds| {
+        std::thread::sleep(Duration::from_millis(500));
+        cluster.bricks[1].kill();
+        eventually(Duration::from_secs(15), "brick 2 removed", || {
+            removed_everywhere(dds, BrickId(2))
+        });
+        // Writes go on while it is down, so its data is out of date.
+        std::thread::sleep(Duration::from_millis(800));
+        let restarted_at = Instant::now();
+        cluster.restart(1);
+        eventually(
+            Duration::from_secs(30),
+            "brick 2 back in its groups",
+            || {
+                dds.refresh_maps().is_ok()
+                    && dds.maps().partitions_of(BrickId(2)).len() == groups_of_2
+            },
+        );
+        eprintln!(
+            "brick 2 rejoined {:?} after its restart",
+            restarted_at.elapsed()
+        );
     });
-    // Writes go on while it is down, so its data is out of date.
-    std::thread::sleep(Duration::from_millis(800));
-    let restarted_at = Instant::now();
-    cluster.restart(1);
-    eventually(
-        Duration::from_secs(30),
-        "brick 2 back in its groups",
-        || dds.refresh_maps().is_ok() && dds.maps().partitions_of(BrickId(2)).len() == groups_of_2,
-    );
-    eprintln!(
-        "brick 2 rejoined {:?} after its restart",
-        restarted_at.elapsed()
-    );
-    // Load on the new membership for a moment, then stop.
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let (reads, read_failures) = reading.join().unwrap();
-    let (acked, write_failures) = writing.join().unwrap();
-    eprintln!(
-        "{reads} reads, {} failed; {} writes acknowledged, {write_failures} failed",
-        read_failures.len(),
-        acked.len()
-    );
-    assert!(read_failures.is_empty(), "reads failed: {read_failures:?}");
-    assert!(reads > 100, "only {reads} reads");
-    assert!(acked.len() > 50, "only {} writes acknowledged", acked.len());
 
     // The copies were real: brick 2 received bytes and installed one copy
     // per group it holds, and the sources counted them as finished.
@@ -175,10 +196,6 @@ fn a_killed_brick_copies_its_partitions_back_and_rejoins_under_load() {
     assert_eq!(s2["copies_installed"], groups_of_2 as u64, "{s2:?}");
     assert!(sum_stat(&mut dds, &[1, 3], "copies_finished") >= groups_of_2 as u64);
 
-    for i in &acked {
-        let key = format!("w{i}").into_bytes();
-        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "acknowledged w{i}");
-    }
     for i in 0..KEYS {
         let key = format!("p{i}").into_bytes();
         assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "preloaded p{i}");
@@ -472,42 +489,22 @@ fn a_brick_stopped_cleanly_under_load_rejoins_and_loses_nothing() {
     ensure_table(&mut dds, "t");
     preload(&mut dds, KEYS);
     let groups_of_2 = dds.maps().partitions_of(BrickId(2)).len();
-    let stop = Arc::new(AtomicBool::new(false));
-    let config = cluster.config_path().to_path_buf();
-    let reading = {
-        let (config, stop) = (config.clone(), Arc::clone(&stop));
-        std::thread::spawn(move || reader(config, KEYS, stop))
-    };
-    let writing = {
-        let (config, stop) = (config.clone(), Arc::clone(&stop));
-        std::thread::spawn(move || writer(config, stop))
-    };
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        cluster.bricks[1].terminate(Duration::from_secs(10)),
-        "clean stop"
-    );
-    std::thread::sleep(Duration::from_millis(800));
-    cluster.restart(1);
-    eventually(
-        Duration::from_secs(30),
-        "brick 2 back in its groups",
-        || dds.refresh_maps().is_ok() && dds.maps().partitions_of(BrickId(2)).len() == groups_of_2,
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let (reads, read_failures) = reading.join().unwrap();
-    let (acked, write_failures) = writing.join().unwrap();
-    eprintln!(
-        "{reads} reads, {} failed; {} writes acknowledged, {write_failures} failed",
-        read_failures.len(),
-        acked.len()
-    );
-    assert!(read_failures.is_empty(), "reads failed: {read_failures:?}");
-    assert!(acked.len() > 50, "only {} writes acknowledged", acked.len());
-    for i in &acked {
-        let key = format!("w{i}").into_bytes();
-        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "acknowledged w{i}");
-    }
+    under_load(&mut dds, &mut cluster, KEYS, |cluster, dds| {
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            cluster.bricks[1].terminate(Duration::from_secs(10)),
+            "clean stop"
+        );
+        std::thread::sleep(Duration::from_millis(800));
+        cluster.restart(1);
+        eventually(
+            Duration::from_secs(30),
+            "brick 2 back in its groups",
+            || {
+                dds.refresh_maps().is_ok()
+                    && dds.maps().partitions_of(BrickId(2)).len() == groups_of_2
+            },
+        );
+    });
     assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2), BrickId(3)]);
 }
