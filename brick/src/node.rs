@@ -124,7 +124,8 @@ pub struct NodeConfig {
     pub incarnation: u64,
     /// The brick restarted after a crash: it lost its transaction table, so
     /// it serves nothing in groups with other members (it waits to be
-    /// removed and recovered).
+    /// removed and recovered, or, when every member restarted after a
+    /// crash, its group's first member takes the group alone).
     pub amnesiac: bool,
     /// The brick held data when it started (after a crash or a clean
     /// stop): it waits out the leases it may have granted before
@@ -360,11 +361,11 @@ pub struct Node {
     /// every commit fits.
     reserved: HashMap<PartitionId, u64>,
     outcomes: outcomes::Outcomes,
-    /// Outcomes of transactions decided before this process started may
-    /// be lost: it held data when it started and did not take back what a
-    /// clean stop saved ([`Node::restore_outcomes`]). See
-    /// `forgot_transactions`.
-    forgot_outcomes: bool,
+    /// Until when outcomes of transactions decided before this process
+    /// started may be lost (its start plus the outcome retention): it held
+    /// data when it started and did not take back what a clean stop saved
+    /// ([`Node::restore_outcomes`]). See `forgot_transactions`.
+    forgot_outcomes_until: Option<Instant>,
     /// Reads waiting for a locked key's outcome.
     waiting_reads: HashMap<LockKey, Vec<(ConnId, u64)>>,
     waiting_reads_count: usize,
@@ -425,7 +426,7 @@ impl Node {
             prepared: HashMap::default(),
             reserved: HashMap::default(),
             outcomes: outcomes::Outcomes::new(outcome_retention),
-            forgot_outcomes: config_restarted,
+            forgot_outcomes_until: config_restarted.then_some(now + outcome_retention),
             waiting_reads: HashMap::default(),
             waiting_reads_count: 0,
             waiting_decisions: Vec::new(),
@@ -557,15 +558,17 @@ impl Node {
     /// The outcomes of finished transactions this node remembers at `now`,
     /// for a clean stop to save and the next start to take back
     /// ([`Node::restore_outcomes`]); `None` when a stop now would not be
-    /// clean: a transaction is still prepared (its write would be lost), or
-    /// the node restarted without its outcomes (after a crash) and has not
-    /// yet been copied back into every group it is a member of, so what it
-    /// would save is not all it may have decided.
+    /// clean: a transaction is still prepared (its write would be lost);
+    /// the node restarted after a crash and is still amnesiac in a group it
+    /// is a member of (a next start would trust data that may lack writes
+    /// it acknowledged); or it restarted without its outcomes less than the
+    /// outcome retention ago and was not copied into each of its groups
+    /// since, so what it would save is not all it may have decided.
     pub fn outcomes_for_a_clean_stop(&self, now: Instant) -> Option<Vec<u8>> {
-        let forgot_some = self.forgot_outcomes
-            && self.maps.rg.iter().any(|(rg, entry)| {
-                entry.bricks.contains(&self.id) && !self.recovery.recovered.contains(rg)
-            });
+        let forgot_some = self.maps.rg.iter().any(|(rg, entry)| {
+            entry.bricks.contains(&self.id)
+                && (self.amnesiac_in(*rg) || self.forgot_transactions_in(now, Some(*rg)))
+        });
         (self.is_quiet() && !forgot_some).then(|| self.outcomes.encode(now))
     }
 
@@ -583,7 +586,7 @@ impl Node {
     ) -> Result<(), String> {
         self.outcomes =
             outcomes::Outcomes::decode(bytes, self.config.outcome_retention, now, down)?;
-        self.forgot_outcomes = false;
+        self.forgot_outcomes_until = None;
         Ok(())
     }
 
@@ -1170,7 +1173,7 @@ impl Node {
                 .rg_of(partition)
                 .and_then(|rg| self.maps.rg.get(rg))
                 .is_some_and(|e| e.bricks.len() > 1);
-            if shared && self.forgot_transactions(partition) {
+            if shared && self.forgot_transactions(now, partition) {
                 return Some(Reply::TxState(TxState::Unknown));
             }
         }
@@ -1335,7 +1338,7 @@ impl Node {
         if let Some(state) = self.outcomes.get(txid) {
             return Reply::TxState(state);
         }
-        if self.forgot_transactions(partition) {
+        if self.forgot_transactions(now, partition) {
             // Perhaps prepared before the restart: this brick cannot tell.
             return Reply::TxState(TxState::Unknown);
         }
@@ -1353,7 +1356,7 @@ impl Node {
         if let Some(state) = self.outcomes.get(txid) {
             return state;
         }
-        if self.forgot_transactions(partition) {
+        if self.forgot_transactions(now, partition) {
             return TxState::Unknown;
         }
         self.remember(now, txid, TxState::Aborted);
@@ -1724,9 +1727,6 @@ impl Node {
         from: BrickId,
         incarnation: u64,
     ) -> Reply {
-        if let Some(reply) = self.amnesia_fence(rg) {
-            return reply;
-        }
         let Some(entry) = self.maps.rg.get(rg) else {
             return error(
                 ErrorCode::Fenced,
@@ -1747,6 +1747,12 @@ impl Node {
                 message: format!("{from} is not a member of {rg} at epoch {}", entry.epoch),
                 maps: Some(self.maps.encode()),
             });
+        }
+        // After the epoch check: "restarted" then also says that this
+        // brick is a member at the asker's epoch, which is what a group
+        // whose members all crashed needs to know (`revive_crashed_groups`).
+        if let Some(reply) = self.amnesia_fence(rg) {
+            return reply;
         }
         if self.exclusions.contains_key(&(rg, from)) || self.voted_out(rg, from) {
             return error(
@@ -1901,6 +1907,7 @@ impl Node {
             }
             Reply::Error(e) if e.code == ErrorCode::Restarted => {
                 self.last_heard.insert((rg, peer), now);
+                self.note_amnesiac_peer(rg, epoch, peer);
                 if self
                     .maps
                     .rg

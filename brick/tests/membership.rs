@@ -597,3 +597,101 @@ fn an_accepted_undecided_change_holds_writes_until_it_is_settled() {
     client_request(&mut net, BrickId(1), 3, request);
     assert_eq!(client_reply(&net, BrickId(1), 3), Some(&Reply::Voted));
 }
+
+/// Both members of a group crash at once (brick 1, the primary, committed
+/// write 42; brick 2 was prepared and never heard the commit) and restart
+/// with the arenas they had. Neither can be copied back from a live
+/// member, so the first member takes the group alone once the other said
+/// it restarted too: it holds every write the group acknowledged. It copies
+/// the group back to brick 2 only after the outcome retention since its
+/// start, when it no longer answers "unknown" about transactions it does
+/// not know.
+#[test]
+fn a_group_whose_members_all_crashed_is_taken_by_its_first_member() {
+    let (mut net, partition, fingerprint) = group_with_a_table();
+    for (b, id) in [(BrickId(2), 2), (BrickId(1), 3)] {
+        client_request(
+            &mut net,
+            b,
+            id,
+            prepare_42(partition, fingerprint, b == BrickId(1)),
+        );
+    }
+    assert_eq!(
+        client_reply(&net, BrickId(1), 3),
+        Some(&Reply::TxState(wire::TxState::Committed))
+    );
+    let maps = net.nodes[&BrickId(1)].maps().clone();
+    let epoch = net.group(BrickId(1)).0;
+    let mut crashed = config(3);
+    crashed.restarted = true;
+    crashed.amnesiac = true;
+    crashed.incarnation = 2;
+    // Brick 1 restarts first; brick 2 is still down.
+    let arena = |net: &Net, b: BrickId| -> BTreeMap<PartitionId, Partition> {
+        net.nodes[&b]
+            .partitions()
+            .map(|(p, store)| {
+                let (reopened, _) = Partition::reopen_anonymous(store.bytes(), CAPACITY).unwrap();
+                (*p, reopened)
+            })
+            .collect()
+    };
+    let restart = |net: &mut Net, b: BrickId| {
+        let partitions = arena(net, b);
+        let node = Node::new(b, crashed.clone(), maps.clone(), partitions, net.now);
+        net.nodes.insert(b, node);
+    };
+    restart(&mut net, BrickId(1));
+    net.paused.push(BrickId(2));
+    net.cut.push((BrickId(1), BrickId(2)));
+    net.cut.push((BrickId(2), BrickId(3)));
+    net.run(Duration::from_secs(3), Duration::from_millis(5));
+    assert_eq!(
+        net.group(BrickId(1)),
+        (epoch, vec![BrickId(1), BrickId(2)]),
+        "a member that does not answer may still be deciding: nothing changes"
+    );
+    let get = |net: &mut Net, id: u64| {
+        let request = Request::Get {
+            partition,
+            fingerprint: net.nodes[&BrickId(1)]
+                .maps()
+                .partition_fingerprint(partition)
+                .unwrap(),
+            table: b"t".to_vec(),
+            key: b"k".to_vec(),
+        };
+        client_request(net, BrickId(1), id, request);
+        client_reply(net, BrickId(1), id).cloned()
+    };
+    match get(&mut net, 10) {
+        Some(Reply::Error(e)) => assert_eq!(e.code, wire::ErrorCode::Restarted, "{e:?}"),
+        other => panic!("an amnesiac member served a shared group: {other:?}"),
+    }
+
+    // Brick 2 restarts too: brick 1 takes the group alone, and the write
+    // it committed is there.
+    restart(&mut net, BrickId(2));
+    net.paused.clear();
+    net.cut.clear();
+    net.run(Duration::from_secs(3), Duration::from_millis(5));
+    for b in [BrickId(1), BrickId(2), BrickId(3)] {
+        assert_eq!(net.group(b), (epoch + 1, vec![BrickId(1)]), "{b}");
+    }
+    assert_eq!(get(&mut net, 11), Some(Reply::Value(b"v".to_vec())));
+
+    // Past the outcome retention (30 s here), brick 2 gets a copy back.
+    net.run(Duration::from_secs(30), Duration::from_millis(5));
+    assert_eq!(
+        net.group(BrickId(1)),
+        (epoch + 2, vec![BrickId(1), BrickId(2)])
+    );
+    let checksum = |net: &Net, b: BrickId| {
+        net.nodes[&b]
+            .partitions()
+            .find(|(p, _)| **p == partition)
+            .map(|(_, store)| store.checksum())
+    };
+    assert_eq!(checksum(&net, BrickId(1)), checksum(&net, BrickId(2)));
+}

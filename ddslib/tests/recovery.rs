@@ -3,7 +3,8 @@
 //! and so does one stopped cleanly; a brick that stays dead past
 //! `heal_after` is replaced; a copy whose source dies mid-transfer leaves
 //! nothing half-installed and is done again; a whole cluster stopped
-//! cleanly and started again takes writes at once.
+//! cleanly and started again takes writes at once, and one whose bricks
+//! were all killed at once comes back with every acknowledged write.
 
 mod common;
 
@@ -511,5 +512,80 @@ fn a_brick_stopped_cleanly_under_load_rejoins_and_loses_nothing() {
             },
         );
     });
+    assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2), BrickId(3)]);
+}
+
+/// Every brick killed at once (kill -9) and started again from its data.
+/// No group has a live member to be copied back from, so each group's
+/// first member, which commits every write before anyone is told, takes
+/// its group alone once the others answered that they restarted too:
+/// every acknowledged write is readable again within seconds, and writes
+/// go on. Once the outcome retention (60 s) has passed since the start,
+/// every group is copied back to two members, and they are identical.
+#[test]
+fn a_cluster_whose_bricks_all_crashed_comes_back_with_every_acknowledged_write() {
+    const KEYS: u64 = 500;
+    let mut cluster = TestCluster::start(ClusterSpec::default());
+    let mut dds = connect(&cluster);
+    ensure_table(&mut dds, "t");
+    preload(&mut dds, KEYS);
+    drop(dds);
+    for brick in cluster.bricks.iter_mut() {
+        brick.kill();
+    }
+    let restarted_at = Instant::now();
+    for index in 0..cluster.bricks.len() {
+        cluster.restart(index);
+    }
+    let mut dds = connect(&cluster);
+    let mut next = 0;
+    eventually(
+        Duration::from_secs(30),
+        "every preloaded key readable after the restart",
+        || {
+            while next < KEYS {
+                let key = format!("p{next}").into_bytes();
+                match dds.get("t", &key) {
+                    Ok(value) => {
+                        assert_eq!(value, value_of(&key), "p{next}");
+                        next += 1;
+                    }
+                    Err(_) => return false,
+                }
+            }
+            true
+        },
+    );
+    eprintln!(
+        "every key readable {:?} after the restart",
+        restarted_at.elapsed()
+    );
+    for i in 0..100 {
+        let key = format!("r{i}").into_bytes();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match dds.put("t", &key, b"after the crash") {
+                Ok(()) => break,
+                Err(e) => assert!(Instant::now() < deadline, "write r{i}: {e}"),
+            }
+        }
+    }
+    eventually(
+        Duration::from_secs(150),
+        "every group back to 2 members",
+        || degree_back(&mut dds, 2, &[]),
+    );
+    eprintln!(
+        "degree restored {:?} after the restart",
+        restarted_at.elapsed()
+    );
+    for i in 0..KEYS {
+        let key = format!("p{i}").into_bytes();
+        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "p{i}");
+    }
+    for i in 0..100 {
+        let key = format!("r{i}").into_bytes();
+        assert_eq!(dds.get("t", &key), Ok(b"after the crash".to_vec()), "r{i}");
+    }
     assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2), BrickId(3)]);
 }

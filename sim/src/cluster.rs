@@ -119,7 +119,7 @@ fn node_config(
         lease: Duration::from_millis(600),
         prepare_timeout: Duration::from_millis(600),
         probe_timeout: Duration::from_millis(200),
-        outcome_retention: Duration::from_secs(30),
+        outcome_retention: OUTCOME_RETENTION,
         incarnation,
         amnesiac,
         restarted: incarnation > 1,
@@ -138,6 +138,7 @@ fn node_config(
 }
 
 const PARTITION_CAPACITY: u64 = 256 * 1024;
+const OUTCOME_RETENTION: Duration = Duration::from_secs(30);
 
 /// Faults are injected during this much virtual time from the start.
 const FAULT_PERIOD: Duration = Duration::from_secs(4);
@@ -1064,7 +1065,10 @@ impl Sim {
     fn settle(&mut self) {
         self.config.faults = Faults::default();
         self.fault_at = self.now;
-        let until = self.now + Duration::from_secs(20);
+        // Long enough for a brick that restarted without its outcomes and
+        // is alone in a group to wait out the outcome retention before it
+        // copies the group to a second member (`Node::heal_tick`).
+        let until = self.now + Duration::from_secs(20) + OUTCOME_RETENTION;
         let mut steps = 0;
         while self.now < until && steps < STEPS_MAX {
             steps += 1;

@@ -73,6 +73,9 @@ pub(super) enum Purpose {
     Add(PartitionId),
     /// An accepted value stayed undecided: decide something.
     Settle,
+    /// Every member of the group restarted after a crash: the first member
+    /// takes the group alone (`Node::revive_crashed_groups`).
+    Revive,
 }
 
 #[derive(Debug)]

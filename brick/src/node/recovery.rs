@@ -280,6 +280,12 @@ pub(super) struct Recovery {
     /// Groups whose partition this node received by a copy since it
     /// started: its amnesia (after a crash) does not apply to them.
     pub(super) recovered: BTreeSet<RgId>,
+    /// Groups this node has been the only member of since it started: its
+    /// data is the group's, so its amnesia does not apply to them either.
+    pub(super) alone_in: BTreeSet<RgId>,
+    /// Per group, the other members that answered this node's lease
+    /// renewal at the epoch given that they restarted after a crash too.
+    amnesiac_peers: BTreeMap<RgId, (u64, BTreeSet<BrickId>)>,
     pub(super) counters: RecoveryCounters,
 }
 
@@ -335,21 +341,89 @@ impl Node {
     }
 
     /// Whether a crash's amnesia still applies to `rg`: not after this node
-    /// received the group's partition by a copy.
+    /// received the group's partition by a copy, nor once it has been the
+    /// group's only member.
     pub(super) fn amnesiac_in(&self, rg: RgId) -> bool {
-        self.config.amnesiac && !self.recovery.recovered.contains(&rg)
+        self.config.amnesiac
+            && !self.recovery.recovered.contains(&rg)
+            && !self.recovery.alone_in.contains(&rg)
     }
 
     /// Whether this node, restarted, may have forgotten transactions of
     /// `partition`: it then says `Unknown`, never `Aborted`, about ones it
-    /// does not know.
-    pub(super) fn forgot_transactions(&self, partition: PartitionId) -> bool {
-        self.forgot_outcomes
-            && !self
-                .maps
-                .dp
-                .rg_of(partition)
-                .is_some_and(|rg| self.recovery.recovered.contains(&rg))
+    /// does not know. Not once the outcome retention has passed since its
+    /// start: a brick that never stopped would have forgotten every
+    /// transaction finished before then too.
+    pub(super) fn forgot_transactions(&self, now: Instant, partition: PartitionId) -> bool {
+        self.forgot_transactions_in(now, self.maps.dp.rg_of(partition))
+    }
+
+    /// [`Node::forgot_transactions`] for the partition of `rg` (`None`: a
+    /// partition in no group).
+    pub(super) fn forgot_transactions_in(&self, now: Instant, rg: Option<RgId>) -> bool {
+        self.forgot_outcomes_until.is_some_and(|until| now < until)
+            && !rg.is_some_and(|rg| self.recovery.recovered.contains(&rg))
+    }
+
+    /// `peer` answered this node's lease renewal for `rg` at `epoch` that
+    /// it restarted after a crash: noted while this node is amnesiac in the
+    /// group too, for [`Node::revive_crashed_groups`].
+    pub(super) fn note_amnesiac_peer(&mut self, rg: RgId, epoch: u64, peer: BrickId) {
+        if !self.amnesiac_in(rg) || self.maps.rg.get(rg).is_none_or(|e| e.epoch != epoch) {
+            return;
+        }
+        let (at, peers) = self
+            .recovery
+            .amnesiac_peers
+            .entry(rg)
+            .or_insert((epoch, BTreeSet::new()));
+        if *at != epoch {
+            *at = epoch;
+            peers.clear();
+        }
+        peers.insert(peer);
+    }
+
+    /// A group all of whose members restarted after a crash has nobody
+    /// to be copied back from: each member waits for a live one. Its first
+    /// member commits every write before anyone is told of it, so its arena
+    /// holds every write the group acknowledged; once every other member
+    /// has answered (at the same epoch) that it restarted after a crash
+    /// too, so that none of them can still decide anything, the first
+    /// member proposes the group with itself alone. The vote adopts
+    /// whatever may have been decided for that epoch instead. Alone, the
+    /// member serves; it copies the group back to a second brick once the
+    /// outcomes it forgot have expired (`heal_tick`).
+    fn revive_crashed_groups(&mut self, now: Instant) {
+        let me = self.id;
+        let groups: Vec<RgId> = self
+            .maps
+            .rg
+            .iter()
+            .filter(|(rg, e)| {
+                e.bricks.len() > 1
+                    && e.bricks.first() == Some(&me)
+                    && self.amnesiac_in(**rg)
+                    && self
+                        .recovery
+                        .amnesiac_peers
+                        .get(rg)
+                        .is_some_and(|(epoch, peers)| {
+                            *epoch == e.epoch && e.bricks[1..].iter().all(|b| peers.contains(b))
+                        })
+            })
+            .map(|(rg, _)| *rg)
+            .collect();
+        for rg in groups {
+            if self.membership.proposals.contains_key(&rg) || self.membership_holds_writes(now, rg)
+            {
+                continue;
+            }
+            log::warn!(
+                "{me}: every member of {rg} restarted after a crash; as its first member it holds every write the group acknowledged, and takes the group alone"
+            );
+            self.propose(now, rg, membership::Purpose::Revive, Some(vec![me]));
+        }
     }
 
     /// Notes who left which group, after any change of the maps.
@@ -360,6 +434,9 @@ impl Node {
 
     pub(super) fn note_members(&mut self, now: Instant) {
         for (rg, entry) in self.maps.rg.iter() {
+            if entry.bricks == [self.id] {
+                self.recovery.alone_in.insert(*rg);
+            }
             if let Some(old) = self.recovery.members.get(rg) {
                 if let Some(gone) = old.iter().find(|b| !entry.bricks.contains(b)) {
                     self.recovery.departed.insert(*rg, (*gone, now));
@@ -438,6 +515,7 @@ impl Node {
         if !scan || now < self.stalled_until {
             return;
         }
+        self.revive_crashed_groups(now);
         let groups: Vec<(RgId, Vec<BrickId>)> = self
             .maps
             .rg
@@ -454,6 +532,13 @@ impl Node {
             // An amnesiac brick's data is authoritative only where it is
             // the group's only member.
             if self.amnesiac_in(rg) && members.len() > 1 {
+                continue;
+            }
+            // A member that may have forgotten outcomes says "unknown" about
+            // every transaction it does not know in a shared group, new ones
+            // included, and each such write would fail: it serves alone
+            // until the outcome retention since its start has passed.
+            if self.forgot_transactions_in(now, Some(rg)) {
                 continue;
             }
             let Some(partition) = self.sole_partition(rg) else {
