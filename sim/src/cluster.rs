@@ -10,8 +10,10 @@
 //! told), brick crashes with restart (memory lost, arena bytes kept, a new
 //! incarnation; a third of them clean stops instead, taken when the brick
 //! has nothing prepared, which also keep the outcomes it saves and wait out
-//! its leases at the start, as the daemon does), and pauses (a stopped
-//! process: nothing delivered, no timers, while its clock runs on).
+//! its leases at the start, as the daemon does; a sixth crash every member
+//! of one of the brick's groups at once, each restarting after a delay of
+//! its own), and pauses (a stopped process: nothing delivered, no timers,
+//! while its clock runs on).
 //!
 //! A run records every client operation into a [`crate::history::History`]
 //! and checks, at the end: linearizability per key, identical replicas once
@@ -270,6 +272,8 @@ pub struct RunStats {
     /// Of those, clean stops: taken at a moment the brick would stop
     /// cleanly (nothing prepared), its outcomes saved and taken back.
     pub clean_stops: u64,
+    /// Groups all of whose members crashed at once.
+    pub group_crashes: u64,
     pub pauses: u64,
     pub breaks: u64,
     pub spikes: u64,
@@ -302,7 +306,8 @@ pub struct Sim {
     truth: HashMap<RgId, (u64, Vec<BrickId>)>,
     fault_at: Instant,
     pause_until: Option<(usize, Instant)>,
-    crashed_until: Option<(usize, Instant)>,
+    /// Bricks that are down, and when each starts again.
+    crashed_until: Vec<(usize, Instant)>,
     pub stats: RunStats,
     violations: Vec<String>,
     initial_maps: Maps,
@@ -335,7 +340,7 @@ impl Sim {
             truth: HashMap::new(),
             fault_at: start + Duration::from_millis(20),
             pause_until: None,
-            crashed_until: None,
+            crashed_until: Vec::new(),
             stats: RunStats::default(),
             violations: Vec::new(),
             initial_maps: maps.clone(),
@@ -815,31 +820,35 @@ impl Sim {
                 }
             }
         }
-        if let Some((index, until)) = self.crashed_until {
-            if now >= until {
-                let brick = &mut self.bricks[index];
-                brick.incarnation += 1;
-                let mut maps = self.initial_maps.clone();
-                if let Some(saved) = &brick.saved_maps {
-                    maps.merge_newer(saved);
-                }
-                let clean = brick.clean_stop.take();
-                let mut node = Self::boot(
-                    brick.id,
-                    &self.config,
-                    &maps,
-                    &brick.saved,
-                    brick.incarnation,
-                    clean.as_ref(),
-                    now,
-                );
-                if !brick.saved_votes.is_empty() {
-                    node.restore_votes(&brick.saved_votes, now)
-                        .expect("the node's own votes decode");
-                }
-                brick.node = Some(node);
-                self.crashed_until = None;
+        let due: Vec<usize> = self
+            .crashed_until
+            .iter()
+            .filter(|(_, until)| now >= *until)
+            .map(|(index, _)| *index)
+            .collect();
+        self.crashed_until.retain(|(_, until)| now < *until);
+        for index in due {
+            let brick = &mut self.bricks[index];
+            brick.incarnation += 1;
+            let mut maps = self.initial_maps.clone();
+            if let Some(saved) = &brick.saved_maps {
+                maps.merge_newer(saved);
             }
+            let clean = brick.clean_stop.take();
+            let mut node = Self::boot(
+                brick.id,
+                &self.config,
+                &maps,
+                &brick.saved,
+                brick.incarnation,
+                clean.as_ref(),
+                now,
+            );
+            if !brick.saved_votes.is_empty() {
+                node.restore_votes(&brick.saved_votes, now)
+                    .expect("the node's own votes decode");
+            }
+            brick.node = Some(node);
         }
         let f = self.config.faults.clone();
         let roll = self.rng.random_range(0..100);
@@ -856,21 +865,39 @@ impl Sim {
             }
         } else if f.crash_restart
             && roll < 45
-            && self.crashed_until.is_none()
+            && self.crashed_until.is_empty()
             && self.pause_until.is_none()
             && self.stats.crashes == 0
         {
             let index = self.rng.random_range(0..self.bricks.len());
             // A third of them (by the same roll, so that the other faults
             // of a seed stay as they were) a clean stop, if the brick has
-            // nothing prepared at that moment.
-            self.crash(index, roll % 3 == 0);
-            let down = Duration::from_millis(self.rng.random_range(100..2000));
-            self.crashed_until = Some((index, now + down));
+            // nothing prepared at that moment; a sixth a crash of every
+            // member of one of the brick's groups.
+            let mut down_bricks = vec![index];
+            if roll % 6 == 1 {
+                let id = self.bricks[index].id;
+                // The lowest such group: `truth` is a hash map, whose order
+                // would differ from run to run.
+                if let Some((_, (_, members))) = self
+                    .truth
+                    .iter()
+                    .filter(|(_, (_, members))| members.len() > 1 && members.contains(&id))
+                    .min_by_key(|(rg, _)| **rg)
+                {
+                    down_bricks = members.iter().map(|b| b.0 as usize - 1).collect();
+                    self.stats.group_crashes += 1;
+                }
+            }
+            for index in down_bricks {
+                self.crash(index, roll % 3 == 0);
+                let down = Duration::from_millis(self.rng.random_range(100..2000));
+                self.crashed_until.push((index, now + down));
+            }
         } else if f.pause_resume
             && roll < 60
             && self.pause_until.is_none()
-            && self.crashed_until.is_none()
+            && self.crashed_until.is_empty()
             && self.stats.pauses == 0
         {
             let index = self.rng.random_range(0..self.bricks.len());
@@ -1090,7 +1117,7 @@ impl Sim {
             let quiet = !amnesiac_member
                 && healed
                 && self.pause_until.is_none()
-                && self.crashed_until.is_none()
+                && self.crashed_until.is_empty()
                 && self.network.is_empty()
                 && self.bricks.iter().all(|b| {
                     b.node
