@@ -73,6 +73,8 @@ struct Net {
     paused: Vec<BrickId>,
     /// Phase-two votes (`ConfigVote` with a value) on these links are lost.
     drop_accepts: Vec<(BrickId, BrickId)>,
+    /// Liveness probes (`Ping`) sent so far.
+    probes: usize,
 }
 
 /// Connection ids name the peer brick; clients use ids above this.
@@ -103,6 +105,7 @@ impl Net {
             client_replies: Vec::new(),
             paused: Vec::new(),
             drop_accepts: Vec::new(),
+            probes: 0,
         }
     }
 
@@ -190,6 +193,9 @@ impl Net {
                             && matches!(request, Request::ConfigVote { value: Some(_), .. })
                         {
                             continue;
+                        }
+                        if request == Request::Ping {
+                            self.probes += 1;
                         }
                         let conn = ConnId(u64::from(from.0));
                         self.nodes
@@ -682,11 +688,16 @@ fn a_group_whose_members_all_crashed_is_taken_by_its_first_member() {
     assert_eq!(get(&mut net, 11), Some(Reply::Value(b"v".to_vec())));
 
     // Past the outcome retention (30 s here), brick 2 gets a copy back.
+    let probes = net.probes;
     net.run(Duration::from_secs(30), Duration::from_millis(5));
     assert_eq!(
         net.group(BrickId(1)),
         (epoch + 2, vec![BrickId(1), BrickId(2)])
     );
+    // Back in the group, brick 2 does not take brick 1's silence while it
+    // was out of the group for a fault: nobody probes anybody.
+    net.run(Duration::from_secs(2), Duration::from_millis(5));
+    assert_eq!(net.probes, probes, "a member probed after rejoining");
     let checksum = |net: &Net, b: BrickId| {
         net.nodes[&b]
             .partitions()

@@ -442,8 +442,12 @@ impl Node {
                     self.recovery.departed.insert(*rg, (*gone, now));
                 }
                 // A peer that joins is given a fresh hearing: what was heard
-                // of it before it left says nothing about it now.
-                for joined in entry.bricks.iter().filter(|b| !old.contains(b)) {
+                // of it before it left says nothing about it now. So is every
+                // member when this node is the one that joins: it stopped
+                // renewing leases with them when it left, and took their
+                // silence since for a fault (it probed each of them at once).
+                let rejoined = !old.contains(&self.id) && entry.bricks.contains(&self.id);
+                for joined in entry.bricks.iter().filter(|b| rejoined || !old.contains(b)) {
                     self.last_heard.insert((*rg, *joined), now);
                 }
             }
