@@ -608,10 +608,10 @@ fn an_accepted_undecided_change_holds_writes_until_it_is_settled() {
 /// write 42; brick 2 was prepared and never heard the commit) and restart
 /// with the arenas they had. Neither can be copied back from a live
 /// member, so the first member takes the group alone once the other said
-/// it restarted too: it holds every write the group acknowledged. It copies
-/// the group back to brick 2 only after the outcome retention since its
-/// start, when it no longer answers "unknown" about transactions it does
-/// not know.
+/// it restarted too: it holds every write the group acknowledged. It
+/// copies the group back to brick 2, which becomes the first member, since
+/// brick 1 would answer "unknown" about every transaction it does not know
+/// as primary.
 #[test]
 fn a_group_whose_members_all_crashed_is_taken_by_its_first_member() {
     let (mut net, partition, fingerprint) = group_with_a_table();
@@ -658,46 +658,81 @@ fn a_group_whose_members_all_crashed_is_taken_by_its_first_member() {
         (epoch, vec![BrickId(1), BrickId(2)]),
         "a member that does not answer may still be deciding: nothing changes"
     );
-    let get = |net: &mut Net, id: u64| {
+    let get = |net: &mut Net, brick: BrickId, id: u64| {
         let request = Request::Get {
             partition,
-            fingerprint: net.nodes[&BrickId(1)]
+            fingerprint: net.nodes[&brick]
                 .maps()
                 .partition_fingerprint(partition)
                 .unwrap(),
             table: b"t".to_vec(),
             key: b"k".to_vec(),
         };
-        client_request(net, BrickId(1), id, request);
-        client_reply(net, BrickId(1), id).cloned()
+        client_request(net, brick, id, request);
+        client_reply(net, brick, id).cloned()
     };
-    match get(&mut net, 10) {
+    match get(&mut net, BrickId(1), 10) {
         Some(Reply::Error(e)) => assert_eq!(e.code, wire::ErrorCode::Restarted, "{e:?}"),
         other => panic!("an amnesiac member served a shared group: {other:?}"),
     }
 
-    // Brick 2 restarts too: brick 1 takes the group alone, and the write
-    // it committed is there.
+    // Brick 2 restarts too: brick 1 takes the group alone (the write it
+    // committed is there) and copies it back to brick 2 at once. Brick 1
+    // does not know what it decided before the crash, so brick 2 goes
+    // first: it is the primary of new writes.
     restart(&mut net, BrickId(2));
     net.paused.clear();
     net.cut.clear();
     net.run(Duration::from_secs(3), Duration::from_millis(5));
     for b in [BrickId(1), BrickId(2), BrickId(3)] {
-        assert_eq!(net.group(b), (epoch + 1, vec![BrickId(1)]), "{b}");
+        assert_eq!(
+            net.group(b),
+            (epoch + 2, vec![BrickId(2), BrickId(1)]),
+            "{b}"
+        );
     }
-    assert_eq!(get(&mut net, 11), Some(Reply::Value(b"v".to_vec())));
-
-    // Past the outcome retention (30 s here), brick 2 gets a copy back.
-    let probes = net.probes;
-    net.run(Duration::from_secs(30), Duration::from_millis(5));
+    for (b, id) in [(BrickId(1), 11), (BrickId(2), 12)] {
+        assert_eq!(
+            get(&mut net, b, id),
+            Some(Reply::Value(b"v".to_vec())),
+            "{b}"
+        );
+    }
+    let fingerprint = net.nodes[&BrickId(2)]
+        .maps()
+        .partition_fingerprint(partition)
+        .unwrap();
+    let write_43 = |decide| Request::Prepare {
+        txid: wire::TxId(43),
+        partition,
+        fingerprint,
+        table: b"t".to_vec(),
+        key: b"k".to_vec(),
+        write: wire::Write::Put(b"w".to_vec()),
+        participants: vec![BrickId(2), BrickId(1)],
+        decide,
+    };
+    client_request(&mut net, BrickId(1), 13, write_43(false));
+    assert_eq!(client_reply(&net, BrickId(1), 13), Some(&Reply::Voted));
+    client_request(&mut net, BrickId(2), 14, write_43(true));
+    net.run(Duration::from_millis(500), Duration::from_millis(5));
     assert_eq!(
-        net.group(BrickId(1)),
-        (epoch + 2, vec![BrickId(1), BrickId(2)])
+        client_reply(&net, BrickId(2), 14),
+        Some(&Reply::TxState(wire::TxState::Committed))
     );
-    // Back in the group, brick 2 does not take brick 1's silence while it
-    // was out of the group for a fault: nobody probes anybody.
+    client_request(
+        &mut net,
+        BrickId(1),
+        15,
+        Request::Commit {
+            txid: wire::TxId(43),
+            partition,
+        },
+    );
+    // Back in the group, brick 2 did not take brick 1's silence while it
+    // was out of the group for a fault: nobody probed anybody.
     net.run(Duration::from_secs(2), Duration::from_millis(5));
-    assert_eq!(net.probes, probes, "a member probed after rejoining");
+    assert_eq!(net.probes, 0, "a member probed after rejoining");
     let checksum = |net: &Net, b: BrickId| {
         net.nodes[&b]
             .partitions()
@@ -705,4 +740,28 @@ fn a_group_whose_members_all_crashed_is_taken_by_its_first_member() {
             .map(|(_, store)| store.checksum())
     };
     assert_eq!(checksum(&net, BrickId(1)), checksum(&net, BrickId(2)));
+}
+
+/// A brick cut off from its partner is removed and, once it answers again,
+/// copied back. Rejoining, it does not take its partner's silence while it
+/// was out of the group (it stopped renewing leases with it) for a fault:
+/// it probes nobody.
+#[test]
+fn a_brick_copied_back_into_its_group_does_not_probe_its_partner() {
+    let mut net = Net::new(3);
+    net.run(Duration::from_millis(300), Duration::from_millis(5));
+    net.cut.push((BrickId(1), BrickId(2)));
+    net.cut.push((BrickId(2), BrickId(3)));
+    net.run(Duration::from_secs(3), Duration::from_millis(5));
+    assert_eq!(net.group(BrickId(1)), (2, vec![BrickId(1)]));
+    // Brick 2 learns of its removal from brick 3, and stays out of the
+    // group (still cut off from brick 1) for longer than a silence limit.
+    net.cut.retain(|link| *link != (BrickId(2), BrickId(3)));
+    net.run(Duration::from_secs(2), Duration::from_millis(5));
+    assert_eq!(net.group(BrickId(2)), (2, vec![BrickId(1)]));
+    let probes = net.probes;
+    net.cut.clear();
+    net.run(Duration::from_secs(3), Duration::from_millis(5));
+    assert_eq!(net.group(BrickId(2)), (3, vec![BrickId(1), BrickId(2)]));
+    assert_eq!(net.probes, probes, "a member probed after rejoining");
 }

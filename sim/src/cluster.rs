@@ -1092,10 +1092,7 @@ impl Sim {
     fn settle(&mut self) {
         self.config.faults = Faults::default();
         self.fault_at = self.now;
-        // Long enough for a brick that restarted without its outcomes and
-        // is alone in a group to wait out the outcome retention before it
-        // copies the group to a second member (`Node::heal_tick`).
-        let until = self.now + Duration::from_secs(20) + OUTCOME_RETENTION;
+        let until = self.now + Duration::from_secs(20);
         let mut steps = 0;
         while self.now < until && steps < STEPS_MAX {
             steps += 1;

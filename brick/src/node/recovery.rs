@@ -392,8 +392,8 @@ impl Node {
     /// too, so that none of them can still decide anything, the first
     /// member proposes the group with itself alone. The vote adopts
     /// whatever may have been decided for that epoch instead. Alone, the
-    /// member serves; it copies the group back to a second brick once the
-    /// outcomes it forgot have expired (`heal_tick`).
+    /// member serves, and copies the group back to a second brick at once,
+    /// which goes first in the group (`finish_copy`).
     fn revive_crashed_groups(&mut self, now: Instant) {
         let me = self.id;
         let groups: Vec<RgId> = self
@@ -467,7 +467,7 @@ impl Node {
                 let joined = c.phase == CopyPhase::Deciding
                     && entry.is_some_and(|e| {
                         e.epoch == c.epoch + 1
-                            && e.bricks.first() == Some(&self.id)
+                            && e.bricks.contains(&self.id)
                             && e.bricks.contains(&c.target)
                     });
                 Some((*p, joined))
@@ -536,13 +536,6 @@ impl Node {
             // An amnesiac brick's data is authoritative only where it is
             // the group's only member.
             if self.amnesiac_in(rg) && members.len() > 1 {
-                continue;
-            }
-            // A member that may have forgotten outcomes says "unknown" about
-            // every transaction it does not know in a shared group, new ones
-            // included, and each such write would fail: it serves alone
-            // until the outcome retention since its start has passed.
-            if self.forgot_transactions_in(now, Some(rg)) {
                 continue;
             }
             let Some(partition) = self.sole_partition(rg) else {
@@ -1032,7 +1025,17 @@ impl Node {
             self.abort_copy(partition, "the group changed or the write lease ran out");
             return;
         };
-        members.push(target);
+        if self.forgot_transactions_in(now, Some(rg)) {
+            // This node restarted after a crash (it took the group alone)
+            // and may have forgotten outcomes: as the group's primary it
+            // would answer "unknown" to every prepare-and-decide of a
+            // transaction it does not know, new ones included, so every
+            // write would fail. The target knows every outcome it can be
+            // asked about and goes first.
+            members.insert(0, target);
+        } else {
+            members.push(target);
+        }
         if let Some(c) = self.recovery.out.get_mut(&partition) {
             c.phase = CopyPhase::Deciding;
         }
@@ -1462,6 +1465,23 @@ impl Node {
                 c.longest_write_lease_us,
             ),
         ]);
+        // After a crash: the shared groups this brick still waits to be
+        // copied back into (it serves nothing there meanwhile), and how long
+        // it still says "unknown" about transactions it does not know.
+        let me = self.id;
+        let waiting = self
+            .maps
+            .rg
+            .iter()
+            .filter(|(rg, e)| {
+                e.bricks.len() > 1 && e.bricks.contains(&me) && self.amnesiac_in(**rg)
+            })
+            .count();
+        out.push(("groups_waiting_for_a_copy".to_string(), waiting as u64));
+        let forgetting = self
+            .forgot_outcomes_until
+            .map_or(0, |until| until.saturating_duration_since(now).as_millis());
+        out.push(("forgotten_outcomes_ms_left".to_string(), forgetting as u64));
         for (p, copy) in &self.recovery.out {
             let total = self.partitions.get(p).map_or(0, |s| s.end_offset());
             out.push((format!("copy.{}.bytes", p.0), copy.acked - HEADER_BYTES));
