@@ -353,14 +353,27 @@ fn group_with_a_table() -> (Net, PartitionId, u32) {
 /// Transaction 42's prepare of `k` = `v` in table `t`, with bricks 1 (the
 /// primary) and 2 as participants.
 fn prepare_42(partition: PartitionId, fingerprint: u32, decide: bool) -> Request {
+    let participants = vec![BrickId(1), BrickId(2)];
+    prepare_k(42, b"v", participants, (partition, fingerprint), decide)
+}
+
+/// A prepare of `k` = `value` in table `t` by transaction `txid`; the
+/// first participant is the primary.
+fn prepare_k(
+    txid: u64,
+    value: &[u8],
+    participants: Vec<BrickId>,
+    (partition, fingerprint): (PartitionId, u32),
+    decide: bool,
+) -> Request {
     Request::Prepare {
-        txid: wire::TxId(42),
+        txid: wire::TxId(txid),
         partition,
         fingerprint,
         table: b"t".to_vec(),
         key: b"k".to_vec(),
-        write: wire::Write::Put(b"v".to_vec()),
-        participants: vec![BrickId(1), BrickId(2)],
+        write: wire::Write::Put(value.to_vec()),
+        participants,
         decide,
     }
 }
@@ -702,15 +715,9 @@ fn a_group_whose_members_all_crashed_is_taken_by_its_first_member() {
         .maps()
         .partition_fingerprint(partition)
         .unwrap();
-    let write_43 = |decide| Request::Prepare {
-        txid: wire::TxId(43),
-        partition,
-        fingerprint,
-        table: b"t".to_vec(),
-        key: b"k".to_vec(),
-        write: wire::Write::Put(b"w".to_vec()),
-        participants: vec![BrickId(2), BrickId(1)],
-        decide,
+    let write_43 = |decide| {
+        let participants = vec![BrickId(2), BrickId(1)];
+        prepare_k(43, b"w", participants, (partition, fingerprint), decide)
     };
     client_request(&mut net, BrickId(1), 13, write_43(false));
     assert_eq!(client_reply(&net, BrickId(1), 13), Some(&Reply::Voted));
