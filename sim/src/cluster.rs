@@ -121,7 +121,7 @@ fn node_config(
         lease: Duration::from_millis(600),
         prepare_timeout: Duration::from_millis(600),
         probe_timeout: Duration::from_millis(200),
-        outcome_retention: OUTCOME_RETENTION,
+        outcome_retention: Duration::from_secs(30),
         incarnation,
         amnesiac,
         restarted: incarnation > 1,
@@ -140,7 +140,6 @@ fn node_config(
 }
 
 const PARTITION_CAPACITY: u64 = 256 * 1024;
-const OUTCOME_RETENTION: Duration = Duration::from_secs(30);
 
 /// Faults are injected during this much virtual time from the start.
 const FAULT_PERIOD: Duration = Duration::from_secs(4);
