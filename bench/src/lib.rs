@@ -7,7 +7,8 @@
 //! closed loop), [`keys`] (what the load asks for), [`report`], then the
 //! targets [`redis`] (with its protocol in [`resp`]) and [`dds`],
 //! [`cluster`] for `bench --spawn`, and [`recovery`] for `bench
-//! --recovery`. Bounds are in [`limits`].
+//! --recovery`. [`status`] is `dds-status`, for operators. Bounds are in
+//! [`limits`].
 
 pub mod cluster;
 pub mod dds;
@@ -19,6 +20,7 @@ pub mod recovery;
 pub mod redis;
 pub mod report;
 pub mod resp;
+pub mod status;
 
 pub use crate::cluster::{ClusterError, LocalCluster};
 pub use crate::driver::{run, Completion, LoadConfig, Op, Outcome, Service, Target};
