@@ -12,8 +12,8 @@ use maps::config::ClusterConfig;
 use maps::BrickId;
 
 use crate::node::{
-    maps_path, partition_of_file_name, save_durably, votes_path, Node, NodeConfig, RecoveryConfig,
-    Storage,
+    blank_marker_path, maps_path, partition_of_file_name, save_durably, votes_path, Node,
+    NodeConfig, RecoveryConfig, Storage,
 };
 use crate::server::Server;
 use crate::store::{Backing, Partition};
@@ -123,9 +123,24 @@ pub fn run(
             }
         }
     }
+    // Partitions without an arena file (an emptied data folder, or a new
+    // brick), or whose arena was created so at an earlier start and has not
+    // received its group's data since: the brick is blank in them
+    // (`Node::blank_in`). The marker goes first, so that a crash cannot
+    // leave an empty arena that a next start takes for data.
+    let mut blank = std::collections::BTreeSet::new();
     for partition in wanted {
         let path = arena_path(&dir, partition);
-        had_data |= path.exists();
+        let marker = blank_marker_path(&dir, partition);
+        if !path.exists() {
+            save_durably(&marker, b"")
+                .map_err(|e| DaemonError::Arena(marker.clone(), e.to_string()))?;
+        }
+        if marker.exists() {
+            blank.insert(partition);
+        } else {
+            had_data = true;
+        }
         let (store, report) = Partition::open(Backing::File(path.clone()), capacity)
             .map_err(|e| DaemonError::Arena(path.clone(), e.to_string()))?;
         log::info!(
@@ -151,6 +166,7 @@ pub fn run(
         outcome_retention: Duration::from_secs(60),
         incarnation: incarnation(),
         amnesiac: had_data && !clean,
+        blank,
         restarted: had_data,
         start_fence,
         replicas: config.cluster.replicas as usize,

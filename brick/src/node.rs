@@ -40,7 +40,7 @@
 //!   has run out. Every new epoch is decided by a vote among all bricks
 //!   (`membership`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Hash tables with a fast keyed hasher (the default one showed in
 /// profiles of the request path).
@@ -59,8 +59,8 @@ mod outcomes;
 mod recovery;
 
 pub use recovery::{
-    arena_path, maps_path, partition_of_file_name, save_durably, votes_path, RecoveryConfig,
-    Storage,
+    arena_path, blank_marker_path, maps_path, partition_of_file_name, save_durably, votes_path,
+    RecoveryConfig, Storage,
 };
 
 /// A client connection, as the driver names it.
@@ -127,6 +127,13 @@ pub struct NodeConfig {
     /// removed and recovered, or, when every member restarted after a
     /// crash, its group's first member takes the group alone).
     pub amnesiac: bool,
+    /// Partitions this brick started without data for (no arena file, or a
+    /// blank marker left from a start that had none): an emptied data
+    /// folder or a new cluster. In their groups it serves and decides
+    /// nothing until it is copied into them, or every other member has
+    /// shown that it holds none of the group's data either
+    /// (`Node::blank_in`).
+    pub blank: BTreeSet<PartitionId>,
     /// The brick held data when it started (after a crash or a clean
     /// stop): it waits out the leases it may have granted before
     /// (`start_fence`), and it says "unknown", never "aborted", about
@@ -468,6 +475,7 @@ impl Node {
                 node.membership.write_fence.insert(rg, until);
             }
         }
+        node.recovery.blank = node.config.blank.clone();
         node.note_members(now);
         node
     }
@@ -490,6 +498,18 @@ impl Node {
     /// crash and has not received the group's partition by a copy since.
     pub fn is_amnesiac_in(&self, rg: RgId) -> bool {
         self.amnesiac_in(rg)
+    }
+
+    /// Partitions the node started without data for and still waits to
+    /// receive, or to learn that no member holds any of.
+    pub fn blank_partitions(&self) -> &BTreeSet<PartitionId> {
+        &self.recovery.blank
+    }
+
+    /// Whether the node started without data for `rg` and waits to be
+    /// copied into it, or to learn that no member holds any.
+    pub fn is_blank_in(&self, rg: RgId) -> bool {
+        self.blank_in(rg)
     }
 
     /// Recovery copies this node sent that ended with the target joining.
@@ -732,7 +752,8 @@ impl Node {
                 epoch,
                 from,
                 incarnation,
-            } => Some(self.grant_lease(now, rg, epoch, from, incarnation)),
+                blank,
+            } => Some(self.grant_lease(now, rg, epoch, from, incarnation, blank)),
             Request::Stats => Some(Reply::Stats(self.stats(now))),
             Request::Capacity { partition } => Some(self.capacity_reply(partition)),
             request @ Request::CopyBegin { .. } => Some(self.copy_begin(now, request)),
@@ -894,18 +915,22 @@ impl Node {
 
     /// After a crash the brick may have lost writes it acknowledged as a
     /// participant: it serves no group that has other members.
+    /// So does a brick that started without the group's data (`blank_in`).
     fn amnesia_fence(&self, rg: RgId) -> Option<Reply> {
         let alone = self.maps.rg.get(rg).is_some_and(|e| e.bricks.len() == 1);
-        if self.amnesiac_in(rg) && !alone {
-            return Some(error(
-                ErrorCode::Restarted,
-                format!(
-                    "{} restarted after a crash; it serves {rg} again after recovery",
-                    self.id
-                ),
-            ));
-        }
-        None
+        let why = if alone {
+            return None;
+        } else if self.blank_in(rg) {
+            "started without its data; it serves it once copied back, or once its partners show they hold none"
+        } else if self.amnesiac_in(rg) {
+            "restarted after a crash; it serves it again after recovery"
+        } else {
+            return None;
+        };
+        Some(error(
+            ErrorCode::Restarted,
+            format!("{} is not serving {rg}: it {why}", self.id),
+        ))
     }
 
     fn check_table(&self, table: &[u8]) -> Result<(), Reply> {
@@ -1489,7 +1514,7 @@ impl Node {
             return Some(Reply::Maps(self.maps.encode()));
         }
         if self.exclusion_leader(rg, brick) != Some(self.id)
-            || self.amnesiac_in(rg)
+            || self.decides_nothing_in(rg)
             || now < self.stalled_until
         {
             return Some(error(
@@ -1514,8 +1539,9 @@ impl Node {
     /// answers the probe is kept; without, it is removed regardless (it
     /// restarted and lost state).
     fn start_exclusion(&mut self, now: Instant, rg: RgId, brick: BrickId, probe: bool) {
-        if self.amnesiac_in(rg) || now < self.stalled_until {
-            // A brick that lost its state after a crash decides nothing.
+        if self.decides_nothing_in(rg) || now < self.stalled_until {
+            // A brick that lost its state after a crash, or started without
+            // the group's data, decides nothing.
             return;
         }
         if let Some(existing) = self.exclusions.get_mut(&(rg, brick)) {
@@ -1726,6 +1752,7 @@ impl Node {
         epoch: u64,
         from: BrickId,
         incarnation: u64,
+        blank: Option<wire::Digest>,
     ) -> Reply {
         let Some(entry) = self.maps.rg.get(rg) else {
             return error(
@@ -1748,6 +1775,7 @@ impl Node {
                 maps: Some(self.maps.encode()),
             });
         }
+        self.note_peer_blank(now, (rg, epoch, from), blank);
         // After the epoch check: "restarted" then also says that this
         // brick is a member at the asker's epoch, which is what a group
         // whose members all crashed needs to know (`revive_crashed_groups`).
@@ -1758,6 +1786,20 @@ impl Node {
             return error(
                 ErrorCode::Fenced,
                 format!("{from} is being removed from {rg}"),
+            );
+        }
+        if blank.is_some_and(|digest| self.lacks_data_held_here(rg, digest)) {
+            // The asker lost the group's data (an emptied data folder) while
+            // this brick kept it: it must be copied back, not served from.
+            if self.exclusion_leader(rg, from) == Some(self.id) {
+                self.start_exclusion(now, rg, from, false);
+            }
+            return error(
+                ErrorCode::Fenced,
+                format!(
+                    "{from} started without the data of {rg}, which {} holds: it is removed and copied back",
+                    self.id
+                ),
             );
         }
         let known = *self
@@ -1903,17 +1945,26 @@ impl Node {
                 // Counted from the send time, so the lease here ends no later
                 // than the grant at the peer.
                 held.until.insert(peer, sent_at + duration);
+                self.note_empty_peer(rg, epoch, peer);
                 self.retry_waiting_decisions(now);
             }
             Reply::Error(e) if e.code == ErrorCode::Restarted => {
                 self.last_heard.insert((rg, peer), now);
                 self.note_amnesiac_peer(rg, epoch, peer);
+                // A peer that started without data, as this node did, or
+                // whose data this node does not hold either, is not removed
+                // for it: the group's members find that none of them holds
+                // any (`note_blank_peer`).
+                let blank_and_harmless = self
+                    .peer_blank_at(rg, epoch, peer)
+                    .is_some_and(|digest| !self.lacks_data_held_here(rg, digest));
                 if self
                     .maps
                     .rg
                     .get(rg)
                     .is_some_and(|en| en.epoch == epoch && en.bricks.contains(&peer))
                     && self.exclusion_leader(rg, peer) == Some(self.id)
+                    && !blank_and_harmless
                 {
                     self.start_exclusion(now, rg, peer, false);
                 }
@@ -2019,23 +2070,7 @@ impl Node {
         for (rg, epoch, bricks) in self.member_groups() {
             let me = self.id;
             for peer in bricks.into_iter().filter(|b| *b != me) {
-                let request = Request::LeaseRenew {
-                    rg,
-                    epoch,
-                    from: self.id,
-                    incarnation: self.config.incarnation,
-                };
-                self.last_heard.entry((rg, peer)).or_insert(now);
-                self.send_peer(
-                    peer,
-                    request,
-                    PeerPending::Lease {
-                        rg,
-                        epoch,
-                        peer,
-                        sent_at: now,
-                    },
-                );
+                self.renew_lease(now, rg, epoch, peer);
             }
         }
         // Requests that were never answered are dropped after a while so
@@ -2047,6 +2082,27 @@ impl Node {
                 _ => true,
             });
         }
+    }
+
+    pub(super) fn renew_lease(&mut self, now: Instant, rg: RgId, epoch: u64, peer: BrickId) {
+        let request = Request::LeaseRenew {
+            rg,
+            epoch,
+            from: self.id,
+            incarnation: self.config.incarnation,
+            blank: self.blank_digest(rg),
+        };
+        self.last_heard.entry((rg, peer)).or_insert(now);
+        self.send_peer(
+            peer,
+            request,
+            PeerPending::Lease {
+                rg,
+                epoch,
+                peer,
+                sent_at: now,
+            },
+        );
     }
 
     /// Notices a stall of this node (SIGSTOP, or a starved process): the
@@ -2099,7 +2155,7 @@ impl Node {
             return;
         }
         for (rg, _, bricks) in self.member_groups() {
-            if self.amnesiac_in(rg) {
+            if self.decides_nothing_in(rg) {
                 continue;
             }
             let me = self.id;

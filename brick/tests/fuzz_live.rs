@@ -88,6 +88,10 @@ fn random_request(rng: &mut ChaCha8Rng, partitions: &[(PartitionId, u32)]) -> Re
             epoch: rng.random_range(0..3),
             from: BrickId(rng.random_range(0..5)),
             incarnation: rng.random(),
+            blank: rng.random_bool(0.5).then(|| wire::Digest {
+                sum: rng.random(),
+                keys: rng.random(),
+            }),
         },
         _ => Request::PartitionChecksum { partition },
     }

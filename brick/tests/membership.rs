@@ -28,6 +28,7 @@ fn config(bricks: u32) -> NodeConfig {
         outcome_retention: Duration::from_secs(30),
         incarnation: 1,
         amnesiac: false,
+        blank: Default::default(),
         restarted: false,
         start_fence: Duration::ZERO,
         replicas: 2,
@@ -82,6 +83,12 @@ const CLIENT_CONN: u64 = 1 << 32;
 
 impl Net {
     fn new(bricks: u32) -> Net {
+        Net::started(bricks, false)
+    }
+
+    /// With `blank`, every brick starts without data (a new cluster, as the
+    /// daemon starts one).
+    fn started(bricks: u32, blank: bool) -> Net {
         let maps: Maps = ClusterConfig::for_simulation(bricks, 2, 1).initial_maps();
         let now = Instant::now();
         let mut nodes = BTreeMap::new();
@@ -92,10 +99,11 @@ impl Net {
                 let (store, _) = Partition::open(Backing::Anonymous, CAPACITY).unwrap();
                 partitions.insert(p, store);
             }
-            nodes.insert(
-                id,
-                Node::new(id, config(bricks), maps.clone(), partitions, now),
-            );
+            let mut config = config(bricks);
+            if blank {
+                config.blank = partitions.keys().copied().collect();
+            }
+            nodes.insert(id, Node::new(id, config, maps.clone(), partitions, now));
         }
         Net {
             nodes,
@@ -771,4 +779,48 @@ fn a_brick_copied_back_into_its_group_does_not_probe_its_partner() {
     net.run(Duration::from_secs(3), Duration::from_millis(5));
     assert_eq!(net.group(BrickId(2)), (3, vec![BrickId(1), BrickId(2)]));
     assert_eq!(net.probes, probes, "a member probed after rejoining");
+}
+
+/// A new cluster: every brick starts without data, and so blank in each of
+/// its groups. Each hears from its partners that they are blank too, and
+/// serves within a few round trips of the start: no copy, no removal, and
+/// the group commits a write.
+#[test]
+fn a_new_cluster_of_bricks_without_data_serves_without_copies() {
+    let mut net = Net::started(3, true);
+    let members = net.group(BrickId(1)).1;
+    for b in &members {
+        assert!(net.nodes[b].is_blank_in(RgId(0)), "{b} starts blank");
+    }
+    // The first renewals go out at the start, and blank answers at once.
+    net.run(Duration::from_millis(20), Duration::from_millis(5));
+    for (id, node) in &net.nodes {
+        assert!(node.blank_partitions().is_empty(), "{id} is still blank");
+    }
+    net.run(Duration::from_millis(300), Duration::from_millis(5));
+    assert_eq!(net.group(BrickId(3)), (1, members.clone()), "no change");
+    for node in net.nodes.values() {
+        assert_eq!(node.copies_finished(), 0);
+    }
+    let maps = net.nodes[&BrickId(1)].maps().clone();
+    let (partition, _) = maps.dp.leaves().next().unwrap();
+    let fingerprint = maps.partition_fingerprint(partition).unwrap();
+    for b in &members {
+        let create = Request::CreateTable {
+            name: b"t".to_vec(),
+        };
+        client_request(&mut net, *b, 1, create);
+    }
+    // The other participant first, then the primary, which decides.
+    for (id, b) in [(2, members[1]), (3, members[0])] {
+        let participants = members.clone();
+        let decide = b == members[0];
+        let prepare = prepare_k(42, b"v", participants, (partition, fingerprint), decide);
+        client_request(&mut net, b, id, prepare);
+    }
+    assert_eq!(client_reply(&net, members[1], 2), Some(&Reply::Voted));
+    assert_eq!(
+        client_reply(&net, members[0], 3),
+        Some(&Reply::TxState(wire::TxState::Committed))
+    );
 }

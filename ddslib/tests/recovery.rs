@@ -52,6 +52,68 @@ fn preload(dds: &mut Dds, count: u64) {
     }
 }
 
+/// Reads preloaded keys `p<i>` for every `i` of `keys` and checks their values.
+fn assert_preloaded(dds: &mut Dds, keys: impl IntoIterator<Item = u64>) {
+    for i in keys {
+        let key = format!("p{i}").into_bytes();
+        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "preloaded p{i}");
+    }
+}
+
+/// Waits (up to 30 s) until every key of `preload(count)` reads back its
+/// value; a key found missing is lost, not late.
+fn every_preloaded_key_readable(dds: &mut Dds, count: u64) {
+    let mut next = 0;
+    eventually(
+        Duration::from_secs(30),
+        "every preloaded key readable after the restart",
+        || {
+            while next < count {
+                let key = format!("p{next}").into_bytes();
+                match dds.get("t", &key) {
+                    Ok(value) => {
+                        assert_eq!(value, value_of(&key), "p{next}");
+                        next += 1;
+                    }
+                    Err(DdsError::NotFound) => panic!("p{next} lost"),
+                    Err(_) => return false,
+                }
+            }
+            true
+        },
+    );
+}
+
+/// Starts every brick of the stopped `cluster` again and waits until every
+/// preloaded key is readable; returns a handle and when the restart began.
+fn restart_all_and_read_back(cluster: &mut TestCluster, keys: u64) -> (Dds, Instant) {
+    let restarted_at = Instant::now();
+    for index in 0..cluster.bricks.len() {
+        cluster.restart(index);
+    }
+    let mut dds = connect(cluster);
+    every_preloaded_key_readable(&mut dds, keys);
+    eprintln!(
+        "every key readable {:?} after the restart",
+        restarted_at.elapsed()
+    );
+    (dds, restarted_at)
+}
+
+/// Writes `value` to keys `r0..r99`, each retried for up to 10 s.
+fn write_r_keys(dds: &mut Dds, value: &[u8]) {
+    for i in 0..100 {
+        let key = format!("r{i}").into_bytes();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match dds.put("t", &key, value) {
+                Ok(()) => break,
+                Err(e) => assert!(Instant::now() < deadline, "write r{i}: {e}"),
+            }
+        }
+    }
+}
+
 /// Whether every group of the current maps has `replicas` members, none of
 /// them in `without`.
 fn degree_back(dds: &mut Dds, replicas: usize, without: &[BrickId]) -> bool {
@@ -197,10 +259,7 @@ fn a_killed_brick_copies_its_partitions_back_and_rejoins_under_load() {
     assert_eq!(s2["copies_installed"], groups_of_2 as u64, "{s2:?}");
     assert!(sum_stat(&mut dds, &[1, 3], "copies_finished") >= groups_of_2 as u64);
 
-    for i in 0..KEYS {
-        let key = format!("p{i}").into_bytes();
-        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "preloaded p{i}");
-    }
+    assert_preloaded(&mut dds, 0..KEYS);
     assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2), BrickId(3)]);
 }
 
@@ -229,10 +288,7 @@ fn a_brick_dead_past_heal_after_is_replaced() {
         "healed before heal_after: {healed_in:?}"
     );
     assert!(sum_stat(&mut dds, &[1, 2], "copies_finished") >= 2);
-    for i in 0..KEYS {
-        let key = format!("p{i}").into_bytes();
-        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "p{i}");
-    }
+    assert_preloaded(&mut dds, 0..KEYS);
     dds.put("t", b"after", b"healing").unwrap();
     assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2)]);
 }
@@ -321,10 +377,7 @@ fn a_copy_whose_source_dies_is_never_half_installed_and_is_redone() {
     // was, once, or again if its vote could not start at first (see
     // `a_brick_back_within_grace_with_current_data_rejoins_without_a_copy`).
     assert!(s2["copies_installed"] >= 1, "{s2:?}");
-    for i in (0..KEYS).step_by(97) {
-        let key = format!("p{i}").into_bytes();
-        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "p{i}");
-    }
+    assert_preloaded(&mut dds, (0..KEYS).step_by(97));
     assert_eq!(dds.get("t", b"while-down"), Ok(b"x".to_vec()));
     match dds.get("t", b"never-written") {
         Err(DdsError::NotFound) => {}
@@ -405,10 +458,7 @@ fn a_brick_back_within_grace_with_current_data_rejoins_without_a_copy() {
     // with a byte copied (above).
     assert!(s2["copies_installed"] >= 1, "{s2:?}");
     dds.put("t", b"after", b"rejoin").unwrap();
-    for i in (0..300).step_by(7) {
-        let key = format!("p{i}").into_bytes();
-        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "p{i}");
-    }
+    assert_preloaded(&mut dds, (0..300).step_by(7));
     assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2)]);
 }
 
@@ -473,10 +523,7 @@ fn a_cluster_stopped_cleanly_and_started_again_takes_writes_at_once() {
             "q{i}"
         );
     }
-    for i in (0..500).step_by(37) {
-        let key = format!("p{i}").into_bytes();
-        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "preloaded p{i}");
-    }
+    assert_preloaded(&mut dds, (0..500).step_by(37));
     assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2), BrickId(3)]);
 }
 
@@ -533,33 +580,7 @@ fn a_cluster_whose_bricks_all_crashed_comes_back_with_every_acknowledged_write()
     for brick in cluster.bricks.iter_mut() {
         brick.kill();
     }
-    let restarted_at = Instant::now();
-    for index in 0..cluster.bricks.len() {
-        cluster.restart(index);
-    }
-    let mut dds = connect(&cluster);
-    let mut next = 0;
-    eventually(
-        Duration::from_secs(30),
-        "every preloaded key readable after the restart",
-        || {
-            while next < KEYS {
-                let key = format!("p{next}").into_bytes();
-                match dds.get("t", &key) {
-                    Ok(value) => {
-                        assert_eq!(value, value_of(&key), "p{next}");
-                        next += 1;
-                    }
-                    Err(_) => return false,
-                }
-            }
-            true
-        },
-    );
-    eprintln!(
-        "every key readable {:?} after the restart",
-        restarted_at.elapsed()
-    );
+    let (mut dds, restarted_at) = restart_all_and_read_back(&mut cluster, KEYS);
     // Each group's first member took it, so no brick waits for a copy;
     // each still says "unknown" about what it does not know, for a while.
     eventually(
@@ -571,16 +592,7 @@ fn a_cluster_whose_bricks_all_crashed_comes_back_with_every_acknowledged_write()
         let left = stats(&mut dds, BrickId(b))["forgotten_outcomes_ms_left"];
         assert!(left > 0 && left <= 60_000, "brick {b}: {left} ms");
     }
-    for i in 0..100 {
-        let key = format!("r{i}").into_bytes();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match dds.put("t", &key, b"after the crash") {
-                Ok(()) => break,
-                Err(e) => assert!(Instant::now() < deadline, "write r{i}: {e}"),
-            }
-        }
-    }
+    write_r_keys(&mut dds, b"after the crash");
     eventually(
         Duration::from_secs(30),
         "every group back to 2 members",
@@ -590,13 +602,72 @@ fn a_cluster_whose_bricks_all_crashed_comes_back_with_every_acknowledged_write()
         "degree restored {:?} after the restart",
         restarted_at.elapsed()
     );
-    for i in 0..KEYS {
-        let key = format!("p{i}").into_bytes();
-        assert_eq!(dds.get("t", &key), Ok(value_of(&key)), "p{i}");
-    }
+    assert_preloaded(&mut dds, 0..KEYS);
     for i in 0..100 {
         let key = format!("r{i}").into_bytes();
         assert_eq!(dds.get("t", &key), Ok(b"after the crash".to_vec()), "r{i}");
     }
     assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2), BrickId(3)]);
+}
+
+/// Restarts every brick, brick 2 with its data folder emptied first (a
+/// replaced disk); `crash` kills the others with kill -9 instead of
+/// stopping them cleanly. Then every preloaded key must be readable and
+/// stay so, writes must go on, and brick 2 must end up copied back into
+/// its groups with replicas identical to its partners'.
+fn restart_with_brick_2_emptied(crash: bool) {
+    const KEYS: u64 = 500;
+    let mut cluster = TestCluster::start(ClusterSpec::default());
+    let mut dds = connect(&cluster);
+    ensure_table(&mut dds, "t");
+    preload(&mut dds, KEYS);
+    let groups_of_2 = dds.maps().partitions_of(BrickId(2)).len();
+    assert!(groups_of_2 > 0);
+    drop(dds);
+    for (index, brick) in cluster.bricks.iter_mut().enumerate() {
+        if crash && index != 1 {
+            brick.kill();
+        } else {
+            assert!(brick.terminate(Duration::from_secs(10)), "clean stop");
+        }
+    }
+    std::fs::remove_dir_all(cluster.data_dir(2)).expect("empty brick 2's data folder");
+    let (mut dds, restarted_at) = restart_all_and_read_back(&mut cluster, KEYS);
+    eventually(
+        Duration::from_secs(30),
+        "brick 2 back in its groups, every group with 2 members",
+        || {
+            degree_back(&mut dds, 2, &[])
+                && dds.maps().partitions_of(BrickId(2)).len() == groups_of_2
+                && sum_stat(&mut dds, &[1, 2, 3], "groups_waiting_for_a_copy") == 0
+        },
+    );
+    eprintln!(
+        "brick 2 back in its groups {:?} after the restart",
+        restarted_at.elapsed()
+    );
+    write_r_keys(&mut dds, b"after the restart");
+    // Every key, on every replica: reads are spread over the members.
+    for _ in 0..3 {
+        assert_preloaded(&mut dds, 0..KEYS);
+    }
+    assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2), BrickId(3)]);
+}
+
+/// A brick whose data folder was emptied (a replaced disk), started again
+/// together with its partners after a clean stop of all: they do not
+/// remember its old incarnation, but it says it started empty, and they
+/// hold data, so it is removed and copied back instead of serving empty
+/// partitions.
+#[test]
+fn a_brick_started_empty_with_its_partners_is_copied_back() {
+    restart_with_brick_2_emptied(false);
+}
+
+/// The same with its partners killed (kill -9): they restart amnesiac, and
+/// the empty brick must not take their groups alone and copy its empty
+/// partitions over their data; the groups' members with data take them.
+#[test]
+fn a_brick_started_empty_while_its_partners_crashed_copies_nothing_over_them() {
+    restart_with_brick_2_emptied(true);
 }

@@ -21,7 +21,7 @@
 //! from.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -112,7 +112,9 @@ impl SimConfig {
 /// amnesiac brick is fenced already).
 fn node_config(
     incarnation: u64,
+    restarted: bool,
     amnesiac: bool,
+    blank: BTreeSet<PartitionId>,
     start_fence: Duration,
     bricks: u32,
     replicas: u32,
@@ -124,7 +126,8 @@ fn node_config(
         outcome_retention: Duration::from_secs(30),
         incarnation,
         amnesiac,
-        restarted: incarnation > 1,
+        blank,
+        restarted,
         start_fence,
         replicas: replicas as usize,
         bricks: (1..=bricks).map(BrickId).collect(),
@@ -273,6 +276,9 @@ pub struct RunStats {
     pub clean_stops: u64,
     /// Groups all of whose members crashed at once.
     pub group_crashes: u64,
+    /// Bricks restarted with their arenas and clean-stop record deleted
+    /// (a replaced disk, its maps and votes saved): they start blank.
+    pub wipes: u64,
     pub pauses: u64,
     pub breaks: u64,
     pub spikes: u64,
@@ -408,9 +414,17 @@ impl Sim {
         now: Instant,
     ) -> Node {
         let mut partitions = BTreeMap::new();
-        let mut held: std::collections::BTreeSet<PartitionId> =
-            maps.partitions_of(id).into_iter().collect();
+        let mut held: BTreeSet<PartitionId> = maps.partitions_of(id).into_iter().collect();
         held.extend(saved.keys().copied());
+        // As the daemon: a partition without saved data starts blank, and a
+        // brick that had data of none started afresh (a new cluster, or
+        // its data folder emptied).
+        let blank: BTreeSet<PartitionId> = held
+            .iter()
+            .copied()
+            .filter(|p| !saved.contains_key(p))
+            .collect();
+        let had_data = !saved.is_empty();
         for partition in held {
             let store = match saved.get(&partition) {
                 Some(bytes) => {
@@ -424,12 +438,14 @@ impl Sim {
             Some(until) if until > now => until - now + brick::limits::LEASE_MARGIN,
             _ => Duration::ZERO,
         };
-        let amnesiac = incarnation > 1 && clean.is_none();
+        let amnesiac = had_data && clean.is_none();
         let mut node = Node::new(
             id,
             node_config(
                 incarnation,
+                had_data,
                 amnesiac,
+                blank,
                 start_fence,
                 config.bricks,
                 config.replicas,
@@ -872,7 +888,14 @@ impl Sim {
             // A third of them (by the same roll, so that the other faults
             // of a seed stay as they were) a clean stop, if the brick has
             // nothing prepared at that moment; a sixth a crash of every
-            // member of one of the brick's groups.
+            // member of one of the brick's groups; a fifth come back with
+            // the arenas of one brick deleted (a replaced disk, the maps and
+            // votes saved: losing those may undo a membership decision,
+            // README): the brick, or the last member of the group that
+            // crashed (its first member holds every write the group
+            // acknowledged; losing it too is a double fault, which two
+            // replicas do not claim to survive), if no group has that brick
+            // as its only member (its data would be lost with the disk).
             let mut down_bricks = vec![index];
             if roll % 6 == 1 {
                 let id = self.bricks[index].id;
@@ -888,8 +911,20 @@ impl Sim {
                     self.stats.group_crashes += 1;
                 }
             }
+            let wiped = (roll % 5 == 2)
+                .then(|| *down_bricks.last().expect("one brick at least"))
+                .filter(|wiped| {
+                    let id = self.bricks[*wiped].id;
+                    self.truth.values().all(|(_, members)| members != &[id])
+                });
             for index in down_bricks {
                 self.crash(index, roll % 3 == 0);
+                if wiped == Some(index) {
+                    let brick = &mut self.bricks[index];
+                    brick.saved.clear();
+                    brick.clean_stop = None;
+                    self.stats.wipes += 1;
+                }
                 let down = Duration::from_millis(self.rng.random_range(100..2000));
                 self.crashed_until.push((index, now + down));
             }
@@ -928,8 +963,11 @@ impl Sim {
             if self.bricks[index].clean_stop.is_some() {
                 self.stats.clean_stops += 1;
             }
+            // A partition still blank has its marker file beside the empty
+            // arena: the next start takes it as blank again.
             let saved = node
                 .partitions()
+                .filter(|(p, _)| !node.blank_partitions().contains(p))
                 .map(|(p, store)| (*p, store.bytes().to_vec()))
                 .collect();
             self.bricks[index].saved = saved;
@@ -1100,7 +1138,9 @@ impl Sim {
             let amnesiac_member = self.bricks.iter().any(|b| {
                 b.node.as_ref().is_some_and(|n| {
                     self.truth.iter().any(|(rg, (_, members))| {
-                        members.len() > 1 && members.contains(&b.id) && n.is_amnesiac_in(*rg)
+                        members.len() > 1
+                            && members.contains(&b.id)
+                            && (n.is_amnesiac_in(*rg) || n.is_blank_in(*rg))
                     })
                 })
             });
@@ -1176,7 +1216,7 @@ impl Sim {
                 if let Some(node) = brick
                     .node
                     .as_ref()
-                    .filter(|n| !n.is_amnesiac_in(rg) || members.len() == 1)
+                    .filter(|n| (!n.is_amnesiac_in(rg) && !n.is_blank_in(rg)) || members.len() == 1)
                 {
                     if let Some((_, store)) = node.partitions().find(|(p, _)| **p == leaf) {
                         sums.push((*member, store.checksum()));

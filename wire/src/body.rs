@@ -336,11 +336,13 @@ impl Request {
                 epoch,
                 from,
                 incarnation,
+                blank,
             } => {
                 put_u32(out, rg.0);
                 put_u64(out, *epoch);
                 put_u32(out, from.0);
                 put_u64(out, *incarnation);
+                put_digest(out, blank);
             }
             Request::PartitionChecksum { partition }
             | Request::CopyAbort { partition }
@@ -401,7 +403,7 @@ impl Request {
             Request::Prepare { .. } => self.as_prepare_ref().unwrap().body_len(),
             Request::Commit { .. } | Request::Abort { .. } | Request::TxStatus { .. } => 16,
             Request::Exclude { .. } => 16,
-            Request::LeaseRenew { .. } => 24,
+            Request::LeaseRenew { blank, .. } => 24 + digest_len(blank),
             Request::PushMaps { maps } => bytes_len(maps),
             Request::PartitionChecksum { .. }
             | Request::CopyAbort { .. }
@@ -701,6 +703,7 @@ impl Message {
                 epoch: r.u64("LeaseRenew.epoch")?,
                 from: BrickId(r.u32("LeaseRenew.from")?),
                 incarnation: r.u64("LeaseRenew.incarnation")?,
+                blank: r.digest("LeaseRenew.blank")?,
             }),
             kind::STATS => Message::Request(Request::Stats),
             kind::CAPACITY => Message::Request(Request::Capacity {

@@ -103,11 +103,17 @@ pub enum Request {
     /// A replica asks a peer in `rg` at `epoch` to extend its read lease.
     /// `incarnation` changes every time the asker's process starts, so the
     /// peer can tell a restarted brick from one that kept its state.
+    /// `blank`: the asker started without data for the group's partition
+    /// (an emptied data folder, or a new cluster) and has not received it
+    /// since; with the digest of what it holds there, so that a peer whose
+    /// data differs has it copied back rather than take it for a current
+    /// member.
     LeaseRenew {
         rg: RgId,
         epoch: u64,
         from: BrickId,
         incarnation: u64,
+        blank: Option<Digest>,
     },
     /// Counters of the brick and of each partition it holds.
     Stats,

@@ -380,6 +380,10 @@ fn request_strategy() -> impl Strategy<Value = Request> {
                         epoch,
                         from: BrickId(brick),
                         incarnation: epoch ^ 0x5a5a,
+                        blank: (epoch % 2 == 1).then_some(Digest {
+                            sum: epoch,
+                            keys: 3,
+                        }),
                     }
                 }
             }

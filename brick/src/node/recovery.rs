@@ -65,6 +65,14 @@ pub fn partition_of_file_name(name: &str) -> Option<PartitionId> {
     u64::from_str_radix(hex, 16).ok().map(PartitionId)
 }
 
+/// A file that exists while a partition's arena holds no data of its
+/// group: created before an arena is created empty at a start, and removed
+/// once the brick holds the group's data (`Node::unblank`), so that a
+/// restart in between still knows the arena is not the group's.
+pub fn blank_marker_path(dir: &std::path::Path, partition: PartitionId) -> PathBuf {
+    dir.join(format!("partition-{:x}.blank", partition.0))
+}
+
 /// The file in a brick's data folder that holds its maps.
 pub fn maps_path(dir: &std::path::Path) -> PathBuf {
     dir.join("maps")
@@ -116,6 +124,18 @@ impl Storage {
     pub(super) fn save_votes(&self, votes: &[u8]) -> std::io::Result<()> {
         match self {
             Storage::Dir(dir) => save_durably(&votes_path(dir), votes),
+            Storage::Anonymous => Ok(()),
+        }
+    }
+
+    /// Removes the marker that says a partition's arena was created empty
+    /// at a start ([`blank_marker_path`]): it holds the group's data now.
+    pub(super) fn clear_blank(&self, partition: PartitionId) -> std::io::Result<()> {
+        match self {
+            Storage::Dir(dir) => match std::fs::remove_file(blank_marker_path(dir, partition)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
             Storage::Anonymous => Ok(()),
         }
     }
@@ -261,6 +281,38 @@ pub(super) struct HealPoll {
     deadline: Instant,
 }
 
+/// Per group, peers noted at one epoch of the group, each with what was
+/// noted of it.
+type PeersAt<T = ()> = BTreeMap<RgId, (u64, BTreeMap<BrickId, T>)>;
+
+/// Notes `peer` (with `what`) in `rg`'s set at `epoch`, which starts afresh
+/// when the epoch moves. Returns whether the peer was not noted so.
+fn note_peer_at<T: Copy + PartialEq>(
+    map: &mut PeersAt<T>,
+    (rg, epoch, peer): (RgId, u64, BrickId),
+    what: T,
+) -> bool {
+    let (at, peers) = map.entry(rg).or_insert((epoch, BTreeMap::new()));
+    if *at != epoch {
+        *at = epoch;
+        peers.clear();
+    }
+    peers.insert(peer, what) != Some(what)
+}
+
+/// What is noted of `peer` in `rg`'s set at `epoch`.
+fn noted_at<T: Copy>(map: &PeersAt<T>, rg: RgId, epoch: u64, peer: BrickId) -> Option<T> {
+    map.get(&rg)
+        .filter(|(at, _)| *at == epoch)
+        .and_then(|(_, peers)| peers.get(&peer).copied())
+}
+
+/// A digest that holds less than `other`: fewer keys, or (a tie broken
+/// either way, but the same way at both ends) a lower sum.
+fn holds_less(digest: Digest, other: Digest) -> bool {
+    (digest.keys, digest.sum) < (other.keys, other.sum)
+}
+
 /// Recovery state of a node.
 #[derive(Default)]
 pub(super) struct Recovery {
@@ -285,7 +337,20 @@ pub(super) struct Recovery {
     pub(super) alone_in: BTreeSet<RgId>,
     /// Per group, the other members that answered this node's lease
     /// renewal at the epoch given that they restarted after a crash too.
-    amnesiac_peers: BTreeMap<RgId, (u64, BTreeSet<BrickId>)>,
+    amnesiac_peers: PeersAt,
+    /// Partitions this node started without data for and still waits to
+    /// receive, or to learn that no member holds any of (`Node::blank_in`).
+    pub(super) blank: BTreeSet<PartitionId>,
+    /// Per group, the other members whose latest lease renewal at the epoch
+    /// given said that they are blank, with their digest.
+    blank_peers: PeersAt<Digest>,
+    /// Those of them that said so while this node was blank too, holding
+    /// no more than this node.
+    fellow_blank: PeersAt,
+    /// Per group, the other members that granted this node a lease at the
+    /// epoch given while it said it started without data: they hold none of
+    /// the group's data from before either.
+    empty_peers: PeersAt,
     pub(super) counters: RecoveryCounters,
 }
 
@@ -372,16 +437,140 @@ impl Node {
         if !self.amnesiac_in(rg) || self.maps.rg.get(rg).is_none_or(|e| e.epoch != epoch) {
             return;
         }
-        let (at, peers) = self
-            .recovery
-            .amnesiac_peers
-            .entry(rg)
-            .or_insert((epoch, BTreeSet::new()));
-        if *at != epoch {
-            *at = epoch;
-            peers.clear();
+        note_peer_at(&mut self.recovery.amnesiac_peers, (rg, epoch, peer), ());
+    }
+
+    /// Whether this node started without data for `rg`'s partition (no
+    /// arena file: an emptied data folder, or a new cluster) and has
+    /// neither received it by a copy since nor learnt that no other member
+    /// holds any of it. It then serves nothing in the group and decides
+    /// nothing there, as an amnesiac brick: its partners hold the group's
+    /// data, or none of them does. Its lease renewals say so, and partners
+    /// that hold data from before have it removed and copied back; when
+    /// every other member either said the same or granted it a lease
+    /// (holding no data from before), the group is new and it serves.
+    pub(super) fn blank_in(&self, rg: RgId) -> bool {
+        self.recovery
+            .blank
+            .iter()
+            .any(|p| self.maps.dp.rg_of(*p) == Some(rg))
+    }
+
+    /// Amnesiac or blank in `rg`: this node's data there may lack writes
+    /// the group acknowledged, so it leads no change of the group.
+    pub(super) fn decides_nothing_in(&self, rg: RgId) -> bool {
+        self.amnesiac_in(rg) || self.blank_in(rg)
+    }
+
+    /// The digest of what this node holds of `rg` (its partitions' digests
+    /// added up).
+    pub(super) fn group_digest(&self, rg: RgId) -> Digest {
+        let mut digest = Digest { sum: 0, keys: 0 };
+        for (p, partition) in &self.partitions {
+            if self.maps.dp.rg_of(*p) == Some(rg) {
+                let (sum, keys) = partition.digest();
+                digest.sum = digest.sum.wrapping_add(sum);
+                digest.keys += keys;
+            }
         }
-        peers.insert(peer);
+        digest
+    }
+
+    /// What this node's lease renewals in `rg` say: its digest there while
+    /// it is blank.
+    pub(super) fn blank_digest(&self, rg: RgId) -> Option<Digest> {
+        self.blank_in(rg).then(|| self.group_digest(rg))
+    }
+
+    /// The digest `peer`'s latest renewal for `rg` at `epoch` gave, if it
+    /// said it is blank.
+    pub(super) fn peer_blank_at(&self, rg: RgId, epoch: u64, peer: BrickId) -> Option<Digest> {
+        noted_at(&self.recovery.blank_peers, rg, epoch, peer)
+    }
+
+    /// A lease renewal from `peer`, a member of `rg` at this node's `epoch`,
+    /// said whether it is blank there, and with what digest. If this node is
+    /// blank too, the peer learns that from a renewal sent at once (before
+    /// this node may stop being blank), and this node counts the peer as
+    /// holding nothing it lacks when the peer holds the same or less (one
+    /// that holds less is removed and copied back once this node serves).
+    pub(super) fn note_peer_blank(
+        &mut self,
+        now: Instant,
+        (rg, epoch, peer): (RgId, u64, BrickId),
+        blank: Option<Digest>,
+    ) {
+        let Some(digest) = blank else {
+            if let Some((at, peers)) = self.recovery.blank_peers.get_mut(&rg) {
+                if *at == epoch {
+                    peers.remove(&peer);
+                }
+            }
+            return;
+        };
+        let new = note_peer_at(&mut self.recovery.blank_peers, (rg, epoch, peer), digest);
+        if let Some(own) = self.blank_digest(rg) {
+            if new {
+                self.renew_lease(now, rg, epoch, peer);
+            }
+            if !holds_less(own, digest) {
+                note_peer_at(&mut self.recovery.fellow_blank, (rg, epoch, peer), ());
+                self.maybe_unblank(rg);
+            }
+        }
+    }
+
+    /// Whether a member of `rg` that is blank with `digest` lacks data this
+    /// node (not blank) holds there: then it is removed and copied back.
+    pub(super) fn lacks_data_held_here(&self, rg: RgId, digest: Digest) -> bool {
+        digest != self.group_digest(rg)
+    }
+
+    /// `peer` granted this node a lease in `rg` at `epoch`: if this node
+    /// asked as blank, the peer holds what this node does.
+    pub(super) fn note_empty_peer(&mut self, rg: RgId, epoch: u64, peer: BrickId) {
+        if self.blank_in(rg) && self.maps.rg.get(rg).is_some_and(|e| e.epoch == epoch) {
+            note_peer_at(&mut self.recovery.empty_peers, (rg, epoch, peer), ());
+            self.maybe_unblank(rg);
+        }
+    }
+
+    /// Ends blankness in `rg` once every other member at the current epoch
+    /// said it is blank too, holding no more than this node, or granted a
+    /// lease to this blank node.
+    fn maybe_unblank(&mut self, rg: RgId) {
+        let Some(entry) = self.maps.rg.get(rg) else {
+            return;
+        };
+        let shown = entry.bricks.iter().filter(|b| **b != self.id).all(|b| {
+            noted_at(&self.recovery.fellow_blank, rg, entry.epoch, *b).is_some()
+                || noted_at(&self.recovery.empty_peers, rg, entry.epoch, *b).is_some()
+        });
+        if shown && self.blank_in(rg) {
+            self.unblank(rg, "no other member holds data it lacks");
+        }
+    }
+
+    /// This node holds `rg`'s data now (`why`): it is blank there no more,
+    /// and its next start will not be either.
+    pub(super) fn unblank(&mut self, rg: RgId, why: &str) {
+        let partitions: Vec<PartitionId> = self
+            .recovery
+            .blank
+            .iter()
+            .copied()
+            .filter(|p| self.maps.dp.rg_of(*p) == Some(rg))
+            .collect();
+        if partitions.is_empty() {
+            return;
+        }
+        for p in &partitions {
+            self.recovery.blank.remove(p);
+            if let Err(e) = self.config.storage.clear_blank(*p) {
+                log::error!("{}: cannot remove the blank marker of {p}: {e}", self.id);
+            }
+        }
+        log::info!("{}: serves {rg} ({partitions:?}): {why}", self.id);
     }
 
     /// A group all of whose members restarted after a crash has nobody
@@ -401,16 +590,19 @@ impl Node {
             .rg
             .iter()
             .filter(|(rg, e)| {
+                // The first member, unless it started without data: then
+                // the next one, which holds the most the group has.
+                let first = e
+                    .bricks
+                    .iter()
+                    .find(|b| self.peer_blank_at(**rg, e.epoch, **b).is_none());
                 e.bricks.len() > 1
-                    && e.bricks.first() == Some(&me)
+                    && first == Some(&me)
+                    && !self.blank_in(**rg)
                     && self.amnesiac_in(**rg)
-                    && self
-                        .recovery
-                        .amnesiac_peers
-                        .get(rg)
-                        .is_some_and(|(epoch, peers)| {
-                            *epoch == e.epoch && e.bricks[1..].iter().all(|b| peers.contains(b))
-                        })
+                    && e.bricks.iter().filter(|b| **b != me).all(|b| {
+                        noted_at(&self.recovery.amnesiac_peers, **rg, e.epoch, *b).is_some()
+                    })
             })
             .map(|(rg, _)| *rg)
             .collect();
@@ -419,9 +611,20 @@ impl Node {
             {
                 continue;
             }
-            log::warn!(
-                "{me}: every member of {rg} restarted after a crash; as its first member it holds every write the group acknowledged, and takes the group alone"
-            );
+            if self
+                .maps
+                .rg
+                .get(rg)
+                .is_some_and(|e| e.bricks.first() != Some(&me))
+            {
+                log::warn!(
+                    "{me}: every member of {rg} restarted after a crash, and its first member without its data; {me} takes the group alone with what it holds (writes the first member acknowledged that {me} held only prepared are lost)"
+                );
+            } else {
+                log::warn!(
+                    "{me}: every member of {rg} restarted after a crash; as its first member it holds every write the group acknowledged, and takes the group alone"
+                );
+            }
             self.propose(now, rg, membership::Purpose::Revive, Some(vec![me]));
         }
     }
@@ -433,6 +636,16 @@ impl Node {
     }
 
     pub(super) fn note_members(&mut self, now: Instant) {
+        let alone: Vec<RgId> = self
+            .maps
+            .rg
+            .iter()
+            .filter(|(_, e)| e.bricks == [self.id])
+            .map(|(rg, _)| *rg)
+            .collect();
+        for rg in alone {
+            self.unblank(rg, "it is the group's only member");
+        }
         for (rg, entry) in self.maps.rg.iter() {
             if entry.bricks == [self.id] {
                 self.recovery.alone_in.insert(*rg);
@@ -535,7 +748,7 @@ impl Node {
             self.recovery.short_since.entry(rg).or_insert(now);
             // An amnesiac brick's data is authoritative only where it is
             // the group's only member.
-            if self.amnesiac_in(rg) && members.len() > 1 {
+            if self.decides_nothing_in(rg) && members.len() > 1 {
                 continue;
             }
             let Some(partition) = self.sole_partition(rg) else {
@@ -1405,6 +1618,7 @@ impl Node {
             self.partitions.insert(partition, staging);
         }
         self.recovery.recovered.insert(c.rg);
+        self.unblank(c.rg, "it received the group's data by a copy");
         self.recovery.counters.installed += 1;
         log::info!(
             "{}: holds a verified copy of {partition} ({} bytes received); waiting to join {}",
@@ -1474,7 +1688,7 @@ impl Node {
             .rg
             .iter()
             .filter(|(rg, e)| {
-                e.bricks.len() > 1 && e.bricks.contains(&me) && self.amnesiac_in(**rg)
+                e.bricks.len() > 1 && e.bricks.contains(&me) && self.decides_nothing_in(**rg)
             })
             .count();
         out.push(("groups_waiting_for_a_copy".to_string(), waiting as u64));

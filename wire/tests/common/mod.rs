@@ -141,6 +141,10 @@ pub fn sample_requests() -> Vec<Request> {
             epoch: u64::MAX,
             from: BrickId(0),
             incarnation: u64::MAX,
+            blank: Some(Digest {
+                sum: u64::MAX,
+                keys: u64::MAX,
+            }),
         },
         Request::Stats,
         Request::PartitionChecksum {
@@ -409,6 +413,10 @@ pub fn random_request<R: Rng>(rng: &mut R) -> Request {
             epoch: rng.random(),
             from: BrickId(rng.random()),
             incarnation: rng.random(),
+            blank: rng.random_bool(0.5).then(|| Digest {
+                sum: rng.random(),
+                keys: rng.random(),
+            }),
         },
         12 => Request::Stats,
         13 => Request::CopyBegin {
