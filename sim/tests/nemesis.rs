@@ -1,7 +1,8 @@
 //! Real-process nemesis: bricks on 127.0.0.x, client threads recording
 //! histories through ddslib, and a nemesis that kill -9s and restarts
-//! bricks (now and then all of them at once, when every group is whole),
-//! stops them cleanly (SIGTERM) and starts them again, and stops and
+//! bricks (now and then all of them at once, when every group is whole;
+//! now and then one with its arenas deleted, a replaced disk, when every
+//! group is whole and no brick waits for a copy), stops them cleanly (SIGTERM) and starts them again, and stops and
 //! resumes them (SIGSTOP, SIGCONT), for a bounded time (`NEMESIS_SECS`, 30
 //! by default). Afterwards every key's history must be linearizable and
 //! the live replicas of every partition identical.
@@ -101,7 +102,7 @@ fn nemesis_keeps_histories_linearizable() {
         })
         .collect();
 
-    let (mut kills, mut stops, mut pauses, mut whole_kills) = (0, 0, 0, 0);
+    let (mut kills, mut stops, mut pauses, mut whole_kills, mut wipes) = (0, 0, 0, 0, 0);
     let mut admin = Dds::connect_config(cluster.config_path()).unwrap();
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
@@ -111,9 +112,7 @@ fn nemesis_keeps_histories_linearizable() {
         // Every brick at once, only while every group is whole: a second
         // crash while a group removes its first crashed member may lose
         // writes with two replicas (README), and that is not under test.
-        let whole = fault == 9
-            && admin.refresh_maps().is_ok()
-            && admin.maps().rg.iter().all(|(_, e)| e.bricks.len() == 2);
+        let whole = fault == 9 && groups_whole(&mut admin);
         if whole {
             whole_kills += 1;
             for brick in cluster.bricks.iter_mut() {
@@ -125,7 +124,16 @@ fn nemesis_keeps_histories_linearizable() {
             }
         } else if fault < 4 {
             kills += 1;
+            // One kill in two also deletes the brick's arenas (its maps
+            // and votes kept), only when every group is whole and no brick
+            // waits for a copy: the brick's partners then hold every
+            // acknowledged write, and it must be copied back from them.
+            let wipe = fault >= 2 && settled(&mut admin, &cluster);
             cluster.bricks[index].kill();
+            if wipe {
+                wipes += 1;
+                delete_arenas(&cluster.data_dir(cluster.bricks[index].id));
+            }
             std::thread::sleep(Duration::from_millis(rng.random_range(100..1500)));
             cluster.restart(index);
         } else if fault < 6 {
@@ -175,7 +183,7 @@ fn nemesis_keeps_histories_linearizable() {
     };
     let report = sim::linearizability::check_with(&history, &config);
     println!(
-        "nemesis: {ops} operations, {kills} kill -9 + restarts, {whole_kills} kill -9 of every brick + restarts, {stops} clean stops + restarts, {pauses} pauses; checked {} ops",
+        "nemesis: {ops} operations, {kills} kill -9 + restarts ({wipes} with the arenas deleted), {whole_kills} kill -9 of every brick + restarts, {stops} clean stops + restarts, {pauses} pauses; checked {} ops",
         report.ops()
     );
     assert!(report.is_ok(), "seed {seed}: not linearizable:\n{report}");
@@ -233,6 +241,35 @@ fn nemesis_keeps_histories_linearizable() {
             }
         }
         panic!("seed {seed}: replicas of {leaf} differ: {sums:?}");
+    }
+}
+
+/// Every group has two members, as far as fresh maps say.
+fn groups_whole(admin: &mut Dds) -> bool {
+    admin.refresh_maps().is_ok() && admin.maps().rg.iter().all(|(_, e)| e.bricks.len() == 2)
+}
+
+/// Every group is whole and no brick waits for a copy.
+fn settled(admin: &mut Dds, cluster: &TestCluster) -> bool {
+    groups_whole(admin)
+        && cluster.bricks.iter().all(|b| {
+            matches!(
+                admin.call(maps::BrickId(b.id), Request::Stats, Duration::from_secs(2)),
+                Ok(Reply::Stats(entries))
+                    if entries.iter().any(|(k, v)| k == "groups_waiting_for_a_copy" && *v == 0)
+            )
+        })
+}
+
+/// Deletes the arena files (and blank markers) of a stopped brick's data
+/// folder, as a replaced disk would, keeping its maps and votes.
+fn delete_arenas(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).expect("the brick's data folder") {
+        let path = entry.expect("a data folder entry").path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with("partition-") {
+            std::fs::remove_file(&path).expect("delete an arena file");
+        }
     }
 }
 
