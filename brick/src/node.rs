@@ -1954,7 +1954,7 @@ impl Node {
                 // A peer that started without data, as this node did, or
                 // whose data this node does not hold either, is not removed
                 // for it: the group's members find that none of them holds
-                // any (`note_blank_peer`).
+                // any (`note_peer_blank`).
                 let blank_and_harmless = self
                     .peer_blank_at(rg, epoch, peer)
                     .is_some_and(|digest| !self.lacks_data_held_here(rg, digest));
