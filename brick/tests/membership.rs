@@ -589,6 +589,18 @@ fn an_accepted_undecided_change_holds_writes_until_it_is_settled() {
     net.drop_accepts.push((BrickId(1), BrickId(3)));
     net.run(Duration::from_secs(3), Duration::from_millis(5));
     assert_eq!(net.group(BrickId(1)).0, 1, "not decided");
+    // Its stats say so (dds-status counts it as a vote open).
+    let votes_undecided = |net: &mut Net, id: u64| {
+        client_request(net, BrickId(1), id, Request::Stats);
+        match client_reply(net, BrickId(1), id) {
+            Some(Reply::Stats(entries)) => entries
+                .iter()
+                .find(|(k, _)| k == "votes_undecided")
+                .map(|(_, v)| *v),
+            other => panic!("stats: {other:?}"),
+        }
+    };
+    assert_eq!(votes_undecided(&mut net, 10), Some(1));
     let prepare = |txid: u64, net: &Net| {
         let maps = net.nodes[&BrickId(1)].maps().clone();
         let (partition, _) = maps.dp.leaves().next().unwrap();
@@ -620,6 +632,7 @@ fn an_accepted_undecided_change_holds_writes_until_it_is_settled() {
     net.run(Duration::from_secs(2), Duration::from_millis(5));
     assert_eq!(net.group(BrickId(1)), (2, vec![BrickId(1)]));
     assert_eq!(net.group(BrickId(3)), (2, vec![BrickId(1)]));
+    assert_eq!(votes_undecided(&mut net, 11), Some(0));
     let request = prepare(8, &net);
     client_request(&mut net, BrickId(1), 3, request);
     assert_eq!(client_reply(&net, BrickId(1), 3), Some(&Reply::Voted));

@@ -669,5 +669,17 @@ impl Node {
             "votes_under_way".to_string(),
             self.membership.proposals.len() as u64,
         ));
+        // Groups whose next epoch this brick accepted a value for and has
+        // not seen decided (as a member or not).
+        let undecided = self
+            .membership
+            .votes
+            .iter()
+            .filter(|(rg, vote)| {
+                vote.accepted.is_some()
+                    && self.maps.rg.get(**rg).is_some_and(|e| vote.epoch > e.epoch)
+            })
+            .count();
+        out.push(("votes_undecided".to_string(), undecided as u64));
     }
 }
