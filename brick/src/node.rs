@@ -476,6 +476,7 @@ impl Node {
             }
         }
         node.recovery.blank = node.config.blank.clone();
+        node.ensure_member_partitions();
         node.note_members(now);
         node
     }
@@ -974,10 +975,13 @@ impl Node {
             Ok(rg) => rg,
             Err(reply) => return Some(reply),
         };
-        if let Err(reply) = self.check_table(table) {
+        // A brick that started without the group's data knows none of its
+        // tables: "restarted" sends the client to another replica, where
+        // "no such table" would be taken for an answer.
+        if let Some(reply) = self.amnesia_fence(rg) {
             return Some(reply);
         }
-        if let Some(reply) = self.amnesia_fence(rg) {
+        if let Err(reply) = self.check_table(table) {
             return Some(reply);
         }
         if !self.lease_valid(now, rg) {
@@ -1045,10 +1049,10 @@ impl Node {
             Ok(rg) => rg,
             Err(reply) => return reply,
         };
-        if let Err(reply) = self.check_table(table) {
+        if let Some(reply) = self.amnesia_fence(rg) {
             return reply;
         }
-        if let Some(reply) = self.amnesia_fence(rg) {
+        if let Err(reply) = self.check_table(table) {
             return reply;
         }
         if !participants.contains(&self.id) {
@@ -1709,6 +1713,7 @@ impl Node {
         self.held
             .retain(|rg, held| maps.rg.get(*rg).is_some_and(|e| e.epoch == held.epoch));
         self.fence_removed(now);
+        self.ensure_member_partitions();
         self.note_members(now);
         self.proposals_after_maps_change();
         self.finish_decided_exclusions();

@@ -365,6 +365,23 @@ fn prepare_42(partition: PartitionId, fingerprint: u32, decide: bool) -> Request
     prepare_k(42, b"v", participants, (partition, fingerprint), decide)
 }
 
+/// Transaction 42 prepared at brick 2, then prepared and decided at brick
+/// 1, the primary, which commits it (brick 2 never hears the commit).
+fn commit_42_at_the_primary(net: &mut Net, partition: PartitionId, fingerprint: u32) {
+    for (b, id) in [(BrickId(2), 2), (BrickId(1), 3)] {
+        client_request(
+            net,
+            b,
+            id,
+            prepare_42(partition, fingerprint, b == BrickId(1)),
+        );
+    }
+    assert_eq!(
+        client_reply(net, BrickId(1), 3),
+        Some(&Reply::TxState(wire::TxState::Committed))
+    );
+}
+
 /// A prepare of `k` = `value` in table `t` by transaction `txid`; the
 /// first participant is the primary.
 fn prepare_k(
@@ -649,18 +666,7 @@ fn an_accepted_undecided_change_holds_writes_until_it_is_settled() {
 #[test]
 fn a_group_whose_members_all_crashed_is_taken_by_its_first_member() {
     let (mut net, partition, fingerprint) = group_with_a_table();
-    for (b, id) in [(BrickId(2), 2), (BrickId(1), 3)] {
-        client_request(
-            &mut net,
-            b,
-            id,
-            prepare_42(partition, fingerprint, b == BrickId(1)),
-        );
-    }
-    assert_eq!(
-        client_reply(&net, BrickId(1), 3),
-        Some(&Reply::TxState(wire::TxState::Committed))
-    );
+    commit_42_at_the_primary(&mut net, partition, fingerprint);
     let maps = net.nodes[&BrickId(1)].maps().clone();
     let epoch = net.group(BrickId(1)).0;
     let mut crashed = config(3);
@@ -792,6 +798,57 @@ fn a_brick_copied_back_into_its_group_does_not_probe_its_partner() {
     net.run(Duration::from_secs(3), Duration::from_millis(5));
     assert_eq!(net.group(BrickId(2)), (3, vec![BrickId(1), BrickId(2)]));
     assert_eq!(net.probes, probes, "a member probed after rejoining");
+}
+
+/// A member whose maps name it in a group but that holds no arena of the
+/// group's partition (it started without its data before it learnt that it
+/// had joined the group) is blank there from its start: it serves nothing,
+/// and its partner, which holds the group's data, has it removed and
+/// copies the group back to it. Before, it was taken for a member: it
+/// answered every request of the group with "holds no replica", and could
+/// lead its partner's removal and be left the group's only member with
+/// none of its data.
+#[test]
+fn a_member_without_an_arena_of_its_group_is_blank_and_copied_back() {
+    let (mut net, partition, fingerprint) = group_with_a_table();
+    commit_42_at_the_primary(&mut net, partition, fingerprint);
+    let maps = net.nodes[&BrickId(1)].maps().clone();
+    let rg = maps.dp.rg_of(partition).unwrap();
+    let (epoch, members) = net.group(BrickId(1));
+    assert_eq!(members, vec![BrickId(1), BrickId(2)]);
+    // Brick 2 starts again with no arena at all and no blank partition in
+    // its configuration.
+    let mut empty = config(3);
+    empty.incarnation = 2;
+    let node = Node::new(BrickId(2), empty, maps, BTreeMap::new(), net.now);
+    assert!(node.is_blank_in(rg), "a member without an arena is blank");
+    net.nodes.insert(BrickId(2), node);
+    let get = |net: &mut Net, id: u64| {
+        let request = Request::Get {
+            partition,
+            fingerprint: net.nodes[&BrickId(2)]
+                .maps()
+                .partition_fingerprint(partition)
+                .unwrap(),
+            table: b"t".to_vec(),
+            key: b"k".to_vec(),
+        };
+        client_request(net, BrickId(2), id, request);
+        client_reply(net, BrickId(2), id).cloned()
+    };
+    match get(&mut net, 10) {
+        Some(Reply::Error(e)) => assert_eq!(e.code, wire::ErrorCode::Restarted, "{e:?}"),
+        other => panic!("a member without its data served: {other:?}"),
+    }
+    net.run(Duration::from_secs(3), Duration::from_millis(5));
+    assert_eq!(
+        net.group(BrickId(1)),
+        (epoch + 2, vec![BrickId(1), BrickId(2)]),
+        "removed, then copied back"
+    );
+    assert!(net.nodes[&BrickId(1)].copies_finished() >= 1);
+    assert!(!net.nodes[&BrickId(2)].is_blank_in(rg));
+    assert_eq!(get(&mut net, 11), Some(Reply::Value(b"v".to_vec())));
 }
 
 /// A new cluster: every brick starts without data, and so blank in each of

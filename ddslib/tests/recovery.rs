@@ -291,6 +291,35 @@ fn a_brick_dead_past_heal_after_is_replaced() {
     assert_preloaded(&mut dds, 0..KEYS);
     dds.put("t", b"after", b"healing").unwrap();
     assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2)]);
+
+    // Brick 3 comes back, replaced in every group it held: it lets go of
+    // its old partitions and deletes their arena files.
+    let arenas = |cluster: &TestCluster| {
+        std::fs::read_dir(cluster.data_dir(3))
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(".arena")
+            })
+            .count()
+    };
+    assert!(arenas(&cluster) > 0);
+    cluster.restart(2);
+    eventually(
+        Duration::from_secs(20),
+        "brick 3 let go of the partitions it was replaced in",
+        || match dds.call(BrickId(3), Request::Stats, Duration::from_secs(2)) {
+            Ok(Reply::Stats(s)) => {
+                s.iter().any(|(k, n)| k == "partitions_let_go" && *n > 0)
+                    && !s.iter().any(|(k, _)| k.starts_with("partition."))
+            }
+            _ => false,
+        },
+    );
+    assert_eq!(arenas(&cluster), 0);
+    assert!(dds.maps().partitions_of(BrickId(3)).is_empty());
+    assert_preloaded(&mut dds, 0..KEYS);
+    assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2)]);
 }
 
 #[test]

@@ -159,6 +159,19 @@ impl Storage {
             .map_err(|e| e.to_string())
     }
 
+    /// A fresh, empty partition that its brick holds no data of: the blank
+    /// marker is written durably first, as at a start without the arena
+    /// (see the daemon), so a crash in between cannot leave an empty arena
+    /// that a next start takes for data.
+    fn create_blank(&self, partition: PartitionId, capacity: u64) -> Result<Partition, String> {
+        if let Storage::Dir(dir) = self {
+            let marker = blank_marker_path(dir, partition);
+            save_durably(&marker, b"")
+                .map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
+        }
+        self.create(partition, capacity)
+    }
+
     /// Drops what holds a partition's arena (a [`Partition`], or a
     /// [`Filling`] that is receiving a copy) and deletes its file.
     fn discard(&self, partition_id: PartitionId, held: impl Sized) {
@@ -367,6 +380,8 @@ pub(super) struct RecoveryCounters {
     last_copy_bytes: u64,
     last_write_lease_us: u64,
     longest_write_lease_us: u64,
+    /// Partitions let go of after their group was healed elsewhere.
+    dropped: u64,
 }
 
 /// Bytes per chunk: large enough that per-message costs vanish, small
@@ -712,6 +727,88 @@ impl Node {
         held + incoming
     }
 
+    /// Lets go of the partitions of groups that have their full number of
+    /// members without this brick: it was replaced while it was away
+    /// (`heal_after`), and its data there is older than the members' and
+    /// read by nobody. Its arena file is deleted, which frees the memory
+    /// and disk it held and stops it counting in the bytes this brick
+    /// holds, which placement goes by. Not while a copy of it is arriving
+    /// or leaving, or a transaction prepared here still names it.
+    pub(super) fn drop_replaced_partitions(&mut self) {
+        let me = self.id;
+        let replaced: Vec<(PartitionId, RgId)> = self
+            .partitions
+            .keys()
+            .filter_map(|p| {
+                let rg = self.maps.dp.rg_of(*p)?;
+                let entry = self.maps.rg.get(rg)?;
+                let whole_without_me =
+                    !entry.bricks.contains(&me) && entry.bricks.len() >= self.config.replicas;
+                let in_use = self.recovery.incoming.contains_key(p)
+                    || self.recovery.out.contains_key(p)
+                    || self.prepared.values().any(|tx| tx.partition == *p);
+                (whole_without_me && !in_use).then_some((*p, rg))
+            })
+            .collect();
+        for (p, rg) in replaced {
+            if let Some(partition) = self.partitions.remove(&p) {
+                self.config.storage.discard(p, partition);
+                self.recovery.blank.remove(&p);
+                if let Err(e) = self.config.storage.clear_blank(p) {
+                    log::warn!("{me}: cannot remove the blank marker of {p}: {e}");
+                }
+                log::info!(
+                    "{me}: let go of {p}: {rg} has its {} members without this brick; its arena file is deleted",
+                    self.config.replicas
+                );
+                self.recovery.counters.dropped += 1;
+            }
+        }
+    }
+
+    /// A member of a group that holds no arena of the group's partition is
+    /// blank there: it creates the empty arena with its marker, and serves
+    /// and decides nothing in the group until its partners show what they
+    /// hold (`blank_in`). It happens when a brick started without its data
+    /// before it learnt that it had joined the group (its copy installed,
+    /// the vote decided while it was down): its saved maps did not name it
+    /// a member, so the start made no blank arena. Taken for a member with
+    /// nothing to lose, such a brick led its partner's removal after they
+    /// both crashed and was left the group's only member with none of its
+    /// data (simulator seed 13,820,384).
+    pub(super) fn ensure_member_partitions(&mut self) {
+        let me = self.id;
+        let missing: Vec<(PartitionId, RgId)> = self
+            .maps
+            .dp
+            .leaves()
+            .filter(|(p, rg)| {
+                self.maps
+                    .rg
+                    .get(*rg)
+                    .is_some_and(|e| e.bricks.contains(&me))
+                    && !self.partitions.contains_key(p)
+                    && !self.recovery.incoming.contains_key(p)
+            })
+            .collect();
+        for (p, rg) in missing {
+            match self
+                .config
+                .storage
+                .create_blank(p, self.config.partition_capacity)
+            {
+                Ok(store) => {
+                    self.partitions.insert(p, store);
+                    self.recovery.blank.insert(p);
+                    log::warn!(
+                        "{me}: a member of {rg} without an arena of {p}; it starts one empty, and serves {rg} once copied back or shown that its partners hold none"
+                    );
+                }
+                Err(e) => log::error!("{me}: cannot start an empty arena of {p} for {rg}: {e}"),
+            }
+        }
+    }
+
     pub(super) fn capacity_reply(&self, partition: PartitionId) -> Reply {
         Reply::Capacity {
             held_bytes: self.held_bytes(),
@@ -732,6 +829,8 @@ impl Node {
         if !scan || now < self.stalled_until {
             return;
         }
+        self.drop_replaced_partitions();
+        self.ensure_member_partitions();
         self.revive_crashed_groups(now);
         let groups: Vec<(RgId, Vec<BrickId>)> = self
             .maps
@@ -1678,6 +1777,7 @@ impl Node {
                 "longest_write_lease_us".to_string(),
                 c.longest_write_lease_us,
             ),
+            ("partitions_let_go".to_string(), c.dropped),
         ]);
         // After a crash: the shared groups this brick still waits to be
         // copied back into (it serves nothing there meanwhile), and how long
