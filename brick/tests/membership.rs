@@ -74,6 +74,10 @@ struct Net {
     paused: Vec<BrickId>,
     /// Phase-two votes (`ConfigVote` with a value) on these links are lost.
     drop_accepts: Vec<(BrickId, BrickId)>,
+    /// Answers to votes (`ConfigVote`) on these links (from the acceptor,
+    /// to the proposer) wait in `held` until `release_held`.
+    hold_vote_answers: Vec<(BrickId, BrickId)>,
+    held: Vec<Envelope>,
     /// Liveness probes (`Ping`) sent so far.
     probes: usize,
 }
@@ -113,6 +117,8 @@ impl Net {
             client_replies: Vec::new(),
             paused: Vec::new(),
             drop_accepts: Vec::new(),
+            hold_vote_answers: Vec::new(),
+            held: Vec::new(),
             probes: 0,
         }
     }
@@ -217,6 +223,17 @@ impl Net {
                         id,
                         reply,
                     } => {
+                        if self.hold_vote_answers.contains(&(from, to))
+                            && matches!(reply, Reply::ConfigVote { .. })
+                        {
+                            self.held.push(Envelope::Reply {
+                                to,
+                                from,
+                                id,
+                                reply,
+                            });
+                            continue;
+                        }
                         if !self.lost(from, to) {
                             self.nodes
                                 .get_mut(&to)
@@ -237,6 +254,13 @@ impl Net {
                 }
             }
         }
+    }
+
+    /// Delivers the held vote answers, in the order they were held, and
+    /// holds no more.
+    fn release_held(&mut self) {
+        self.hold_vote_answers.clear();
+        self.queue.extend(self.held.drain(..));
     }
 
     fn group(&self, brick: BrickId) -> (u64, Vec<BrickId>) {
@@ -380,6 +404,21 @@ fn commit_42_at_the_primary(net: &mut Net, partition: PartitionId, fingerprint: 
         client_reply(net, BrickId(1), 3),
         Some(&Reply::TxState(wire::TxState::Committed))
     );
+}
+
+/// A client's read of `k` in table `t` at `brick`, answered at once or not.
+fn get_k(net: &mut Net, brick: BrickId, partition: PartitionId, id: u64) -> Option<Reply> {
+    let request = Request::Get {
+        partition,
+        fingerprint: net.nodes[&brick]
+            .maps()
+            .partition_fingerprint(partition)
+            .unwrap(),
+        table: b"t".to_vec(),
+        key: b"k".to_vec(),
+    };
+    client_request(net, brick, id, request);
+    client_reply(net, brick, id).cloned()
 }
 
 /// A prepare of `k` = `value` in table `t` by transaction `txid`; the
@@ -698,19 +737,7 @@ fn a_group_whose_members_all_crashed_is_taken_by_its_first_member() {
         (epoch, vec![BrickId(1), BrickId(2)]),
         "a member that does not answer may still be deciding: nothing changes"
     );
-    let get = |net: &mut Net, brick: BrickId, id: u64| {
-        let request = Request::Get {
-            partition,
-            fingerprint: net.nodes[&brick]
-                .maps()
-                .partition_fingerprint(partition)
-                .unwrap(),
-            table: b"t".to_vec(),
-            key: b"k".to_vec(),
-        };
-        client_request(net, brick, id, request);
-        client_reply(net, brick, id).cloned()
-    };
+    let get = |net: &mut Net, brick: BrickId, id: u64| get_k(net, brick, partition, id);
     match get(&mut net, BrickId(1), 10) {
         Some(Reply::Error(e)) => assert_eq!(e.code, wire::ErrorCode::Restarted, "{e:?}"),
         other => panic!("an amnesiac member served a shared group: {other:?}"),
@@ -823,19 +850,7 @@ fn a_member_without_an_arena_of_its_group_is_blank_and_copied_back() {
     let node = Node::new(BrickId(2), empty, maps, BTreeMap::new(), net.now);
     assert!(node.is_blank_in(rg), "a member without an arena is blank");
     net.nodes.insert(BrickId(2), node);
-    let get = |net: &mut Net, id: u64| {
-        let request = Request::Get {
-            partition,
-            fingerprint: net.nodes[&BrickId(2)]
-                .maps()
-                .partition_fingerprint(partition)
-                .unwrap(),
-            table: b"t".to_vec(),
-            key: b"k".to_vec(),
-        };
-        client_request(net, BrickId(2), id, request);
-        client_reply(net, BrickId(2), id).cloned()
-    };
+    let get = |net: &mut Net, id: u64| get_k(net, BrickId(2), partition, id);
     match get(&mut net, 10) {
         Some(Reply::Error(e)) => assert_eq!(e.code, wire::ErrorCode::Restarted, "{e:?}"),
         other => panic!("a member without its data served: {other:?}"),
@@ -849,6 +864,101 @@ fn a_member_without_an_arena_of_its_group_is_blank_and_copied_back() {
     assert!(net.nodes[&BrickId(1)].copies_finished() >= 1);
     assert!(!net.nodes[&BrickId(2)].is_blank_in(rg));
     assert_eq!(get(&mut net, 11), Some(Reply::Value(b"v".to_vec())));
+}
+
+/// The primary of a group commits write 42 and loses its data folder
+/// before its partner hears the commit. Back without its data, it cannot
+/// know what it decided: asked about 42, it must say "unknown", not
+/// "aborted", or the partner would abort a write the client was told was
+/// committed. The partner removes it, decides 42 alone (committed), and
+/// copies the group back to it.
+#[test]
+fn a_primary_back_without_its_data_does_not_abort_what_it_committed() {
+    let (mut net, partition, fingerprint) = group_with_a_table();
+    commit_42_at_the_primary(&mut net, partition, fingerprint);
+    let maps = net.nodes[&BrickId(1)].maps().clone();
+    let mut empty = config(3);
+    empty.incarnation = 2;
+    let node = Node::new(BrickId(1), empty, maps, BTreeMap::new(), net.now);
+    net.nodes.insert(BrickId(1), node);
+    // What its partner hears when it asks, as it does once the prepare
+    // times out (here it removes the primary first, within a round trip).
+    let status = Request::TxStatus {
+        txid: wire::TxId(42),
+        partition,
+    };
+    client_request(&mut net, BrickId(1), 10, status);
+    assert_eq!(
+        client_reply(&net, BrickId(1), 10),
+        Some(&Reply::TxState(wire::TxState::Unknown))
+    );
+    net.run(Duration::from_secs(4), Duration::from_millis(5));
+    let (epoch, members) = net.group(BrickId(2));
+    assert!(members.contains(&BrickId(1)), "copied back: {members:?}");
+    assert!(epoch >= 3, "removed and added back: epoch {epoch}");
+    for (b, id) in [(BrickId(1), 20), (BrickId(2), 21)] {
+        assert_eq!(
+            get_k(&mut net, b, partition, id),
+            Some(Reply::Value(b"v".to_vec())),
+            "{b} lost the committed write"
+        );
+    }
+}
+
+/// Every acceptor promises a proposal, and one promise (brick 3's, held
+/// back) is handled after a majority of them moved the proposer to phase
+/// two. That late promise
+/// is a granted answer at the proposal's ballot like an acceptance, but it
+/// is not one: with every acceptance but the proposer's own lost, nothing
+/// is decided. Counting it decided a membership only the proposer had
+/// accepted, and another proposer then decided a different one for the
+/// same epoch.
+#[test]
+fn a_late_promise_is_not_counted_as_an_acceptance() {
+    let mut net = Net::new(3);
+    net.run(Duration::from_millis(300), Duration::from_millis(5));
+    let (epoch, members) = net.group(BrickId(1));
+    assert_eq!(members, vec![BrickId(1), BrickId(2)]);
+    // Brick 2 comes back with a new incarnation: brick 1 removes it at
+    // once; brick 3's promise waits, and every acceptance but brick 1's
+    // own is lost.
+    let maps = net.nodes[&BrickId(2)].maps().clone();
+    let partitions = net.nodes[&BrickId(2)]
+        .partitions()
+        .map(|(p, store)| {
+            let (reopened, _) = Partition::reopen_anonymous(store.bytes(), CAPACITY).unwrap();
+            (*p, reopened)
+        })
+        .collect();
+    let mut restarted = config(3);
+    restarted.incarnation = 2;
+    restarted.restarted = true;
+    restarted.amnesiac = true;
+    let node = Node::new(BrickId(2), restarted, maps, partitions, net.now);
+    net.nodes.insert(BrickId(2), node);
+    for to in [BrickId(2), BrickId(3)] {
+        net.drop_accepts.push((BrickId(1), to));
+    }
+    net.hold_vote_answers.push((BrickId(3), BrickId(1)));
+    // The removal waits out the lease brick 1 granted brick 2, then asks.
+    for _ in 0..400 {
+        if !net.held.is_empty() {
+            break;
+        }
+        net.run(Duration::from_millis(5), Duration::from_millis(5));
+    }
+    assert_eq!(net.held.len(), 1, "brick 3 promised");
+    net.run(Duration::from_millis(10), Duration::from_millis(5));
+    net.release_held();
+    net.run(Duration::from_millis(5), Duration::from_millis(5));
+    for b in [BrickId(1), BrickId(2), BrickId(3)] {
+        assert_eq!(net.group(b).0, epoch, "{b}: decided with one acceptance");
+    }
+    // Acceptances get through again: the removal is decided.
+    net.drop_accepts.clear();
+    net.run(Duration::from_secs(2), Duration::from_millis(5));
+    assert!(net.group(BrickId(3)).0 > epoch);
+    assert_eq!(net.group(BrickId(1)), net.group(BrickId(3)));
 }
 
 /// A new cluster: every brick starts without data, and so blank in each of

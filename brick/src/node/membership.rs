@@ -514,6 +514,14 @@ impl Node {
                 self.after_promise(now, rg);
             }
             Phase::Accepting(value, accepts) => {
+                // Only an acceptance at this ballot counts. A promise of
+                // this ballot that arrives after a majority promised is a
+                // granted answer at the same ballot too, and counting it
+                // decided a value that one brick alone had accepted: two
+                // memberships at one epoch (simulator seed 13,980,824).
+                if accepted.is_none_or(|a| a.ballot != ballot) {
+                    return;
+                }
                 accepts.insert(from);
                 if accepts.len() >= quorum {
                     let value = value.clone();

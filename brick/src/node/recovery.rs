@@ -440,9 +440,15 @@ impl Node {
 
     /// [`Node::forgot_transactions`] for the partition of `rg` (`None`: a
     /// partition in no group).
+    ///
+    /// A brick blank in the group may have forgotten them too, however it
+    /// started: its data folder was emptied, outcomes and all (a new
+    /// cluster's bricks stop being blank within a round trip, and have
+    /// nothing to forget).
     pub(super) fn forgot_transactions_in(&self, now: Instant, rg: Option<RgId>) -> bool {
-        self.forgot_outcomes_until.is_some_and(|until| now < until)
-            && !rg.is_some_and(|rg| self.recovery.recovered.contains(&rg))
+        let restarted = self.forgot_outcomes_until.is_some_and(|until| now < until)
+            && !rg.is_some_and(|rg| self.recovery.recovered.contains(&rg));
+        restarted || rg.is_some_and(|rg| self.blank_in(rg))
     }
 
     /// `peer` answered this node's lease renewal for `rg` at `epoch` that
