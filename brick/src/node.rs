@@ -1796,7 +1796,19 @@ impl Node {
         if blank.is_some_and(|digest| self.lacks_data_held_here(rg, digest)) {
             // The asker lost the group's data (an emptied data folder) while
             // this brick kept it: it must be copied back, not served from.
-            if self.exclusion_leader(rg, from) == Some(self.id) {
+            // Once the difference outlasts a renewal interval: in a new
+            // cluster a table created at one member a moment before the
+            // other makes their digests differ for that moment, and removing
+            // a member for it costs a copy (and, should the other lose its
+            // disk meanwhile, the group's data).
+            let since = *self
+                .recovery
+                .blank_mismatch_since
+                .entry((rg, from))
+                .or_insert(now);
+            if now.duration_since(since) >= self.config.lease / 4
+                && self.exclusion_leader(rg, from) == Some(self.id)
+            {
                 self.start_exclusion(now, rg, from, false);
             }
             return error(
@@ -1807,6 +1819,7 @@ impl Node {
                 ),
             );
         }
+        self.recovery.blank_mismatch_since.remove(&(rg, from));
         let known = *self
             .peer_incarnations
             .entry((rg, epoch, from))
@@ -1959,10 +1972,22 @@ impl Node {
                 // A peer that started without data, as this node did, or
                 // whose data this node does not hold either, is not removed
                 // for it: the group's members find that none of them holds
-                // any (`note_peer_blank`).
-                let blank_and_harmless = self
-                    .peer_blank_at(rg, epoch, peer)
-                    .is_some_and(|digest| !self.lacks_data_held_here(rg, digest));
+                // any (`note_peer_blank`). Until a renewal of the peer says
+                // which it is, it is not removed either, for a lease period
+                // at most: a blank brick answers "restarted" too, and in a
+                // new cluster its first renewal may still be on its way.
+                let blank_and_harmless = match self.peer_renewal_at(rg, epoch, peer) {
+                    None => {
+                        let since = *self
+                            .recovery
+                            .restarted_unheard
+                            .entry((rg, peer))
+                            .or_insert(now);
+                        now.duration_since(since) < self.config.lease
+                    }
+                    Some(None) => false,
+                    Some(Some(digest)) => !self.lacks_data_held_here(rg, digest),
+                };
                 if self
                     .maps
                     .rg

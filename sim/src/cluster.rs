@@ -914,8 +914,15 @@ impl Sim {
             let wiped = (roll % 5 == 2)
                 .then(|| *down_bricks.last().expect("one brick at least"))
                 .filter(|wiped| {
-                    let id = self.bricks[*wiped].id;
-                    self.truth.values().all(|(_, members)| members != &[id])
+                    // Nor one that is voting on a membership: it may be
+                    // about to become a group's only member (its partner
+                    // being removed), and losing its data then is a double
+                    // fault too.
+                    let brick = &self.bricks[*wiped];
+                    self.truth
+                        .values()
+                        .all(|(_, members)| members != &[brick.id])
+                        && brick.node.as_ref().is_some_and(|n| n.votes_open() == 0)
                 });
             for index in down_bricks {
                 self.crash(index, roll % 3 == 0);

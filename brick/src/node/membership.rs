@@ -671,23 +671,31 @@ impl Node {
         proposals.chain(settles).min()
     }
 
-    pub(super) fn membership_stats(&self, out: &mut Vec<(String, u64)>) {
-        out.push(("epochs_decided".to_string(), self.membership.decided));
-        out.push((
-            "votes_under_way".to_string(),
-            self.membership.proposals.len() as u64,
-        ));
-        // Groups whose next epoch this brick accepted a value for and has
-        // not seen decided (as a member or not).
-        let undecided = self
-            .membership
+    /// Groups whose next epoch this brick accepted a value for and has not
+    /// seen decided (as a member or not).
+    fn votes_undecided(&self) -> usize {
+        self.membership
             .votes
             .iter()
             .filter(|(rg, vote)| {
                 vote.accepted.is_some()
                     && self.maps.rg.get(**rg).is_some_and(|e| vote.epoch > e.epoch)
             })
-            .count();
-        out.push(("votes_undecided".to_string(), undecided as u64));
+            .count()
+    }
+
+    /// Membership votes this brick leads, plus those it accepted a value in
+    /// without having seen it decided.
+    pub fn votes_open(&self) -> usize {
+        self.membership.proposals.len() + self.votes_undecided()
+    }
+
+    pub(super) fn membership_stats(&self, out: &mut Vec<(String, u64)>) {
+        out.push(("epochs_decided".to_string(), self.membership.decided));
+        out.push((
+            "votes_under_way".to_string(),
+            self.membership.proposals.len() as u64,
+        ));
+        out.push(("votes_undecided".to_string(), self.votes_undecided() as u64));
     }
 }

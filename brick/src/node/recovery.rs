@@ -354,9 +354,15 @@ pub(super) struct Recovery {
     /// Partitions this node started without data for and still waits to
     /// receive, or to learn that no member holds any of (`Node::blank_in`).
     pub(super) blank: BTreeSet<PartitionId>,
-    /// Per group, the other members whose latest lease renewal at the epoch
-    /// given said that they are blank, with their digest.
-    blank_peers: PeersAt<Digest>,
+    /// Per group, what the other members' latest lease renewal at the
+    /// epoch given said: blank, with their digest, or not.
+    renewals: PeersAt<Option<Digest>>,
+    /// Per group and peer, since when the peer answers "restarted" to this
+    /// node's renewals while no renewal of its own arrived at the epoch.
+    pub(super) restarted_unheard: BTreeMap<(RgId, BrickId), Instant>,
+    /// Per group and peer, since when the peer's renewals say it is blank
+    /// and lacks data this node holds.
+    pub(super) blank_mismatch_since: BTreeMap<(RgId, BrickId), Instant>,
     /// Those of them that said so while this node was blank too, holding
     /// no more than this node.
     fellow_blank: PeersAt,
@@ -506,7 +512,18 @@ impl Node {
     /// The digest `peer`'s latest renewal for `rg` at `epoch` gave, if it
     /// said it is blank.
     pub(super) fn peer_blank_at(&self, rg: RgId, epoch: u64, peer: BrickId) -> Option<Digest> {
-        noted_at(&self.recovery.blank_peers, rg, epoch, peer)
+        self.peer_renewal_at(rg, epoch, peer).flatten()
+    }
+
+    /// What `peer`'s latest renewal for `rg` at `epoch` said (blank with
+    /// a digest, or not); `None` when none arrived at that epoch.
+    pub(super) fn peer_renewal_at(
+        &self,
+        rg: RgId,
+        epoch: u64,
+        peer: BrickId,
+    ) -> Option<Option<Digest>> {
+        noted_at(&self.recovery.renewals, rg, epoch, peer)
     }
 
     /// A lease renewal from `peer`, a member of `rg` at this node's `epoch`,
@@ -521,15 +538,11 @@ impl Node {
         (rg, epoch, peer): (RgId, u64, BrickId),
         blank: Option<Digest>,
     ) {
+        let new = note_peer_at(&mut self.recovery.renewals, (rg, epoch, peer), blank);
+        self.recovery.restarted_unheard.remove(&(rg, peer));
         let Some(digest) = blank else {
-            if let Some((at, peers)) = self.recovery.blank_peers.get_mut(&rg) {
-                if *at == epoch {
-                    peers.remove(&peer);
-                }
-            }
             return;
         };
-        let new = note_peer_at(&mut self.recovery.blank_peers, (rg, epoch, peer), digest);
         if let Some(own) = self.blank_digest(rg) {
             if new {
                 self.renew_lease(now, rg, epoch, peer);
