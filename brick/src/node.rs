@@ -1801,14 +1801,9 @@ impl Node {
             // other makes their digests differ for that moment, and removing
             // a member for it costs a copy (and, should the other lose its
             // disk meanwhile, the group's data).
-            let since = *self
-                .recovery
-                .blank_mismatch_since
-                .entry((rg, from))
-                .or_insert(now);
-            if now.duration_since(since) >= self.config.lease / 4
-                && self.exclusion_leader(rg, from) == Some(self.id)
-            {
+            let lasted =
+                recovery::held_for(&mut self.recovery.blank_mismatch_since, (rg, from), now);
+            if lasted >= self.config.lease / 4 && self.exclusion_leader(rg, from) == Some(self.id) {
                 self.start_exclusion(now, rg, from, false);
             }
             return error(
@@ -1978,12 +1973,8 @@ impl Node {
                 // new cluster its first renewal may still be on its way.
                 let blank_and_harmless = match self.peer_renewal_at(rg, epoch, peer) {
                     None => {
-                        let since = *self
-                            .recovery
-                            .restarted_unheard
-                            .entry((rg, peer))
-                            .or_insert(now);
-                        now.duration_since(since) < self.config.lease
+                        recovery::held_for(&mut self.recovery.restarted_unheard, (rg, peer), now)
+                            < self.config.lease
                     }
                     Some(None) => false,
                     Some(Some(digest)) => !self.lacks_data_held_here(rg, digest),

@@ -320,6 +320,16 @@ fn noted_at<T: Copy>(map: &PeersAt<T>, rg: RgId, epoch: u64, peer: BrickId) -> O
         .and_then(|(_, peers)| peers.get(&peer).copied())
 }
 
+/// How long a condition about `peer` in `rg` has held: since the first
+/// call for the pair after the map last dropped it.
+pub(super) fn held_for(
+    since: &mut BTreeMap<(RgId, BrickId), Instant>,
+    key: (RgId, BrickId),
+    now: Instant,
+) -> Duration {
+    now.duration_since(*since.entry(key).or_insert(now))
+}
+
 /// A digest that holds less than `other`: fewer keys, or (a tie broken
 /// either way, but the same way at both ends) a lower sum.
 fn holds_less(digest: Digest, other: Digest) -> bool {
