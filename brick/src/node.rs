@@ -54,6 +54,7 @@ use wire::{Ballot, CopyChunkRef, ErrorCode, ErrorReply, Reply, Request, TxId, Tx
 use crate::limits;
 use crate::store::{record_bytes, CompactStatus, Partition, StoreError};
 
+mod kept;
 mod membership;
 mod outcomes;
 mod recovery;
@@ -1106,9 +1107,7 @@ impl Node {
                 ),
             );
         }
-        *self.reserved.entry(partition).or_default() += record_bytes(lock_key.1.len(), value_len);
-        self.locks.insert(lock_key.clone(), txid);
-        self.prepared.insert(
+        self.hold_prepared(
             txid,
             PreparedTx {
                 partition,
@@ -1121,6 +1120,19 @@ impl Node {
             },
         );
         Reply::Voted
+    }
+
+    /// Holds a prepared write: its key locked, room reserved for it.
+    fn hold_prepared(&mut self, txid: TxId, tx: PreparedTx) {
+        let value_len = match &tx.write {
+            Write::Put(value) => value.len(),
+            Write::Remove => 0,
+        };
+        *self.reserved.entry(tx.partition).or_default() +=
+            record_bytes(tx.store_key.len(), value_len);
+        self.locks
+            .insert((tx.partition, tx.store_key.clone()), txid);
+        self.prepared.insert(txid, tx);
     }
 
     /// A decision from the coordinator. Replies with the transaction's final
@@ -1417,6 +1429,7 @@ impl Node {
             .prepared
             .remove(&txid)
             .expect("finish of a prepared transaction");
+        self.unkeep(txid);
         let partition = tx.partition;
         let value_len = match &tx.write {
             Write::Put(value) => value.len(),
@@ -1706,6 +1719,18 @@ impl Node {
     /// After the maps changed: leases of old epochs are void, and copies
     /// of groups that changed are abandoned.
     fn maps_changed(&mut self, now: Instant) {
+        // Before the maps: a crash between the two saves must not leave a
+        // membership without a participant and its write forgotten.
+        let groups: Vec<(RgId, Vec<BrickId>)> = self
+            .maps
+            .rg
+            .iter()
+            .filter(|(_, e)| e.bricks.contains(&self.id))
+            .map(|(rg, e)| (*rg, e.bricks.clone()))
+            .collect();
+        for (rg, members) in groups {
+            self.keep_prepared_without(rg, &members);
+        }
         if let Err(e) = self.config.storage.save_maps(&self.maps.encode()) {
             log::error!("{}: cannot save its maps: {e}", self.id);
         }

@@ -349,6 +349,16 @@ fn a_brick_cut_off_from_the_majority_decides_nothing() {
 }
 
 /// Sends a client request to `brick` and returns the request id used.
+/// A brick's partitions as a restart after a crash finds them.
+fn reopened(node: &Node) -> BTreeMap<PartitionId, Partition> {
+    node.partitions()
+        .map(|(p, store)| {
+            let (reopened, _) = Partition::reopen_anonymous(store.bytes(), CAPACITY).unwrap();
+            (*p, reopened)
+        })
+        .collect()
+}
+
 fn client_request(net: &mut Net, brick: BrickId, id: u64, request: Request) {
     let now = net.now;
     net.nodes
@@ -903,6 +913,83 @@ fn a_primary_back_without_its_data_does_not_abort_what_it_committed() {
             "{b} lost the committed write"
         );
     }
+}
+
+/// Brick 1, the primary, committed a write that brick 2 holds only
+/// prepared, and died. Brick 2 has it removed and is left the group's only
+/// member: the write is brick 2's to commit. Brick 2 crashes too, right
+/// after it installed the removal and before it resolved the write. It
+/// comes back with the write prepared again from its votes file, and
+/// commits it. Before, it came back as the group's only member without the
+/// write, which the client had been told was committed.
+#[test]
+fn a_member_crashing_as_its_partner_is_removed_keeps_what_it_held_prepared() {
+    let (mut net, partition, fingerprint) = group_with_a_table();
+    commit_42_at_the_primary(&mut net, partition, fingerprint);
+    net.paused.push(BrickId(1));
+    net.cut.push((BrickId(1), BrickId(2)));
+    net.cut.push((BrickId(1), BrickId(3)));
+    for _ in 0..1000 {
+        if net.group(BrickId(2)).1 == vec![BrickId(2)] {
+            break;
+        }
+        net.run(Duration::from_millis(5), Duration::from_millis(5));
+    }
+    assert_eq!(net.group(BrickId(2)), (2, vec![BrickId(2)]));
+    let status = Request::TxStatus {
+        txid: wire::TxId(42),
+        partition,
+    };
+    client_request(&mut net, BrickId(2), 10, status.clone());
+    assert_eq!(
+        client_reply(&net, BrickId(2), 10),
+        Some(&Reply::TxState(wire::TxState::Prepared)),
+        "the crash falls before brick 2 resolved the write"
+    );
+
+    // Brick 2 crashes: its arena, maps and votes file survive.
+    let old = &net.nodes[&BrickId(2)];
+    let (maps, votes) = (old.maps().clone(), old.encoded_votes());
+    let partitions = reopened(old);
+    let mut restarted = config(3);
+    restarted.incarnation = 2;
+    restarted.restarted = true;
+    restarted.amnesiac = true;
+    // A votes file cut short anywhere is refused or, cut where the votes
+    // end, restores no write; one with bytes after it is refused.
+    for cut in 0..votes.len() {
+        let mut node = Node::new(BrickId(2), config(3), maps.clone(), reopened(old), net.now);
+        if node.restore_votes(&votes[..cut], net.now).is_ok() {
+            assert!(node.is_quiet(), "a write restored from {cut} bytes");
+        }
+    }
+    let mut longer = votes.clone();
+    longer.push(0);
+    let mut node = Node::new(BrickId(2), config(3), maps.clone(), reopened(old), net.now);
+    assert!(node.restore_votes(&longer, net.now).is_err());
+    let mut node = Node::new(BrickId(2), restarted, maps, partitions, net.now);
+    node.restore_votes(&votes, net.now).unwrap();
+    net.nodes.insert(BrickId(2), node);
+    client_request(&mut net, BrickId(2), 11, status);
+    assert_eq!(
+        client_reply(&net, BrickId(2), 11),
+        Some(&Reply::TxState(wire::TxState::Prepared)),
+        "prepared again after the restart"
+    );
+    net.run(Duration::from_secs(3), Duration::from_millis(5));
+    assert_eq!(
+        get_k(&mut net, BrickId(2), partition, 12),
+        Some(Reply::Value(b"v".to_vec())),
+        "the only member lost a write its removed primary acknowledged"
+    );
+    // Resolved, the write leaves the votes file: another restart does not
+    // prepare it again.
+    let node = &net.nodes[&BrickId(2)];
+    let (maps, votes) = (node.maps().clone(), node.encoded_votes());
+    let partitions = reopened(node);
+    let mut again = Node::new(BrickId(2), config(3), maps, partitions, net.now);
+    again.restore_votes(&votes, net.now).unwrap();
+    assert!(again.is_quiet(), "a resolved write was kept");
 }
 
 /// Every acceptor promises a proposal, and one promise (brick 3's, held

@@ -279,6 +279,10 @@ pub struct RunStats {
     /// Bricks restarted with their arenas and clean-stop record deleted
     /// (a replaced disk, its maps and votes saved): they start blank.
     pub wipes: u64,
+    /// Bricks crashed the moment they installed a membership that left
+    /// them a group's only member (a second crash, while the first brick
+    /// is down or paused).
+    pub alone_crashes: u64,
     pub pauses: u64,
     pub breaks: u64,
     pub spikes: u64,
@@ -602,7 +606,20 @@ impl Sim {
     /// Moves a node's outputs onto the network, checking fencing on the way.
     fn drain_brick(&mut self, index: usize) {
         let id = self.bricks[index].id;
-        self.observe_maps(index);
+        if self.observe_maps(index)
+            && self.config.faults.crash_restart
+            && self.stats.alone_crashes == 0
+            && self.rng.random_range(0..4) == 0
+        {
+            // Left a group's only member, the brick crashes before it
+            // resolved the writes it holds prepared: the writes its removed
+            // partner acknowledged are its to commit, after its restart.
+            self.stats.alone_crashes += 1;
+            self.crash(index, false);
+            let down = Duration::from_millis(self.rng.random_range(100..2000));
+            self.crashed_until.push((index, self.now + down));
+            return;
+        }
         loop {
             let Some(node) = self.bricks[index].node.as_mut() else {
                 return;
@@ -675,14 +692,18 @@ impl Sim {
         }
     }
 
-    /// Records newer group memberships from a node's maps.
-    fn observe_maps(&mut self, index: usize) {
+    /// Records newer group memberships from a node's maps. Returns whether
+    /// one of them, first seen here, left this brick a group's only member
+    /// after the group had more.
+    fn observe_maps(&mut self, index: usize) -> bool {
         let Some(node) = self.bricks[index].node.as_ref() else {
-            return;
+            return false;
         };
+        let mut left_alone = false;
         for (rg, entry) in node.maps().rg.iter() {
             let known = self.truth.entry(*rg).or_insert((0, Vec::new()));
             if entry.epoch > known.0 {
+                left_alone |= known.1.len() > 1 && entry.bricks == [node.id()];
                 *known = (entry.epoch, entry.bricks.clone());
             } else if entry.epoch == known.0 && entry.bricks != known.1 {
                 self.violations.push(format!(
@@ -691,6 +712,7 @@ impl Sim {
                 ));
             }
         }
+        left_alone
     }
 
     /// I4: a brick answering a read must be a member of the newest

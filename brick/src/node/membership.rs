@@ -45,8 +45,9 @@ use std::time::{Duration, Instant};
 
 use byteorder::{ByteOrder, LittleEndian};
 use maps::{BrickId, PartitionId, RgEntry, RgId};
-use wire::{Accepted, Ballot, ErrorCode, Reply, Request};
+use wire::{Accepted, Ballot, ErrorCode, Reply, Request, TxId};
 
+use super::kept::{decode_kept, encode_kept, KeptTx};
 use super::{error, Node, PeerPending};
 
 /// A member whose accepted value stays undecided this long after its
@@ -113,6 +114,9 @@ pub(super) struct Membership {
     /// a brick that has since been removed may still be valid.
     pub(super) write_fence: BTreeMap<RgId, Instant>,
     pub(super) decided: u64,
+    /// Prepared writes saved with the votes, to be prepared again after a
+    /// restart (`kept`).
+    pub(super) kept: BTreeSet<TxId>,
 }
 
 /// Encodes votes for the votes file: a count, then per vote the group, the
@@ -142,33 +146,45 @@ fn encode_votes(votes: &BTreeMap<RgId, Vote>) -> Vec<u8> {
     out
 }
 
-/// Decodes a votes file written by [`encode_votes`]; any other bytes are
-/// an error (the brick refuses to start rather than forget a promise).
-fn decode_votes(bytes: &[u8], now: Instant) -> Result<BTreeMap<RgId, Vote>, String> {
-    struct R<'a>(&'a [u8]);
-    impl R<'_> {
-        fn take(&mut self, n: usize) -> Result<&[u8], String> {
-            if self.0.len() < n {
-                return Err("the votes file is cut short".to_string());
-            }
-            let (head, rest) = self.0.split_at(n);
-            self.0 = rest;
-            Ok(head)
+/// Reads the votes file's fields in order.
+pub(super) struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        if self.0.len() < n {
+            return Err("the votes file is cut short".to_string());
         }
-        fn u32(&mut self) -> Result<u32, String> {
-            self.take(4).map(LittleEndian::read_u32)
-        }
-        fn u64(&mut self) -> Result<u64, String> {
-            self.take(8).map(LittleEndian::read_u64)
-        }
-        fn ballot(&mut self) -> Result<Ballot, String> {
-            Ok(Ballot {
-                round: self.u64()?,
-                brick: BrickId(self.u32()?),
-            })
-        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
     }
-    let mut r = R(bytes);
+    pub(super) fn u8(&mut self) -> Result<u8, String> {
+        self.take(1).map(|b| b[0])
+    }
+    pub(super) fn u32(&mut self) -> Result<u32, String> {
+        self.take(4).map(LittleEndian::read_u32)
+    }
+    pub(super) fn u64(&mut self) -> Result<u64, String> {
+        self.take(8).map(LittleEndian::read_u64)
+    }
+    /// Bytes after their u32 length.
+    pub(super) fn bytes(&mut self) -> Result<&[u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn ballot(&mut self) -> Result<Ballot, String> {
+        Ok(Ballot {
+            round: self.u64()?,
+            brick: BrickId(self.u32()?),
+        })
+    }
+}
+
+/// Decodes a votes file written by [`Node::encoded_votes`]: the votes, then
+/// (if present) the prepared writes kept with them. Any other bytes are an
+/// error (the brick refuses to start rather than forget a promise).
+fn decode_votes(bytes: &[u8], now: Instant) -> Result<(BTreeMap<RgId, Vote>, Vec<KeptTx>), String> {
+    let mut r = Reader(bytes);
     let count = r.u32()? as usize;
     if count > maps::limits::RGS_MAX {
         return Err(format!("the votes file claims {count} groups"));
@@ -204,10 +220,15 @@ fn decode_votes(bytes: &[u8], now: Instant) -> Result<BTreeMap<RgId, Vote>, Stri
             },
         );
     }
+    let kept = if r.0.is_empty() {
+        Vec::new()
+    } else {
+        decode_kept(&mut r)?
+    };
     if !r.0.is_empty() {
         return Err(format!("{} bytes left over in the votes file", r.0.len()));
     }
-    Ok(votes)
+    Ok((votes, kept))
 }
 
 impl Node {
@@ -222,14 +243,28 @@ impl Node {
         }
     }
 
-    /// The node's votes, encoded as its votes file holds them.
+    /// The node's votes, encoded as its votes file holds them, with the
+    /// prepared writes it keeps across a restart (`kept`).
     pub fn encoded_votes(&self) -> Vec<u8> {
-        encode_votes(&self.membership.votes)
+        let mut out = encode_votes(&self.membership.votes);
+        if !self.membership.kept.is_empty() {
+            let txs = self
+                .membership
+                .kept
+                .iter()
+                .filter_map(|txid| self.prepared.get(txid).map(|tx| (*txid, tx)))
+                .collect::<Vec<_>>();
+            encode_kept(&mut out, txs.into_iter());
+        }
+        out
     }
 
-    /// Takes over votes saved before a restart.
+    /// Takes over votes saved before a restart, and prepares again the
+    /// writes kept with them.
     pub fn restore_votes(&mut self, bytes: &[u8], now: Instant) -> Result<(), String> {
-        self.membership.votes = decode_votes(bytes, now)?;
+        let (votes, kept) = decode_votes(bytes, now)?;
+        self.membership.votes = votes;
+        self.restore_kept(kept, now);
         Ok(())
     }
 
@@ -332,6 +367,11 @@ impl Node {
             Some(_) => ballot >= vote.promised,
         };
         if granted {
+            if let Some(bricks) = &value {
+                if entry.bricks.contains(&self.id) && !self.keep_prepared_without(rg, bricks) {
+                    return error(ErrorCode::Internal, "cannot save votes".to_string());
+                }
+            }
             vote.promised = ballot;
             if let Some(bricks) = value {
                 vote.accepted = Some(Accepted { ballot, bricks });

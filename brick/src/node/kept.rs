@@ -1,0 +1,211 @@
+//! Prepared writes kept across a restart while a group loses a member.
+//!
+//! A prepared write lives in memory: a brick that crashes forgets it, and
+//! that is safe while the write's primary is a member, since the primary
+//! holds the outcome and the restarted brick is copied back. Once a vote
+//! removes a participant of the write (its primary, usually), the brick
+//! that stays is the one that decides the write: with every other
+//! participant gone, its own yes vote is the group's, and it commits. Had
+//! the primary acknowledged the write before it died, a crash of the brick
+//! that stays, between its acceptance of the removal and that commit,
+//! lost the write: it came back as the group's only member without it.
+//!
+//! So before a member accepts a membership that leaves out a participant
+//! of one of its prepared writes, or installs one, it saves those writes
+//! with its votes (in the same durable file, after the votes), and a start
+//! takes them back as prepared, locks and reserved room included. A kept
+//! write leaves the file once it is resolved here. While the vote is
+//! undecided the group takes no new prepare at this member, so nothing is
+//! prepared that the file misses; after the decision a write of the group
+//! is either decided at once by its primary or, if this member is only a
+//! participant, known to a primary that is still a member.
+
+use std::time::Instant;
+
+use maps::{BrickId, PartitionId, RgId};
+use wire::{TxId, Write};
+
+use super::membership::Reader;
+use super::{Node, PreparedTx};
+use crate::limits;
+
+/// A prepared write as the votes file keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct KeptTx {
+    txid: TxId,
+    partition: PartitionId,
+    store_key: Vec<u8>,
+    write: Write,
+    participants: Vec<BrickId>,
+}
+
+/// Appends the kept writes to a votes file's bytes: a count, then per write
+/// its id, partition, key, write and participants.
+pub(super) fn encode_kept<'a>(
+    out: &mut Vec<u8>,
+    txs: impl ExactSizeIterator<Item = (TxId, &'a PreparedTx)>,
+) {
+    out.extend_from_slice(&(txs.len() as u32).to_le_bytes());
+    for (txid, tx) in txs {
+        out.extend_from_slice(&txid.0.to_le_bytes());
+        out.extend_from_slice(&tx.partition.0.to_le_bytes());
+        out.extend_from_slice(&(tx.store_key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&tx.store_key);
+        match &tx.write {
+            Write::Remove => out.push(0),
+            Write::Put(value) => {
+                out.push(1);
+                out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                out.extend_from_slice(value);
+            }
+        }
+        out.extend_from_slice(&(tx.participants.len() as u32).to_le_bytes());
+        for b in &tx.participants {
+            out.extend_from_slice(&b.0.to_le_bytes());
+        }
+    }
+}
+
+/// Reads what [`encode_kept`] wrote.
+pub(super) fn decode_kept(r: &mut Reader<'_>) -> Result<Vec<KeptTx>, String> {
+    let count = r.u32()? as usize;
+    if count > limits::PREPARED_MAX {
+        return Err(format!("the votes file claims {count} kept writes"));
+    }
+    let mut txs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let txid = TxId(r.u64()?);
+        let partition = PartitionId(r.u64()?);
+        let store_key = r.bytes()?.to_vec();
+        let write = match r.u8()? {
+            0 => Write::Remove,
+            1 => Write::Put(r.bytes()?.to_vec()),
+            tag => return Err(format!("the votes file has an unknown write tag {tag}")),
+        };
+        let n = r.u32()? as usize;
+        if n > maps::limits::REPLICAS_MAX {
+            return Err(format!(
+                "the votes file claims a write with {n} participants"
+            ));
+        }
+        let participants = (0..n)
+            .map(|_| r.u32().map(BrickId))
+            .collect::<Result<Vec<_>, _>>()?;
+        txs.push(KeptTx {
+            txid,
+            partition,
+            store_key,
+            write,
+            participants,
+        });
+    }
+    Ok(txs)
+}
+
+impl Node {
+    /// Keeps this brick's prepared writes of `rg` that have a participant
+    /// outside `members` (a membership being accepted or installed), and
+    /// saves them with the votes if any is new. Returns false if that save
+    /// failed.
+    pub(super) fn keep_prepared_without(&mut self, rg: RgId, members: &[BrickId]) -> bool {
+        if self.prepared.is_empty() || !members.contains(&self.id) {
+            return true;
+        }
+        let mut new: Vec<TxId> = self
+            .prepared
+            .iter()
+            .filter(|(txid, tx)| {
+                tx.rg == rg
+                    && !self.membership.kept.contains(txid)
+                    && tx.participants.iter().any(|b| !members.contains(b))
+            })
+            .map(|(txid, _)| *txid)
+            .collect();
+        if new.is_empty() {
+            return true;
+        }
+        new.sort_unstable();
+        log::info!(
+            "{}: keeping {} prepared writes of {rg} across a restart while its membership changes",
+            self.id,
+            new.len()
+        );
+        self.membership.kept.extend(new);
+        self.save_votes_file()
+    }
+
+    /// A kept write was resolved (or dropped) here: it leaves the file.
+    pub(super) fn unkeep(&mut self, txid: TxId) {
+        if self.membership.kept.remove(&txid) {
+            self.save_votes_file();
+        }
+    }
+
+    /// Saves the votes and kept writes; false (logged) if that failed.
+    pub(super) fn save_votes_file(&self) -> bool {
+        match self.config.storage.save_votes(&self.encoded_votes()) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("{}: cannot save its votes: {e}", self.id);
+                false
+            }
+        }
+    }
+
+    /// Takes back, at a start, the writes kept before it: prepared again,
+    /// with their locks and reserved room, for the usual resolution. A
+    /// write of a partition this brick no longer holds data of (blank) or
+    /// of a group it is no longer a member of is dropped: the group went
+    /// on without this brick.
+    pub(super) fn restore_kept(&mut self, txs: Vec<KeptTx>, now: Instant) {
+        for kept in txs {
+            let rg = self.maps.dp.rg_of(kept.partition);
+            let member = rg
+                .and_then(|rg| self.maps.rg.get(rg))
+                .is_some_and(|e| e.bricks.contains(&self.id));
+            let lock_key = (kept.partition, kept.store_key);
+            let value_len = match &kept.write {
+                Write::Put(value) => value.len(),
+                Write::Remove => 0,
+            };
+            let fits = self.partitions.get(&kept.partition).is_some_and(|store| {
+                let reserved = self.reserved.get(&kept.partition).copied().unwrap_or(0);
+                store.can_fit_reserved(reserved, lock_key.1.len(), value_len)
+            });
+            let (Some(rg), true, true) = (rg, member, fits) else {
+                log::info!(
+                    "{}: dropping kept transaction {} of {}: not a member holding it",
+                    self.id,
+                    kept.txid.0,
+                    kept.partition
+                );
+                continue;
+            };
+            if self.recovery.blank.contains(&kept.partition)
+                || self.prepared.contains_key(&kept.txid)
+                || self.locks.contains_key(&lock_key)
+            {
+                continue;
+            }
+            log::info!(
+                "{}: transaction {} of {} is prepared again from its votes file",
+                self.id,
+                kept.txid.0,
+                kept.partition
+            );
+            self.hold_prepared(
+                kept.txid,
+                PreparedTx {
+                    partition: kept.partition,
+                    rg,
+                    store_key: lock_key.1,
+                    write: kept.write,
+                    participants: kept.participants,
+                    deadline: now + self.config.prepare_timeout,
+                    round: None,
+                },
+            );
+            self.membership.kept.insert(kept.txid);
+        }
+    }
+}
