@@ -1721,16 +1721,7 @@ impl Node {
     fn maps_changed(&mut self, now: Instant) {
         // Before the maps: a crash between the two saves must not leave a
         // membership without a participant and its write forgotten.
-        let groups: Vec<(RgId, Vec<BrickId>)> = self
-            .maps
-            .rg
-            .iter()
-            .filter(|(_, e)| e.bricks.contains(&self.id))
-            .map(|(rg, e)| (*rg, e.bricks.clone()))
-            .collect();
-        for (rg, members) in groups {
-            self.keep_prepared_without(rg, &members);
-        }
+        self.keep_prepared_for_maps();
         if let Err(e) = self.config.storage.save_maps(&self.maps.encode()) {
             log::error!("{}: cannot save its maps: {e}", self.id);
         }

@@ -283,6 +283,8 @@ pub struct RunStats {
     /// them a group's only member (a second crash, while the first brick
     /// is down or paused).
     pub alone_crashes: u64,
+    /// Of those, crashes of a brick that held writes prepared.
+    pub alone_crashes_prepared: u64,
     pub pauses: u64,
     pub breaks: u64,
     pub spikes: u64,
@@ -615,6 +617,13 @@ impl Sim {
             // resolved the writes it holds prepared: the writes its removed
             // partner acknowledged are its to commit, after its restart.
             self.stats.alone_crashes += 1;
+            if self.bricks[index]
+                .node
+                .as_ref()
+                .is_some_and(|n| !n.is_quiet())
+            {
+                self.stats.alone_crashes_prepared += 1;
+            }
             self.crash(index, false);
             let down = Duration::from_millis(self.rng.random_range(100..2000));
             self.crashed_until.push((index, self.now + down));

@@ -40,7 +40,8 @@ fn seeds_hold_every_invariant() {
     let mut mix: BTreeMap<String, u64> = BTreeMap::new();
     let (mut ops, mut crashes, mut pauses, mut breaks, mut spikes, mut unknown, mut failed) =
         (0, 0, 0, 0, 0, 0, 0);
-    let (mut clean_stops, mut group_crashes, mut wipes, mut alone) = (0, 0, 0, 0);
+    let (mut clean_stops, mut group_crashes, mut wipes) = (0, 0, 0);
+    let (mut alone, mut alone_prepared) = (0, 0);
     let mut copies = 0;
     let mut violations = Vec::new();
     for &seed in &seeds {
@@ -54,6 +55,7 @@ fn seeds_hold_every_invariant() {
                 group_crashes += stats.group_crashes;
                 wipes += stats.wipes;
                 alone += stats.alone_crashes;
+                alone_prepared += stats.alone_crashes_prepared;
                 pauses += stats.pauses;
                 breaks += stats.breaks;
                 spikes += stats.spikes;
@@ -71,7 +73,7 @@ fn seeds_hold_every_invariant() {
         }
     }
     println!(
-        "simulation: {} seeds, {ops} operations; faults injected: {crashes} crashes ({clean_stops} of them clean stops; {group_crashes} groups whose members all crashed at once; {wipes} bricks back with their arenas deleted; {alone} bricks crashed as they were left a group's only member), {pauses} pauses, {breaks} connection breaks, {spikes} delay spikes; {unknown} outcomes unknown, {failed} operations failed; {copies} recovery copies; {} violations",
+        "simulation: {} seeds, {ops} operations; faults injected: {crashes} crashes ({clean_stops} of them clean stops; {group_crashes} groups whose members all crashed at once; {wipes} bricks back with their arenas deleted; {alone} bricks crashed as they were left a group's only member, {alone_prepared} of them holding prepared writes), {pauses} pauses, {breaks} connection breaks, {spikes} delay spikes; {unknown} outcomes unknown, {failed} operations failed; {copies} recovery copies; {} violations",
         seeds.len(),
         violations.len()
     );

@@ -20,13 +20,14 @@
 //! is either decided at once by its primary or, if this member is only a
 //! participant, known to a primary that is still a member.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use maps::{BrickId, PartitionId, RgId};
 use wire::{TxId, Write};
 
 use super::membership::Reader;
-use super::{Node, PreparedTx};
+use super::{HashMap, Node, PreparedTx};
 use crate::limits;
 
 /// A prepared write as the votes file keeps it.
@@ -102,31 +103,62 @@ pub(super) fn decode_kept(r: &mut Reader<'_>) -> Result<Vec<KeptTx>, String> {
     Ok(txs)
 }
 
+/// Prepared writes not kept yet whose group, as `members` gives it, still
+/// has `me` but lacks one of the write's participants; in id order.
+fn prepared_across<'a>(
+    prepared: &HashMap<TxId, PreparedTx>,
+    kept: &BTreeSet<TxId>,
+    me: BrickId,
+    members: impl Fn(RgId) -> Option<&'a [BrickId]>,
+) -> Vec<TxId> {
+    let mut across: Vec<TxId> = prepared
+        .iter()
+        .filter(|(txid, tx)| {
+            !kept.contains(txid)
+                && members(tx.rg).is_some_and(|members| {
+                    members.contains(&me) && tx.participants.iter().any(|b| !members.contains(b))
+                })
+        })
+        .map(|(txid, _)| *txid)
+        .collect();
+    across.sort_unstable();
+    across
+}
+
 impl Node {
-    /// Keeps this brick's prepared writes of `rg` that have a participant
-    /// outside `members` (a membership being accepted or installed), and
-    /// saves them with the votes if any is new. Returns false if that save
-    /// failed.
-    pub(super) fn keep_prepared_without(&mut self, rg: RgId, members: &[BrickId]) -> bool {
-        if self.prepared.is_empty() || !members.contains(&self.id) {
+    /// Before this brick accepts `value` for `rg`'s next epoch: keeps its
+    /// prepared writes of the group that have a participant `value` leaves
+    /// out. Returns false if they could not be saved.
+    pub(super) fn keep_prepared_for_value(&mut self, rg: RgId, value: &[BrickId]) -> bool {
+        if self.prepared.is_empty() {
             return true;
         }
-        let mut new: Vec<TxId> = self
-            .prepared
-            .iter()
-            .filter(|(txid, tx)| {
-                tx.rg == rg
-                    && !self.membership.kept.contains(txid)
-                    && tx.participants.iter().any(|b| !members.contains(b))
-            })
-            .map(|(txid, _)| *txid)
-            .collect();
+        let new = prepared_across(&self.prepared, &self.membership.kept, self.id, |r| {
+            (r == rg).then_some(value)
+        });
+        self.keep(new)
+    }
+
+    /// Before this brick saves maps it installed: keeps its prepared writes
+    /// that have a participant their group no longer has. Returns false if
+    /// they could not be saved.
+    pub(super) fn keep_prepared_for_maps(&mut self) -> bool {
+        if self.prepared.is_empty() {
+            return true;
+        }
+        let maps = &self.maps;
+        let new = prepared_across(&self.prepared, &self.membership.kept, self.id, |r| {
+            maps.rg.get(r).map(|e| e.bricks.as_slice())
+        });
+        self.keep(new)
+    }
+
+    fn keep(&mut self, new: Vec<TxId>) -> bool {
         if new.is_empty() {
             return true;
         }
-        new.sort_unstable();
         log::info!(
-            "{}: keeping {} prepared writes of {rg} across a restart while its membership changes",
+            "{}: keeping {} prepared writes across a restart while their group loses a participant",
             self.id,
             new.len()
         );

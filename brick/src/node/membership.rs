@@ -368,7 +368,7 @@ impl Node {
         };
         if granted {
             if let Some(bricks) = &value {
-                if entry.bricks.contains(&self.id) && !self.keep_prepared_without(rg, bricks) {
+                if entry.bricks.contains(&self.id) && !self.keep_prepared_for_value(rg, bricks) {
                     return error(ErrorCode::Internal, "cannot save votes".to_string());
                 }
             }
