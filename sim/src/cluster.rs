@@ -285,6 +285,8 @@ pub struct RunStats {
     pub alone_crashes: u64,
     /// Of those, crashes of a brick that held writes prepared.
     pub alone_crashes_prepared: u64,
+    /// Commits to a write's other member lost with a crash of its primary.
+    pub lost_commits: u64,
     pub pauses: u64,
     pub breaks: u64,
     pub spikes: u64,
@@ -742,12 +744,25 @@ impl Sim {
 
     fn drain_client(&mut self, index: usize) {
         while let Some((brick, request_id, request)) = self.clients[index].core.poll_transmit() {
+            let lost_with = self.commit_lost_with(brick, &request);
             self.send(Envelope::ToBrick {
                 client: index as u32,
                 brick,
                 request_id,
                 request,
             });
+            if let Some(primary) = lost_with {
+                // The connection breaks with the commit on it, and the
+                // write's primary crashes: the other member holds a write
+                // the client was told is committed, prepared, with nobody
+                // left who knows its outcome.
+                self.stats.lost_commits += 1;
+                self.break_link((client_end(index as u32), u64::from(brick.0)));
+                let p = primary.0 as usize - 1;
+                self.crash(p, false);
+                let down = Duration::from_millis(self.rng.random_range(100..2000));
+                self.crashed_until.push((p, self.now + down));
+            }
         }
         while let Some((op, result)) = self.clients[index].core.poll_completion() {
             self.complete(index, op, result);
@@ -851,6 +866,31 @@ impl Sim {
 
     // ------------------------------------------------------------------
     // Faults.
+
+    /// Whether a client's commit to `brick`, a member other than its
+    /// group's first (the commit that follows a write the primary
+    /// committed), is lost together with a crash of that primary: once a
+    /// run, for one commit in a hundred, when no other fault is under way.
+    /// Returns the primary to crash.
+    fn commit_lost_with(&mut self, brick: BrickId, request: &Request) -> Option<BrickId> {
+        let Request::Commit { partition, .. } = request else {
+            return None;
+        };
+        if !self.config.faults.crash_restart
+            || self.stats.crashes > 0
+            || self.pause_until.is_some()
+            || !self.crashed_until.is_empty()
+        {
+            return None;
+        }
+        let rg = self.initial_maps.dp.rg_of(*partition)?;
+        let primary = match self.truth.get(&rg) {
+            Some((_, members)) if members.len() > 1 && members[0] != brick => members[0],
+            _ => return None,
+        };
+        self.bricks[primary.0 as usize - 1].node.as_ref()?;
+        (self.rng.random_range(0..100) == 0).then_some(primary)
+    }
 
     fn inject_fault(&mut self) {
         let now = self.now;
