@@ -349,6 +349,15 @@ fn a_brick_cut_off_from_the_majority_decides_nothing() {
 }
 
 /// Sends a client request to `brick` and returns the request id used.
+/// One of a brick's stats, asked for by a client with request `id`.
+fn stat(net: &mut Net, brick: BrickId, id: u64, name: &str) -> Option<u64> {
+    client_request(net, brick, id, Request::Stats);
+    match client_reply(net, brick, id) {
+        Some(Reply::Stats(entries)) => entries.iter().find(|(k, _)| k == name).map(|(_, v)| *v),
+        other => panic!("stats: {other:?}"),
+    }
+}
+
 /// A brick's partitions as a restart after a crash finds them.
 fn reopened(node: &Node) -> BTreeMap<PartitionId, Partition> {
     node.partitions()
@@ -656,16 +665,7 @@ fn an_accepted_undecided_change_holds_writes_until_it_is_settled() {
     net.run(Duration::from_secs(3), Duration::from_millis(5));
     assert_eq!(net.group(BrickId(1)).0, 1, "not decided");
     // Its stats say so (dds-status counts it as a vote open).
-    let votes_undecided = |net: &mut Net, id: u64| {
-        client_request(net, BrickId(1), id, Request::Stats);
-        match client_reply(net, BrickId(1), id) {
-            Some(Reply::Stats(entries)) => entries
-                .iter()
-                .find(|(k, _)| k == "votes_undecided")
-                .map(|(_, v)| *v),
-            other => panic!("stats: {other:?}"),
-        }
-    };
+    let votes_undecided = |net: &mut Net, id: u64| stat(net, BrickId(1), id, "votes_undecided");
     assert_eq!(votes_undecided(&mut net, 10), Some(1));
     let prepare = |txid: u64, net: &Net| {
         let maps = net.nodes[&BrickId(1)].maps().clone();
@@ -976,12 +976,14 @@ fn a_member_crashing_as_its_partner_is_removed_keeps_what_it_held_prepared() {
         Some(&Reply::TxState(wire::TxState::Prepared)),
         "prepared again after the restart"
     );
+    assert_eq!(stat(&mut net, BrickId(2), 13, "writes_kept"), Some(1));
     net.run(Duration::from_secs(3), Duration::from_millis(5));
     assert_eq!(
         get_k(&mut net, BrickId(2), partition, 12),
         Some(Reply::Value(b"v".to_vec())),
         "the only member lost a write its removed primary acknowledged"
     );
+    assert_eq!(stat(&mut net, BrickId(2), 14, "writes_kept"), Some(0));
     // Resolved, the write leaves the votes file: another restart does not
     // prepare it again.
     let node = &net.nodes[&BrickId(2)];

@@ -737,5 +737,6 @@ impl Node {
             self.membership.proposals.len() as u64,
         ));
         out.push(("votes_undecided".to_string(), self.votes_undecided() as u64));
+        out.push(("writes_kept".to_string(), self.membership.kept.len() as u64));
     }
 }
