@@ -823,6 +823,9 @@ impl Node {
     }
 
     fn create_table(&mut self, name: Vec<u8>) -> Reply {
+        if !self.save_if_kept_stale() {
+            return error(ErrorCode::Internal, "cannot save votes".to_string());
+        }
         if let Some(reason) = invalid_table_name(&name) {
             return error(ErrorCode::Malformed, reason.to_string());
         }
@@ -843,6 +846,9 @@ impl Node {
     }
 
     fn destroy_table(&mut self, name: Vec<u8>) -> Reply {
+        if !self.save_if_kept_stale() {
+            return error(ErrorCode::Internal, "cannot save votes".to_string());
+        }
         if !self.tables.contains(&name) {
             return error(
                 ErrorCode::TableNotFound,
@@ -1036,6 +1042,9 @@ impl Node {
         participants: Vec<BrickId>,
     ) -> Reply {
         self.counters.prepares += 1;
+        if !self.save_if_kept_stale() {
+            return error(ErrorCode::Internal, "cannot save votes".to_string());
+        }
         if self.prepared.contains_key(&txid) {
             // A retransmitted prepare: the vote stands.
             return Reply::Voted;
@@ -1429,7 +1438,7 @@ impl Node {
             .prepared
             .remove(&txid)
             .expect("finish of a prepared transaction");
-        self.unkeep(txid);
+        self.unkeep(txid, outcome == Some(TxState::Committed));
         let partition = tx.partition;
         let value_len = match &tx.write {
             Write::Put(value) => value.len(),

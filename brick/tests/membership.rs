@@ -949,7 +949,7 @@ fn a_member_crashing_as_its_partner_is_removed_keeps_what_it_held_prepared() {
 
     // Brick 2 crashes: its arena, maps and votes file survive.
     let old = &net.nodes[&BrickId(2)];
-    let (maps, votes) = (old.maps().clone(), old.encoded_votes());
+    let (maps, votes) = (old.maps().clone(), old.votes_file().to_vec());
     let partitions = reopened(old);
     let mut restarted = config(3);
     restarted.incarnation = 2;
@@ -984,14 +984,31 @@ fn a_member_crashing_as_its_partner_is_removed_keeps_what_it_held_prepared() {
         "the only member lost a write its removed primary acknowledged"
     );
     assert_eq!(stat(&mut net, BrickId(2), 14, "writes_kept"), Some(0));
-    // Resolved, the write leaves the votes file: another restart does not
-    // prepare it again.
-    let node = &net.nodes[&BrickId(2)];
-    let (maps, votes) = (node.maps().clone(), node.encoded_votes());
-    let partitions = reopened(node);
-    let mut again = Node::new(BrickId(2), config(3), maps, partitions, net.now);
-    again.restore_votes(&votes, net.now).unwrap();
-    assert!(again.is_quiet(), "a resolved write was kept");
+    // Committed, the write leaves the votes file before the next prepare,
+    // not at once: a restart in between would commit it again, the value
+    // the key has.
+    let restart_from_the_file = |net: &Net| {
+        let node = &net.nodes[&BrickId(2)];
+        let (maps, votes) = (node.maps().clone(), node.votes_file().to_vec());
+        let mut again = Node::new(BrickId(2), config(3), maps, reopened(node), net.now);
+        again.restore_votes(&votes, net.now).unwrap();
+        again.is_quiet()
+    };
+    assert!(!restart_from_the_file(&net), "saved at once");
+    let fingerprint = net.nodes[&BrickId(2)]
+        .maps()
+        .partition_fingerprint(partition)
+        .unwrap();
+    let write_43 = prepare_k(43, b"w", vec![BrickId(2)], (partition, fingerprint), true);
+    client_request(&mut net, BrickId(2), 15, write_43);
+    assert_eq!(
+        client_reply(&net, BrickId(2), 15),
+        Some(&Reply::TxState(wire::TxState::Committed))
+    );
+    assert!(
+        restart_from_the_file(&net),
+        "a committed write still kept when a newer one of its key was prepared"
+    );
 }
 
 /// Every acceptor promises a proposal, and one promise (brick 3's, held

@@ -1050,7 +1050,8 @@ impl Sim {
                 .collect();
             self.bricks[index].saved = saved;
             self.bricks[index].saved_maps = Some(node.maps().clone());
-            self.bricks[index].saved_votes = node.encoded_votes();
+            // What the votes file holds, which may lag the node's memory.
+            self.bricks[index].saved_votes = node.votes_file().to_vec();
         }
         self.bricks[index].reads.clear();
         // Every connection to or from the brick breaks.

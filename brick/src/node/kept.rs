@@ -14,7 +14,14 @@
 //! of one of its prepared writes, or installs one, it saves those writes
 //! with its votes (in the same durable file, after the votes), and a start
 //! takes them back as prepared, locks and reserved room included. A kept
-//! write leaves the file once it is resolved here. While the vote is
+//! write leaves the file once it is resolved here: at once if it was
+//! aborted or dropped (taken back, it would be committed), and before the
+//! next prepare or table change if it was committed, so that the hundreds
+//! of writes a removal can leave prepared under load, resolved one by one,
+//! cost one save and not one each. Until then a restart takes back a write
+//! that was committed and commits it again, which writes the value the key
+//! already has: no newer write of the key can have been committed without
+//! a prepare (or a table change) first. While the vote is
 //! undecided the group takes no new prepare at this member, so nothing is
 //! prepared that the file misses; after the decision a write of the group
 //! is either decided at once by its primary or, if this member is only a
@@ -166,17 +173,34 @@ impl Node {
         self.save_votes_file()
     }
 
-    /// A kept write was resolved (or dropped) here: it leaves the file.
-    pub(super) fn unkeep(&mut self, txid: TxId) {
+    /// A kept write was resolved (or dropped) here: it leaves the file, at
+    /// once unless it was `committed` (see the module's docs).
+    pub(super) fn unkeep(&mut self, txid: TxId, committed: bool) {
         if self.membership.kept.remove(&txid) {
-            self.save_votes_file();
+            if committed {
+                self.membership.kept_stale = true;
+            } else {
+                self.save_votes_file();
+            }
         }
     }
 
+    /// Before a prepare or a table change: the file stops listing kept
+    /// writes committed since its last save. Returns false if that save
+    /// failed: the change must not go ahead then.
+    pub(super) fn save_if_kept_stale(&mut self) -> bool {
+        !self.membership.kept_stale || self.save_votes_file()
+    }
+
     /// Saves the votes and kept writes; false (logged) if that failed.
-    pub(super) fn save_votes_file(&self) -> bool {
-        match self.config.storage.save_votes(&self.encoded_votes()) {
-            Ok(()) => true,
+    pub(super) fn save_votes_file(&mut self) -> bool {
+        let bytes = self.encoded_votes();
+        match self.config.storage.save_votes(&bytes) {
+            Ok(()) => {
+                self.membership.kept_stale = false;
+                self.membership.saved = bytes;
+                true
+            }
             Err(e) => {
                 log::error!("{}: cannot save its votes: {e}", self.id);
                 false

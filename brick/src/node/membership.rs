@@ -117,6 +117,10 @@ pub(super) struct Membership {
     /// Prepared writes saved with the votes, to be prepared again after a
     /// restart (`kept`).
     pub(super) kept: BTreeSet<TxId>,
+    /// Whether the votes file still lists kept writes committed since.
+    pub(super) kept_stale: bool,
+    /// What the votes file holds: the bytes of its last save.
+    pub(super) saved: Vec<u8>,
 }
 
 /// Encodes votes for the votes file: a count, then per vote the group, the
@@ -245,7 +249,7 @@ impl Node {
 
     /// The node's votes, encoded as its votes file holds them, with the
     /// prepared writes it keeps across a restart (`kept`).
-    pub fn encoded_votes(&self) -> Vec<u8> {
+    pub(super) fn encoded_votes(&self) -> Vec<u8> {
         let mut out = encode_votes(&self.membership.votes);
         if !self.membership.kept.is_empty() {
             let txs = self
@@ -259,12 +263,19 @@ impl Node {
         out
     }
 
+    /// What the node's votes file holds: the bytes it last saved there
+    /// (the simulator keeps them across a crash, as the disk would).
+    pub fn votes_file(&self) -> &[u8] {
+        &self.membership.saved
+    }
+
     /// Takes over votes saved before a restart, and prepares again the
     /// writes kept with them.
     pub fn restore_votes(&mut self, bytes: &[u8], now: Instant) -> Result<(), String> {
         let (votes, kept) = decode_votes(bytes, now)?;
         self.membership.votes = votes;
         self.restore_kept(kept, now);
+        self.membership.saved = bytes.to_vec();
         Ok(())
     }
 
@@ -378,13 +389,12 @@ impl Node {
                 vote.accepted_at = Some(now);
             }
             self.membership.votes.insert(rg, vote.clone());
-            if let Err(e) = self.config.storage.save_votes(&self.encoded_votes()) {
-                log::error!("{}: cannot save its votes: {e}", self.id);
+            if !self.save_votes_file() {
                 match before {
                     Some(v) => self.membership.votes.insert(rg, v),
                     None => self.membership.votes.remove(&rg),
                 };
-                return error(ErrorCode::Internal, format!("cannot save votes: {e}"));
+                return error(ErrorCode::Internal, "cannot save votes".to_string());
             }
         }
         Reply::ConfigVote {
