@@ -135,15 +135,16 @@ fn prepared_across<'a>(
 impl Node {
     /// Before this brick accepts `value` for `rg`'s next epoch: keeps its
     /// prepared writes of the group that have a participant `value` leaves
-    /// out. Returns false if they could not be saved.
-    pub(super) fn keep_prepared_for_value(&mut self, rg: RgId, value: &[BrickId]) -> bool {
+    /// out. The save of the acceptance, which must follow before the
+    /// answer, saves them too.
+    pub(super) fn keep_prepared_for_value(&mut self, rg: RgId, value: &[BrickId]) {
         if self.prepared.is_empty() {
-            return true;
+            return;
         }
         let new = prepared_across(&self.prepared, &self.membership.kept, self.id, |r| {
             (r == rg).then_some(value)
         });
-        self.keep(new)
+        self.keep(new);
     }
 
     /// Before this brick saves maps it installed: keeps its prepared writes
@@ -157,12 +158,13 @@ impl Node {
         let new = prepared_across(&self.prepared, &self.membership.kept, self.id, |r| {
             maps.rg.get(r).map(|e| e.bricks.as_slice())
         });
-        self.keep(new)
+        !self.keep(new) || self.save_votes_file()
     }
 
+    /// Adds `new` to the kept writes; returns whether there were any.
     fn keep(&mut self, new: Vec<TxId>) -> bool {
         if new.is_empty() {
-            return true;
+            return false;
         }
         log::info!(
             "{}: keeping {} prepared writes across a restart while their group loses a participant",
@@ -170,7 +172,7 @@ impl Node {
             new.len()
         );
         self.membership.kept.extend(new);
-        self.save_votes_file()
+        true
     }
 
     /// A kept write was resolved (or dropped) here: it leaves the file, at

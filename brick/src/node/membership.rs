@@ -378,10 +378,8 @@ impl Node {
             Some(_) => ballot >= vote.promised,
         };
         if granted {
-            if let Some(bricks) = &value {
-                if entry.bricks.contains(&self.id) && !self.keep_prepared_for_value(rg, bricks) {
-                    return error(ErrorCode::Internal, "cannot save votes".to_string());
-                }
+            if let Some(bricks) = value.as_deref().filter(|_| entry.bricks.contains(&self.id)) {
+                self.keep_prepared_for_value(rg, bricks);
             }
             vote.promised = ballot;
             if let Some(bricks) = value {
