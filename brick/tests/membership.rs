@@ -967,6 +967,26 @@ fn a_member_crashing_as_its_partner_is_removed_keeps_what_it_held_prepared() {
     longer.push(0);
     let mut node = Node::new(BrickId(2), config(3), maps.clone(), reopened(old), net.now);
     assert!(node.restore_votes(&longer, net.now).is_err());
+    // A start that cannot take the write back (here, as brick 3, not a
+    // member of the group) drops it from the file too: a later start must
+    // not find it there.
+    let mut node = Node::new(
+        BrickId(3),
+        config(3),
+        maps.clone(),
+        BTreeMap::new(),
+        net.now,
+    );
+    node.restore_votes(&votes, net.now).unwrap();
+    assert!(node.is_quiet());
+    let dropped = node.votes_file().to_vec();
+    assert!(
+        dropped.len() < votes.len(),
+        "the file still lists the write"
+    );
+    let mut node = Node::new(BrickId(2), config(3), maps.clone(), reopened(old), net.now);
+    node.restore_votes(&dropped, net.now).unwrap();
+    assert!(node.is_quiet());
     let mut node = Node::new(BrickId(2), restarted, maps, partitions, net.now);
     node.restore_votes(&votes, net.now).unwrap();
     net.nodes.insert(BrickId(2), node);

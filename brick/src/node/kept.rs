@@ -214,8 +214,11 @@ impl Node {
     /// with their locks and reserved room, for the usual resolution. A
     /// write of a partition this brick no longer holds data of (blank) or
     /// of a group it is no longer a member of is dropped: the group went
-    /// on without this brick.
-    pub(super) fn restore_kept(&mut self, txs: Vec<KeptTx>, now: Instant) {
+    /// on without this brick. Returns whether any was dropped: the file must
+    /// stop listing it then, or a later start, with this brick back in the
+    /// group, would take it back.
+    pub(super) fn restore_kept(&mut self, txs: Vec<KeptTx>, now: Instant) -> bool {
+        let mut dropped = false;
         for kept in txs {
             let rg = self.maps.dp.rg_of(kept.partition);
             let member = rg
@@ -237,12 +240,14 @@ impl Node {
                     kept.txid.0,
                     kept.partition
                 );
+                dropped = true;
                 continue;
             };
             if self.recovery.blank.contains(&kept.partition)
                 || self.prepared.contains_key(&kept.txid)
                 || self.locks.contains_key(&lock_key)
             {
+                dropped = true;
                 continue;
             }
             log::info!(
@@ -265,5 +270,6 @@ impl Node {
             );
             self.membership.kept.insert(kept.txid);
         }
+        dropped
     }
 }

@@ -274,8 +274,10 @@ impl Node {
     pub fn restore_votes(&mut self, bytes: &[u8], now: Instant) -> Result<(), String> {
         let (votes, kept) = decode_votes(bytes, now)?;
         self.membership.votes = votes;
-        self.restore_kept(kept, now);
         self.membership.saved = bytes.to_vec();
+        if self.restore_kept(kept, now) && !self.save_votes_file() {
+            return Err("cannot save the votes file without the writes it drops".to_string());
+        }
         Ok(())
     }
 
