@@ -176,14 +176,11 @@ impl Node {
     }
 
     /// A kept write was resolved (or dropped) here: it leaves the file, at
-    /// once unless it was `committed` (see the module's docs).
+    /// once unless it was `committed` (see the module's docs). If that save
+    /// fails, the next prepare tries again, and waits for it.
     pub(super) fn unkeep(&mut self, txid: TxId, committed: bool) {
-        if self.membership.kept.remove(&txid) {
-            if committed {
-                self.membership.kept_stale = true;
-            } else {
-                self.save_votes_file();
-            }
+        if self.membership.kept.remove(&txid) && (committed || !self.save_votes_file()) {
+            self.membership.kept_stale = true;
         }
     }
 
