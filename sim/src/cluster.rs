@@ -626,9 +626,7 @@ impl Sim {
             {
                 self.stats.alone_crashes_prepared += 1;
             }
-            self.crash(index, false);
-            let down = Duration::from_millis(self.rng.random_range(100..2000));
-            self.crashed_until.push((index, self.now + down));
+            self.crash_for_a_while(index, false);
             return;
         }
         loop {
@@ -758,10 +756,7 @@ impl Sim {
                 // left who knows its outcome.
                 self.stats.lost_commits += 1;
                 self.break_link((client_end(index as u32), u64::from(brick.0)));
-                let p = primary.0 as usize - 1;
-                self.crash(p, false);
-                let down = Duration::from_millis(self.rng.random_range(100..2000));
-                self.crashed_until.push((p, self.now + down));
+                self.crash_for_a_while(primary.0 as usize - 1, false);
             }
         }
         while let Some((op, result)) = self.clients[index].core.poll_completion() {
@@ -996,15 +991,13 @@ impl Sim {
                         && brick.node.as_ref().is_some_and(|n| n.votes_open() == 0)
                 });
             for index in down_bricks {
-                self.crash(index, roll % 3 == 0);
+                self.crash_for_a_while(index, roll % 3 == 0);
                 if wiped == Some(index) {
                     let brick = &mut self.bricks[index];
                     brick.saved.clear();
                     brick.clean_stop = None;
                     self.stats.wipes += 1;
                 }
-                let down = Duration::from_millis(self.rng.random_range(100..2000));
-                self.crashed_until.push((index, now + down));
             }
         } else if f.pause_resume
             && roll < 60
@@ -1021,6 +1014,14 @@ impl Sim {
             }
         }
         self.fault_at = now + Duration::from_millis(self.rng.random_range(20..200));
+    }
+
+    /// Stops brick `index` as [`Sim::crash`] does, and starts it again
+    /// 0.1–2 s later.
+    fn crash_for_a_while(&mut self, index: usize, clean: bool) {
+        self.crash(index, clean);
+        let down = Duration::from_millis(self.rng.random_range(100..2000));
+        self.crashed_until.push((index, self.now + down));
     }
 
     /// Stops brick `index`: a crash, or with `clean` a clean stop if the
