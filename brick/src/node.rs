@@ -519,6 +519,12 @@ impl Node {
         self.recovery.counters.finished
     }
 
+    /// Recovery copies this node installed with the index their source
+    /// sent.
+    pub fn copies_installed_with_index(&self) -> u64 {
+        self.recovery.counters.installed_with_index
+    }
+
     /// Whether a recovery copy is under way to or from this node.
     pub fn is_copying(&self) -> bool {
         !self.recovery.out.is_empty() || !self.recovery.incoming.is_empty()
@@ -773,6 +779,7 @@ impl Node {
                     end,
                 },
             )),
+            request @ Request::CopyIndex { .. } => Some(self.copy_index(now, request)),
             Request::CopyAbort { partition } => Some(self.copy_abort(partition)),
             Request::ConfigVote {
                 rg,

@@ -126,6 +126,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use arena::{Arena, Leftovers};
 pub use filling::{Filling, QUEUE_CHUNKS as FILLING_QUEUE_CHUNKS};
+pub use index::IndexImage;
 use index::{Index, Probe};
 use record::{Parsed, Record, Shape};
 
@@ -255,6 +256,17 @@ pub struct PartitionStats {
     pub compaction_copied_bytes: u64,
     /// Bytes the last [`Partition::compact_step`] copied.
     pub last_step_copied_bytes: u64,
+}
+
+/// A partition's index table when the arena's end was `end`: what
+/// [`Partition::index_snapshot`] takes at a copy's source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexSnapshot {
+    pub end: u64,
+    /// Bits of a location in a slot (see [`index`]); below them the
+    /// record's offset, and the arena's parity bit at the top.
+    pub location_bits: u32,
+    pub slots: Vec<u64>,
 }
 
 /// How much of a copy's chunk [`Partition::append_chunk_with`] checks
@@ -1044,6 +1056,22 @@ impl Partition {
         &self.main.bytes()[offset as usize..to as usize]
     }
 
+    /// The index as it stands, for a recovery copy to send ahead of the
+    /// arena so that the receiver need not build it (see
+    /// [`Filling::use_index`]): its slots, with the arena's end they
+    /// describe. `None` while a compaction runs (locations may point into
+    /// either arena) or the index is growing or filled in bulk.
+    pub fn index_snapshot(&self) -> Option<IndexSnapshot> {
+        if self.compaction.is_some() {
+            return None;
+        }
+        Some(IndexSnapshot {
+            end: self.main.end,
+            location_bits: self.locations.bits(),
+            slots: self.index.table_slots()?.to_vec(),
+        })
+    }
+
     /// Empties the partition where it is, keeping its arena's pages: the
     /// receiving side of a full recovery copy writes over the old records
     /// instead of deleting the file and faulting in a fresh one. The end
@@ -1222,6 +1250,24 @@ impl Drop for Partition {
 /// [`record::parse`] found, and its key's hash.
 type ChunkRecord = (u64, Shape, u64);
 
+/// A copy chunk of `len` bytes at `offset` must start at the arena's `end`
+/// and fit in the `free` bytes past it.
+fn check_chunk_place(offset: u64, end: u64, free: u64, len: usize) -> Result<(), StoreError> {
+    if offset != end {
+        return Err(StoreError::Corrupt {
+            offset,
+            reason: "a copy chunk does not start at the arena's end",
+        });
+    }
+    if len as u64 > free {
+        return Err(StoreError::Full {
+            needed: len as u64,
+            free,
+        });
+    }
+    Ok(())
+}
+
 /// Checks that a copy chunk for `offset` goes at an arena's `end` and fits
 /// in its `free` bytes, and every record of it as `check` says, and
 /// returns each record's place, shape and key hash: everything the index
@@ -1233,18 +1279,7 @@ fn parse_chunk(
     chunk: &[u8],
     check: ChunkCheck,
 ) -> Result<Vec<ChunkRecord>, StoreError> {
-    if offset != end {
-        return Err(StoreError::Corrupt {
-            offset,
-            reason: "a copy chunk does not start at the arena's end",
-        });
-    }
-    if chunk.len() as u64 > free {
-        return Err(StoreError::Full {
-            needed: chunk.len() as u64,
-            free,
-        });
-    }
+    check_chunk_place(offset, end, free, chunk.len())?;
     let parse = match check {
         ChunkCheck::Records => record::parse,
         ChunkCheck::Structure => record::parse_structure,

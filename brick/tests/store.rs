@@ -8,8 +8,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use brick::store::{
-    record_bytes, Backing, ChunkCheck, Filling, OpenReport, Partition, StoreError, CAPACITY_MAX,
-    HEADER_BYTES, KEY_SIZE_MAX, RECORD_HEADER_BYTES_MAX, RECORD_HEADER_BYTES_MIN, VALUE_SIZE_MAX,
+    record_bytes, Backing, ChunkCheck, Filling, IndexImage, IndexSnapshot, OpenReport, Partition,
+    StoreError, CAPACITY_MAX, HEADER_BYTES, KEY_SIZE_MAX, RECORD_HEADER_BYTES_MAX,
+    RECORD_HEADER_BYTES_MIN, VALUE_SIZE_MAX,
 };
 
 const CAPACITY: u64 = 1 << 20;
@@ -812,7 +813,7 @@ fn a_copy_indexed_on_a_helper_thread_equals_the_source() {
         let mut filling = target.into_filling().unwrap();
         assert_eq!(filling.capacity_bytes(), CAPACITY);
         fill_from(&mut filling, &source, chunk_bytes);
-        let copy = filling.finish().unwrap();
+        let (copy, _) = filling.finish().unwrap();
         copy.check_invariants();
         assert_eq!(snapshot(&copy), snapshot(&source), "{name}");
         assert_eq!(copy.digest(), source.digest(), "{name}");
@@ -876,7 +877,7 @@ fn a_copy_on_a_helper_thread_refuses_bad_chunks_and_goes_on() {
             .unwrap();
         offset += next.len() as u64;
     }
-    let copy = filling.finish().unwrap();
+    let (copy, _) = filling.finish().unwrap();
     copy.check_invariants();
     assert_eq!(snapshot(&copy), snapshot(&source));
 }
@@ -961,7 +962,7 @@ fn append_or_refuse(bytes: &[u8]) {
         // The same through a helper thread, as a brick receives a copy.
         let mut filling = anonymous(CAPACITY).into_filling().unwrap();
         let taken = filling.append_chunk_with(HEADER_BYTES, bytes, check, |_, _| {});
-        let copy = filling.finish().unwrap();
+        let (copy, _) = filling.finish().unwrap();
         match taken {
             Ok(()) => copy.check_invariants(),
             Err(StoreError::Corrupt { .. }) => {
@@ -1104,4 +1105,236 @@ fn idle_steps_end_an_index_growth_and_free_the_old_table() {
         assert_eq!(p.get(&key(j)), Some(&value(j, 4)[..]), "key {j}");
     }
     p.check_invariants();
+}
+
+/// An index snapshot as a copy's target receives it: in parts of
+/// `part_slots` slots, in order.
+fn image_of(slots: &[u64], part_slots: usize) -> IndexImage {
+    let mut image = IndexImage::new(slots.len() as u64).unwrap();
+    for (i, part) in slots.chunks(part_slots).enumerate() {
+        assert!(!image.is_complete());
+        let bytes: Vec<u8> = part.iter().flat_map(|s| s.to_le_bytes()).collect();
+        image.write((i * part_slots) as u64, &bytes).unwrap();
+    }
+    assert!(image.is_complete());
+    image
+}
+
+/// Sends every chunk of `source` to `filling`, stopping at the first one
+/// refused; returns the keys reported with the prefix `\xff` and the first
+/// error.
+fn send_all(
+    filling: &mut Filling,
+    source: &Partition,
+    chunk_bytes: usize,
+) -> (Vec<(bool, Vec<u8>)>, Option<StoreError>) {
+    let mut marked = Vec::new();
+    let mut offset = HEADER_BYTES;
+    while offset < source.end_offset() {
+        let chunk = source.chunk(offset, chunk_bytes);
+        let result =
+            filling.append_chunk_with(offset, chunk, ChunkCheck::Structure, |live, key| {
+                if key.first() == Some(&0xff) {
+                    marked.push((live, key.to_vec()));
+                }
+            });
+        if let Err(e) = result {
+            return (marked, Some(e));
+        }
+        offset += chunk.len() as u64;
+    }
+    (marked, None)
+}
+
+/// A source whose arena was compacted once, so its generation's parity
+/// differs from a new arena's.
+fn compacted_source() -> Partition {
+    let mut p = churned(1000);
+    for round in 0..100 {
+        for i in 0..1000 {
+            p.put(&key(i), &value(i + round, 200)).unwrap();
+        }
+        if p.generation() == 1 {
+            return p;
+        }
+    }
+    panic!("the arena never compacted");
+}
+
+/// A copy that comes with its source's index, taken part way (writes go
+/// on after it: new keys, overwrites, removes), comes back equal to the
+/// source: into memory, into a fresh file, over old data, from a source of
+/// the other arena parity, with chunks that cross the index's end. The
+/// markers below the index's end come back from `finish` in arena order,
+/// those past it from the chunks.
+#[test]
+fn a_copy_with_its_sources_index_equals_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut old, _) = open_file(&dir.path().join("old.arena"), CAPACITY);
+    for i in 0..3000 {
+        old.put(&key(i), &value(i, 100)).unwrap();
+    }
+    old.reset();
+    let fresh = open_file(&dir.path().join("fresh.arena"), CAPACITY).0;
+    for (name, mut source, target, chunk_bytes) in [
+        ("memory", churned(2000), anonymous(CAPACITY), 100),
+        ("a fresh file", compacted_source(), fresh, 4096),
+        ("old data", churned(2000), old, 1 << 20),
+    ] {
+        source.put(b"\xffone", b"").unwrap();
+        source.put(b"\xfftwo", b"").unwrap();
+        source.remove(b"\xfftwo").unwrap();
+        let snap: IndexSnapshot = source.index_snapshot().unwrap();
+        assert_eq!(snap.end, source.end_offset());
+        for i in 0..300 {
+            source.put(&key(i * 7), &value(i, 30)).unwrap();
+            source.put(&key(5000 + i), &value(i, 20)).unwrap();
+            source.remove(&key(i * 11 + 1)).unwrap();
+        }
+        source.remove(b"\xffone").unwrap();
+        let mut target = target;
+        target.set_compaction_paused(true);
+        let mut filling = target.into_filling().unwrap();
+        let image = image_of(&snap.slots, 7);
+        assert!(
+            filling.use_index(image, snap.end, snap.location_bits, b"\xff"),
+            "{name}"
+        );
+        assert!(filling.uses_index());
+        let (past, error) = send_all(&mut filling, &source, chunk_bytes);
+        assert!(error.is_none(), "{name}: {error:?}");
+        let (copy, below) = filling.finish().unwrap();
+        copy.check_invariants();
+        assert_eq!(snapshot(&copy), snapshot(&source), "{name}");
+        assert_eq!(copy.digest(), source.digest(), "{name}");
+        let one = b"\xffone".to_vec();
+        let two = b"\xfftwo".to_vec();
+        assert_eq!(
+            below,
+            [(true, one.clone()), (true, two.clone()), (false, two)],
+            "{name}"
+        );
+        assert_eq!(past, [(false, one)], "{name}");
+    }
+}
+
+/// An index that does not describe the records it came with is never
+/// taken: an entry inside a record, at a tombstone, past the index's end,
+/// twice at one record, a record damaged below the end, a table too full
+/// to probe. Each fails the copy. A missing entry passes the check but
+/// not the digest, which the brick compares with the source's.
+#[test]
+fn a_copy_refuses_an_index_that_does_not_match_its_records() {
+    let mut source = churned(2000);
+    let tombstone = source.end_offset();
+    source.remove(&key(1)).unwrap();
+    let snap = source.index_snapshot().unwrap();
+    let offset_bits = snap.location_bits - 1;
+    let with_offset = |slot: u64, offset: u64| (slot & !((1 << offset_bits) - 1)) | offset;
+    let offset_of = |slot: u64| slot & ((1 << offset_bits) - 1);
+    let entries: Vec<usize> = (0..snap.slots.len())
+        .filter(|&i| snap.slots[i] != 0)
+        .collect();
+    let (a, b) = (entries[3], entries[4]);
+    let changed = |change: &dyn Fn(&mut Vec<u64>)| {
+        let mut slots = snap.slots.clone();
+        change(&mut slots);
+        slots
+    };
+    let cases: Vec<(&str, Vec<u64>)> = vec![
+        (
+            "inside a record",
+            changed(&|s| s[a] = with_offset(s[a], offset_of(s[a]) + 1)),
+        ),
+        (
+            "at a tombstone",
+            changed(&|s| s[a] = with_offset(s[a], tombstone)),
+        ),
+        (
+            "past the end",
+            changed(&|s| s[a] = with_offset(s[a], snap.end)),
+        ),
+        ("in the header", changed(&|s| s[a] = with_offset(s[a], 8))),
+        (
+            "twice at a record",
+            changed(&|s| s[a] = with_offset(s[a], offset_of(s[b]))),
+        ),
+    ];
+    for (name, slots) in cases {
+        let mut filling = anonymous(CAPACITY).into_filling().unwrap();
+        assert!(filling.use_index(image_of(&slots, 64), snap.end, snap.location_bits, b""));
+        let (_, error) = send_all(&mut filling, &source, 4096);
+        let finished = filling.finish();
+        assert!(
+            matches!(error, Some(StoreError::Corrupt { .. }))
+                || matches!(finished, Err(StoreError::Corrupt { .. })),
+            "{name}: {error:?}"
+        );
+    }
+
+    // A record damaged below the index's end (its key length past the
+    // limit), though the index is right.
+    let mut filling = anonymous(CAPACITY).into_filling().unwrap();
+    assert!(filling.use_index(image_of(&snap.slots, 64), snap.end, snap.location_bits, b""));
+    let mut first = source.chunk(HEADER_BYTES, 4096).to_vec();
+    first[4..7].copy_from_slice(&[0xff, 0xff, 0x7f]);
+    filling
+        .append_chunk_with(HEADER_BYTES, &first, ChunkCheck::Structure, |_, _| {})
+        .expect("below the index's end the helper checks the records");
+    assert!(matches!(filling.finish(), Err(StoreError::Corrupt { .. })));
+
+    // A table with no empty slot, whose probes would never end.
+    let mut filling = anonymous(CAPACITY).into_filling().unwrap();
+    let full = vec![with_offset(1 << 40, HEADER_BYTES); 16];
+    assert!(filling.use_index(image_of(&full, 16), snap.end, snap.location_bits, b""));
+    let (_, error) = send_all(&mut filling, &source, 4096);
+    assert!(error.is_some() || filling.finish().is_err());
+
+    // A missing entry: every check passes, the digest does not.
+    let mut filling = anonymous(CAPACITY).into_filling().unwrap();
+    let missing = changed(&|s| s[a] = 0);
+    assert!(filling.use_index(image_of(&missing, 64), snap.end, snap.location_bits, b""));
+    assert!(send_all(&mut filling, &source, 4096).1.is_none());
+    let (copy, _) = filling.finish().unwrap();
+    assert_ne!(copy.digest(), source.digest());
+}
+
+/// An index the target cannot use is not taken, and the copy goes on as
+/// without one: incomplete, of other location bits, describing more than
+/// the arena holds, or arriving after the first chunk. Parts out of order
+/// or too large are refused.
+#[test]
+fn an_index_that_cannot_be_used_is_left_aside() {
+    let source = churned(500);
+    let snap = source.index_snapshot().unwrap();
+    let mut filling = anonymous(CAPACITY).into_filling().unwrap();
+    let mut partial = IndexImage::new(snap.slots.len() as u64).unwrap();
+    assert!(partial.write(1, &[0; 8]).is_err(), "out of order");
+    assert!(partial.write(0, &[0; 7]).is_err(), "not whole slots");
+    let too_many = vec![0; (snap.slots.len() + 1) * 8];
+    assert!(partial.write(0, &too_many).is_err(), "past the table");
+    partial.write(0, &[0; 8]).unwrap();
+    assert!(!filling.use_index(partial, snap.end, snap.location_bits, b""));
+    let bits = snap.location_bits + 1;
+    assert!(!filling.use_index(image_of(&snap.slots, 64), snap.end, bits, b""));
+    let beyond = CAPACITY + 1;
+    assert!(!filling.use_index(image_of(&snap.slots, 64), beyond, snap.location_bits, b""));
+    assert!(IndexImage::new(3).is_none(), "fewer slots than any table");
+    let first = source.chunk(HEADER_BYTES, 4096);
+    filling
+        .append_chunk_with(HEADER_BYTES, first, ChunkCheck::Structure, |_, _| {})
+        .unwrap();
+    assert!(!filling.use_index(image_of(&snap.slots, 64), snap.end, snap.location_bits, b""));
+    assert!(!filling.uses_index());
+    let mut offset = HEADER_BYTES + first.len() as u64;
+    while offset < source.end_offset() {
+        let chunk = source.chunk(offset, 4096);
+        filling
+            .append_chunk_with(offset, chunk, ChunkCheck::Structure, |_, _| {})
+            .unwrap();
+        offset += chunk.len() as u64;
+    }
+    let (copy, below) = filling.finish().unwrap();
+    assert!(below.is_empty());
+    assert_eq!(snapshot(&copy), snapshot(&source));
 }

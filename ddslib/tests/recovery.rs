@@ -257,6 +257,13 @@ fn a_killed_brick_copies_its_partitions_back_and_rejoins_under_load() {
     let s2 = stats(&mut dds, BrickId(2));
     assert!(s2["copy_bytes_received"] > 0, "{s2:?}");
     assert_eq!(s2["copies_installed"], groups_of_2 as u64, "{s2:?}");
+    // Each came with its source's index, which brick 2 checked against the
+    // records instead of indexing them.
+    assert_eq!(
+        s2["copies_installed_with_index"], groups_of_2 as u64,
+        "{s2:?}"
+    );
+    assert!(sum_stat(&mut dds, &[1, 3], "copy_index_bytes_sent") > 0);
     assert!(sum_stat(&mut dds, &[1, 3], "copies_finished") >= groups_of_2 as u64);
 
     assert_preloaded(&mut dds, 0..KEYS);

@@ -294,6 +294,9 @@ pub struct RunStats {
     pub failed_ops: u64,
     /// Recovery copies that ended with a brick joining its group.
     pub copies: u64,
+    /// Copies installed with the index their source sent (counted at the
+    /// bricks up at the end, as `copies` is).
+    pub copies_with_index: u64,
 }
 
 /// One simulated cluster.
@@ -1265,6 +1268,12 @@ impl Sim {
             .iter()
             .filter_map(|b| b.node.as_ref())
             .map(|n| n.copies_finished())
+            .sum();
+        self.stats.copies_with_index = self
+            .bricks
+            .iter()
+            .filter_map(|b| b.node.as_ref())
+            .map(|n| n.copies_installed_with_index())
             .sum();
         if let Some((rg, (epoch, members))) = self
             .truth

@@ -46,7 +46,7 @@ fn seeds_hold_every_invariant() {
         (0, 0, 0, 0, 0, 0, 0);
     let (mut clean_stops, mut group_crashes, mut wipes) = (0, 0, 0);
     let (mut alone, mut alone_prepared, mut lost_commits) = (0, 0, 0);
-    let mut copies = 0;
+    let (mut copies, mut copies_with_index) = (0, 0);
     let mut violations = Vec::new();
     for &seed in &seeds {
         let config = SimConfig::random(seed);
@@ -67,6 +67,7 @@ fn seeds_hold_every_invariant() {
                 unknown += stats.unknown_outcomes;
                 failed += stats.failed_ops;
                 copies += stats.copies;
+                copies_with_index += stats.copies_with_index;
             }
             Err(v) => {
                 eprintln!("{v}");
@@ -78,7 +79,7 @@ fn seeds_hold_every_invariant() {
         }
     }
     println!(
-        "simulation: {} seeds, {ops} operations; faults injected: {crashes} crashes ({clean_stops} of them clean stops; {group_crashes} groups whose members all crashed at once; {wipes} bricks back with their arenas deleted; {alone} bricks crashed as they were left a group's only member, {alone_prepared} of them holding prepared writes; {lost_commits} commits lost with their primary's crash), {pauses} pauses, {breaks} connection breaks, {spikes} delay spikes; {unknown} outcomes unknown, {failed} operations failed; {copies} recovery copies; {} violations",
+        "simulation: {} seeds, {ops} operations; faults injected: {crashes} crashes ({clean_stops} of them clean stops; {group_crashes} groups whose members all crashed at once; {wipes} bricks back with their arenas deleted; {alone} bricks crashed as they were left a group's only member, {alone_prepared} of them holding prepared writes; {lost_commits} commits lost with their primary's crash), {pauses} pauses, {breaks} connection breaks, {spikes} delay spikes; {unknown} outcomes unknown, {failed} operations failed; {copies} recovery copies ({copies_with_index} installed with their source's index); {} violations",
         seeds.len(),
         violations.len()
     );

@@ -390,6 +390,21 @@ impl Request {
                 put_bytes(out, bytes);
                 put_digest(out, end);
             }
+            Request::CopyIndex {
+                partition,
+                end,
+                slots,
+                bits,
+                first,
+                bytes,
+            } => {
+                put_u64(out, partition.0);
+                put_u64(out, *end);
+                put_u64(out, *slots);
+                put_u8(out, *bits);
+                put_u64(out, *first);
+                put_bytes(out, bytes);
+            }
         }
     }
 
@@ -410,6 +425,7 @@ impl Request {
             | Request::Capacity { .. } => 8,
             Request::CopyBegin { maps, .. } => 4 + 8 + 8 + 1 + 8 + bytes_len(maps),
             Request::CopyChunk { bytes, end, .. } => 8 + 8 + bytes_len(bytes) + digest_len(end),
+            Request::CopyIndex { bytes, .. } => 8 + 8 + 8 + 1 + 8 + bytes_len(bytes),
             Request::ConfigVote { value, .. } => {
                 4 + 8 + 12 + 1 + value.as_deref().map_or(0, bricks_len)
             }
@@ -443,6 +459,9 @@ impl Request {
             ),
             Request::CopyChunk { bytes, .. } => {
                 check_bytes("CopyChunk.bytes", bytes.len(), COPY_CHUNK_SIZE_MAX)
+            }
+            Request::CopyIndex { bytes, .. } => {
+                check_bytes("CopyIndex.bytes", bytes.len(), COPY_CHUNK_SIZE_MAX)
             }
             Request::CreateTable { name } => {
                 check_bytes("CreateTable.name", name.len(), TABLE_NAME_SIZE_MAX)
@@ -718,6 +737,14 @@ impl Message {
                 maps: r.bytes("CopyBegin.maps", MAPS_SIZE_MAX)?,
             }),
             kind::COPY_CHUNK => Message::Request(r.copy_chunk()?.to_request()),
+            kind::COPY_INDEX => Message::Request(Request::CopyIndex {
+                partition: PartitionId(r.u64("CopyIndex.partition")?),
+                end: r.u64("CopyIndex.end")?,
+                slots: r.u64("CopyIndex.slots")?,
+                bits: r.u8("CopyIndex.bits")?,
+                first: r.u64("CopyIndex.first")?,
+                bytes: r.bytes("CopyIndex.bytes", COPY_CHUNK_SIZE_MAX)?,
+            }),
             kind::CONFIG_VOTE => Message::Request(Request::ConfigVote {
                 rg: RgId(r.u32("ConfigVote.rg")?),
                 epoch: r.u64("ConfigVote.epoch")?,

@@ -147,6 +147,22 @@ pub enum Request {
         bytes: Vec<u8>,
         end: Option<Digest>,
     },
+    /// A part of the source's index table, sent ahead of a full copy's
+    /// first chunk so that the receiver need not index the records below
+    /// `end` itself: the table has `slots` slots of `bits`-bit locations
+    /// (the index as it was when the arena's end was `end`), and `bytes`
+    /// holds slots from `first` on, as little-endian u64s, at most
+    /// `COPY_CHUNK_SIZE_MAX` bytes. The receiver checks every entry against
+    /// the records before it counts on one, and may ignore the table and
+    /// index the records itself. Answered by `CopyAck`.
+    CopyIndex {
+        partition: PartitionId,
+        end: u64,
+        slots: u64,
+        bits: u8,
+        first: u64,
+        bytes: Vec<u8>,
+    },
     /// The source gave up on a copy: the receiver drops what it received.
     CopyAbort {
         partition: PartitionId,
@@ -394,6 +410,7 @@ pub mod kind {
     pub const CAPACITY: u8 = 18;
     pub const CONFIG_VOTE: u8 = 19;
     pub const PREPARE_DECIDE: u8 = 20;
+    pub const COPY_INDEX: u8 = 21;
 
     pub const OK: u8 = 64;
     pub const PONG: u8 = 65;
@@ -438,6 +455,7 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         kind::COPY_BEGIN => "CopyBegin",
         kind::COPY_CHUNK => "CopyChunk",
         kind::COPY_ABORT => "CopyAbort",
+        kind::COPY_INDEX => "CopyIndex",
         kind::CAPACITY => "Capacity",
         kind::CONFIG_VOTE => "ConfigVote",
         kind::OK => "Ok",
@@ -481,6 +499,7 @@ impl Request {
             Request::PartitionChecksum { .. } => kind::PARTITION_CHECKSUM,
             Request::CopyBegin { .. } => kind::COPY_BEGIN,
             Request::CopyChunk { .. } => kind::COPY_CHUNK,
+            Request::CopyIndex { .. } => kind::COPY_INDEX,
             Request::CopyAbort { .. } => kind::COPY_ABORT,
             Request::Capacity { .. } => kind::CAPACITY,
             Request::ConfigVote { .. } => kind::CONFIG_VOTE,

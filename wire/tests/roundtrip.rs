@@ -100,7 +100,7 @@ fn kinds_are_distinct_and_split_by_direction() {
         seen.insert(kind);
     }
     // Prepare has two kinds: with and without the decision.
-    assert_eq!(seen.len(), 20, "one kind per request variant and shape");
+    assert_eq!(seen.len(), 21, "one kind per request variant and shape");
     let mut seen = HashSet::new();
     for reply in sample_replies() {
         let kind = reply.kind();
@@ -419,6 +419,20 @@ fn request_strategy() -> impl Strategy<Value = Request> {
                 offset,
                 bytes,
                 end: end.map(|(sum, keys)| Digest { sum, keys }),
+            }),
+        (
+            (any::<u64>(), any::<u64>(), any::<u64>()),
+            any::<u8>(),
+            any::<u64>(),
+            bytes_up_to(COPY_CHUNK_SIZE_MAX)
+        )
+            .prop_map(|((p, end, slots), bits, first, bytes)| Request::CopyIndex {
+                partition: PartitionId(p),
+                end,
+                slots,
+                bits,
+                first,
+                bytes,
             }),
         any::<u64>().prop_map(|p| Request::CopyAbort {
             partition: PartitionId(p)

@@ -43,7 +43,7 @@ use wire::{CopyChunkRef, Digest, ErrorCode, Reply, Request};
 
 use super::{error, membership, ArenaChunk, Node, PeerPending, Transmit, TABLE_MARKER};
 use crate::limits;
-use crate::store::{Backing, ChunkCheck, Filling, Partition, HEADER_BYTES};
+use crate::store::{Backing, ChunkCheck, Filling, IndexImage, Partition, StoreError, HEADER_BYTES};
 
 /// Where a brick keeps partitions it creates when it receives a copy.
 #[derive(Clone, Debug)]
@@ -268,6 +268,21 @@ pub(super) struct CopyOut {
     next_send: Instant,
     /// When progress was last logged.
     logged_at: Instant,
+    /// The partition's index as the pre-copy began, while parts of it are
+    /// left to send ahead of the first chunk.
+    index: Option<IndexOut>,
+}
+
+/// A source's index, sent in parts ahead of a full copy's first chunk so
+/// that the target need not index the records below `end` (see
+/// [`Filling::use_index`]).
+#[derive(Debug)]
+pub(super) struct IndexOut {
+    end: u64,
+    bits: u32,
+    slots: Vec<u64>,
+    /// Slots sent so far.
+    sent: usize,
 }
 
 /// A copy this node receives.
@@ -279,9 +294,14 @@ pub(super) struct CopyIn {
     staging: Option<Filling>,
     last_heard: Instant,
     bytes: u64,
-    /// Table names whose markers the copy holds, followed chunk by chunk
-    /// so that installing needs no scan of every key.
-    tables: BTreeSet<Vec<u8>>,
+    /// Table names whose markers the chunks this node checked hold, each
+    /// with whether its last marker is live, followed chunk by chunk so
+    /// that installing needs no scan of every key. The markers below the
+    /// end of an index the source sent come from [`Filling::finish`].
+    tables: BTreeMap<Vec<u8>, bool>,
+    /// The source's index as it arrives, until the first chunk: the end
+    /// of the arena it describes, its location bits and its slots.
+    index: Option<(u64, u8, IndexImage)>,
 }
 
 /// A round of `Capacity` questions for a group that is short of members.
@@ -380,6 +400,9 @@ pub(super) struct Recovery {
     /// epoch given while it said it started without data: they hold none of
     /// the group's data from before either.
     empty_peers: PeersAt,
+    /// Partitions whose copy failed the check against the index its source
+    /// sent: their next copies are indexed here, whatever comes with them.
+    index_refused: BTreeSet<PartitionId>,
     pub(super) counters: RecoveryCounters,
 }
 
@@ -398,6 +421,10 @@ pub(super) struct RecoveryCounters {
     longest_write_lease_us: u64,
     /// Partitions let go of after their group was healed elsewhere.
     dropped: u64,
+    /// Bytes of index tables sent ahead of copies.
+    index_bytes_sent: u64,
+    /// Copies installed with the index their source sent.
+    pub(super) installed_with_index: u64,
 }
 
 /// Bytes per chunk: large enough that per-message costs vanish, small
@@ -405,6 +432,14 @@ pub(super) struct RecoveryCounters {
 const CHUNK_BYTES: usize = 512 * 1024;
 /// Chunks in flight per copy.
 const WINDOW: usize = 4;
+/// Slots of an index table per `CopyIndex` part: as many bytes as a chunk.
+const INDEX_PART_SLOTS: usize = CHUNK_BYTES / 8;
+/// The largest index table a target takes, in slots per byte of its
+/// partition's capacity: a source's table has at most one slot per 5
+/// bytes (a live record takes at least 7 bytes, and the table is kept at
+/// least 1/8 empty), so a quarter leaves room and bounds what a peer can
+/// make a brick reserve to twice the capacity.
+const INDEX_SLOTS_PER_CAPACITY_BYTE_MAX: u64 = 4;
 // The chunks in flight must fit in a peer connection's send queue with room
 // to spare: past its limit the connection is dropped as "not reading", and
 // a copy that overflows it would break its own connection on every try.
@@ -1059,6 +1094,7 @@ impl Node {
                 sealed_at: None,
                 next_send: now,
                 logged_at: now,
+                index: None,
             },
         );
         self.send_copy_begin(partition, !catch_up);
@@ -1140,6 +1176,12 @@ impl Node {
             store.set_compaction_paused(true);
             c.phase = CopyPhase::PreCopy;
             c.generation = store.generation();
+            c.index = store.index_snapshot().map(|snapshot| IndexOut {
+                end: snapshot.end,
+                bits: snapshot.location_bits,
+                slots: snapshot.slots,
+                sent: 0,
+            });
         }
         // The first chunks go out first; then phase one of the vote on
         // adding the target (promises, each saved with an fsync) runs, so
@@ -1174,11 +1216,27 @@ impl Node {
                     if end - c.acked <= SEAL_BYTES && c.in_flight == 0 {
                         c.phase = CopyPhase::Sealed;
                         c.sealed_at = Some(now);
+                        // A large part of the index left is not sent while
+                        // writes are held: the target then indexes the
+                        // records itself.
+                        if c.index
+                            .as_ref()
+                            .is_some_and(|i| (i.slots.len() - i.sent) as u64 * 8 > SEAL_BYTES)
+                        {
+                            c.index = None;
+                        }
                         log::info!(
                             "{}: holding writes of {partition} for the last {} bytes of the copy",
                             self.id,
                             end - c.acked
                         );
+                        continue;
+                    }
+                    if c.index.is_some() {
+                        if c.in_flight >= WINDOW {
+                            return;
+                        }
+                        self.send_index_part(partition);
                         continue;
                     }
                     if c.in_flight >= WINDOW || c.sent >= end || now < c.next_send {
@@ -1190,6 +1248,10 @@ impl Node {
                     let draining = self.prepared.values().any(|tx| tx.partition == partition);
                     if draining || c.in_flight >= WINDOW {
                         return;
+                    }
+                    if c.index.is_some() {
+                        self.send_index_part(partition);
+                        continue;
                     }
                     if c.catch_up {
                         let (sum, keys) = store.digest();
@@ -1205,6 +1267,41 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Sends the next part of the index, ahead of the first chunk.
+    fn send_index_part(&mut self, partition: PartitionId) {
+        let c = self.recovery.out.get_mut(&partition).expect("pumped copy");
+        let Some(index) = c.index.as_mut() else {
+            return;
+        };
+        let first = index.sent;
+        let to = (first + INDEX_PART_SLOTS).min(index.slots.len());
+        let bytes: Vec<u8> = index.slots[first..to]
+            .iter()
+            .flat_map(|slot| slot.to_le_bytes())
+            .collect();
+        self.recovery.counters.index_bytes_sent += bytes.len() as u64;
+        let request = Request::CopyIndex {
+            partition,
+            end: index.end,
+            slots: index.slots.len() as u64,
+            bits: index.bits as u8,
+            first: first as u64,
+            bytes,
+        };
+        index.sent = to;
+        if to == index.slots.len() {
+            c.index = None;
+        }
+        c.in_flight += 1;
+        let (target, session) = (c.target, c.session);
+        let pending = PeerPending::CopyChunk {
+            partition,
+            session,
+            peer: target,
+        };
+        self.send_peer(target, request, pending);
     }
 
     /// Sends the next chunk; while writes are held, the chunk that reaches
@@ -1606,7 +1703,8 @@ impl Node {
                         staging: None,
                         last_heard: now,
                         bytes: 0,
-                        tables: BTreeSet::new(),
+                        tables: BTreeMap::new(),
+                        index: None,
                     },
                 );
                 return Reply::CopyReady {
@@ -1646,7 +1744,8 @@ impl Node {
                         staging: Some(staging),
                         last_heard: now,
                         bytes: 0,
-                        tables: BTreeSet::new(),
+                        tables: BTreeMap::new(),
+                        index: None,
                     },
                 );
                 Reply::CopyReady { local: None }
@@ -1656,6 +1755,61 @@ impl Node {
                 format!("cannot receive {partition}: {e}"),
             ),
         }
+    }
+
+    /// A part of the source's index, ahead of a full copy's first chunk.
+    /// One that does not fit what came before is dropped with all of the
+    /// index (the copy goes on, and this node indexes the records itself),
+    /// as is an index for a partition whose last copy failed the check
+    /// against the index that came with it.
+    pub(super) fn copy_index(&mut self, now: Instant, request: Request) -> Reply {
+        let Request::CopyIndex {
+            partition,
+            end,
+            slots,
+            bits,
+            first,
+            bytes,
+        } = request
+        else {
+            return error(ErrorCode::Internal, "not a copy index".to_string());
+        };
+        let refused = self.recovery.index_refused.contains(&partition);
+        let Some(c) = self.recovery.incoming.get_mut(&partition) else {
+            return error(
+                ErrorCode::Refused,
+                format!("no copy of {partition} is arriving"),
+            );
+        };
+        c.last_heard = now;
+        let Some(staging) = c.staging.as_ref() else {
+            return error(
+                ErrorCode::Refused,
+                "a copy that keeps its data takes no index".to_string(),
+            );
+        };
+        let at = staging.end();
+        if first == 0 && at == HEADER_BYTES && !refused {
+            let most = staging.capacity_bytes() / INDEX_SLOTS_PER_CAPACITY_BYTE_MAX;
+            c.index = IndexImage::new(slots)
+                .filter(|_| slots <= most)
+                .map(|image| (end, bits, image));
+        }
+        let fits = match c.index.as_mut() {
+            Some((e, b, image)) if (*e, *b, image.slots() as u64) == (end, bits, slots) => {
+                image.write(first, &bytes)
+            }
+            Some(_) => Err("a part of another index"),
+            None => Ok(()),
+        };
+        if let Err(e) = fits {
+            log::warn!(
+                "{}: ignoring the index sent with the copy of {partition}: {e}",
+                self.id
+            );
+            c.index = None;
+        }
+        Reply::CopyAck { end: at }
     }
 
     pub(super) fn copy_chunk(&mut self, now: Instant, chunk: CopyChunkRef<'_>) -> Reply {
@@ -1672,6 +1826,16 @@ impl Node {
             );
         };
         c.last_heard = now;
+        if let (Some(staging), Some((end, bits, image))) = (c.staging.as_mut(), c.index.take()) {
+            if offset == HEADER_BYTES
+                && staging.use_index(image, end, u32::from(bits), &[TABLE_MARKER])
+            {
+                log::debug!(
+                    "{}: the copy of {partition} comes with its source's index up to offset {end}",
+                    self.id
+                );
+            }
+        }
         let tables = &mut c.tables;
         let result = match c.staging.as_mut() {
             // The frame's crc covered every byte of the chunk on its way
@@ -1679,22 +1843,21 @@ impl Node {
             Some(staging) => staging
                 .append_chunk_with(offset, bytes, ChunkCheck::Structure, |live, key| {
                     if let Some((&TABLE_MARKER, name)) = key.split_first() {
-                        if live {
-                            tables.insert(name.to_vec());
-                        } else {
-                            tables.remove(name);
-                        }
+                        tables.insert(name.to_vec(), live);
                     }
                 })
-                .map_err(|e| e.to_string()),
+                .map_err(|e| (e.to_string(), index_failed(&e, staging.uses_index()))),
             None if bytes.is_empty() => Ok(()),
-            None => Err("a catch-up copy carries no data".to_string()),
+            None => Err(("a catch-up copy carries no data".to_string(), false)),
         };
-        if let Err(e) = result {
+        if let Err((e, index_failed)) = result {
             log::warn!(
                 "{}: refusing a chunk of {partition} at offset {offset}: {e}",
                 self.id
             );
+            if index_failed {
+                self.refuse_index(partition, &e);
+            }
             self.drop_incoming(partition);
             return error(ErrorCode::Malformed, e);
         }
@@ -1704,11 +1867,15 @@ impl Node {
         let Some(want) = end else {
             return Reply::CopyAck { end: received_end };
         };
-        let staging = match c.staging.take().map(Filling::finish) {
-            None => None,
-            Some(Ok(staging)) => Some(staging),
+        let indexed = c.staging.as_ref().is_some_and(Filling::uses_index);
+        let (staging, prefixed) = match c.staging.take().map(Filling::finish) {
+            None => (None, Vec::new()),
+            Some(Ok((staging, prefixed))) => (Some(staging), prefixed),
             Some(Err(e)) => {
                 log::error!("{}: the copy of {partition} is lost: {e}", self.id);
+                if index_failed(&e, indexed) {
+                    self.refuse_index(partition, &e.to_string());
+                }
                 self.drop_incoming(partition);
                 self.config.storage.discard(partition, ());
                 return error(ErrorCode::Internal, e.to_string());
@@ -1742,7 +1909,23 @@ impl Node {
             .expect("checked above");
         if let Some(mut staging) = staging {
             staging.set_compaction_paused(false);
-            self.tables.extend(c.tables);
+            // The markers below the index's end come before those this
+            // node checked, in arena order.
+            let mut tables = BTreeSet::new();
+            let checked_here = c.tables.into_iter();
+            for (live, name) in prefixed
+                .into_iter()
+                .map(|(live, mut key)| (live, key.split_off(1)))
+                .chain(checked_here.map(|(name, live)| (live, name)))
+            {
+                if live {
+                    tables.insert(name);
+                } else {
+                    tables.remove(&name);
+                }
+            }
+            self.tables.extend(tables);
+            self.recovery.counters.installed_with_index += u64::from(indexed);
             self.partitions.insert(partition, staging);
         }
         self.recovery.recovered.insert(c.rg);
@@ -1763,6 +1946,17 @@ impl Node {
             self.drop_incoming(partition);
         }
         Reply::Ok
+    }
+
+    /// A copy that used its source's index failed a check of its records:
+    /// the next copies of the partition go without one.
+    fn refuse_index(&mut self, partition: PartitionId, why: &str) {
+        log::error!(
+            "{}: the copy of {partition} does not match the index its source sent ({why}); \
+             later copies of it are indexed here",
+            self.id
+        );
+        self.recovery.index_refused.insert(partition);
     }
 
     fn drop_incoming(&mut self, partition: PartitionId) {
@@ -1807,6 +2001,11 @@ impl Node {
                 c.longest_write_lease_us,
             ),
             ("partitions_let_go".to_string(), c.dropped),
+            ("copy_index_bytes_sent".to_string(), c.index_bytes_sent),
+            (
+                "copies_installed_with_index".to_string(),
+                c.installed_with_index,
+            ),
         ]);
         // After a crash: the shared groups this brick still waits to be
         // copied back into (it serves nothing there meanwhile), and how long
@@ -1854,6 +2053,12 @@ fn copy_in_session(
     session: u64,
 ) -> Option<&mut CopyOut> {
     out.get_mut(&partition).filter(|c| c.session == session)
+}
+
+/// Whether a copy's failure `e` is its records not matching the index its
+/// source sent (`indexed`: the copy used one).
+fn index_failed(e: &StoreError, indexed: bool) -> bool {
+    indexed && matches!(e, StoreError::Corrupt { .. })
 }
 
 fn reply_text(reply: &Reply) -> String {

@@ -321,6 +321,60 @@ impl Table {
     }
 }
 
+/// An index table's slots arriving in parts, in order (a recovery copy
+/// sends its source's index: see [`Index::from_image`]).
+#[derive(Debug)]
+pub struct IndexImage {
+    slots: Slots,
+    /// Slots received so far, from slot 0.
+    filled: usize,
+}
+
+impl IndexImage {
+    /// An image of `slots` slots, all still to come; `None` for a size no
+    /// index has.
+    pub fn new(slots: u64) -> Option<IndexImage> {
+        let slots = usize::try_from(slots).ok()?;
+        (SLOTS_MIN..=SLOTS_MAX)
+            .contains(&slots)
+            .then(|| IndexImage {
+                slots: Slots::zeroed(slots),
+                filled: 0,
+            })
+    }
+
+    /// The image's size in slots.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Takes the next part: `bytes` holds slots from `first` on, as
+    /// little-endian u64s. Refused unless it follows the part before and
+    /// fits.
+    pub fn write(&mut self, first: u64, bytes: &[u8]) -> Result<(), &'static str> {
+        if first != self.filled as u64 {
+            return Err("a part of the index image out of order");
+        }
+        if !bytes.len().is_multiple_of(8) || bytes.len() / 8 > self.slots.len() - self.filled {
+            return Err("a part of the index image does not fit it");
+        }
+        let to = self.filled + bytes.len() / 8;
+        for (slot, word) in self.slots[self.filled..to]
+            .iter_mut()
+            .zip(bytes.chunks_exact(8))
+        {
+            *slot = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        }
+        self.filled = to;
+        Ok(())
+    }
+
+    /// Whether every slot arrived.
+    pub fn is_complete(&self) -> bool {
+        self.filled == self.slots.len()
+    }
+}
+
 /// The table an index outgrew, while its entries move to the grown one.
 /// Its slots are visited once, in order from slot 0, and a step stops only
 /// at an empty slot. So what has moved is whole probe runs, and perhaps the
@@ -655,6 +709,48 @@ impl Index {
             .enumerate()
             .filter(|(_, &s)| s != 0)
             .map(move |(pos, &s)| (pos, s & mask))
+    }
+
+    /// The table's slots as they are, for a recovery copy to send; `None`
+    /// while entries move from an outgrown table or during a bulk fill,
+    /// when the slots alone are not the index.
+    pub fn table_slots(&self) -> Option<&[u64]> {
+        (self.moving.is_none() && !self.bulk).then_some(&self.table.slots[..])
+    }
+
+    /// The index another table's slots make (an [`IndexImage`] received
+    /// whole), after `fix` rewrote each nonzero slot (the receiver puts its
+    /// own arena's parity into the locations). Refused when the table's
+    /// size is outside what an index can have, or when it is over 7/8
+    /// full: an index must always have an empty slot for its probes to end.
+    /// What the locations point at is the caller's to check.
+    pub fn from_image(
+        location_bits: u32,
+        image: IndexImage,
+        mut fix: impl FnMut(u64) -> u64,
+    ) -> Result<Index, &'static str> {
+        if !image.is_complete() {
+            return Err("the index image is incomplete");
+        }
+        let mut slots = image.slots;
+        let mut len = 0usize;
+        for slot in slots.iter_mut().filter(|s| **s != 0) {
+            *slot = fix(*slot);
+            len += 1;
+        }
+        if len * 8 > slots.len() * 7 {
+            return Err("the index image is over 7/8 full");
+        }
+        Ok(Index {
+            table: Table {
+                slots,
+                location_bits,
+            },
+            moving: None,
+            len,
+            grow_in_steps_from: GROW_IN_STEPS_FROM,
+            bulk: false,
+        })
     }
 
     /// Checks that every entry is reachable from its home in its table

@@ -181,6 +181,22 @@ pub fn sample_requests() -> Vec<Request> {
                 keys: 3,
             }),
         },
+        Request::CopyIndex {
+            partition: PartitionId(5),
+            end: 1 << 20,
+            slots: 1 << 17,
+            bits: 28,
+            first: 0,
+            bytes: pattern(COPY_CHUNK_SIZE_MAX, 16),
+        },
+        Request::CopyIndex {
+            partition: PartitionId(u64::MAX),
+            end: u64::MAX,
+            slots: u64::MAX,
+            bits: u8::MAX,
+            first: u64::MAX,
+            bytes: Vec::new(),
+        },
         Request::CopyAbort {
             partition: PartitionId(5),
         },
@@ -357,7 +373,7 @@ fn random_bricks<R: Rng>(rng: &mut R, max: usize) -> Vec<BrickId> {
 }
 
 pub fn random_request<R: Rng>(rng: &mut R) -> Request {
-    match rng.random_range(0..19) {
+    match rng.random_range(0..20) {
         0 => Request::Ping,
         1 => Request::GetMaps,
         2 => Request::CreateTable {
@@ -446,6 +462,14 @@ pub fn random_request<R: Rng>(rng: &mut R) -> Request {
             value: rng
                 .random::<bool>()
                 .then(|| random_bricks(rng, PARTICIPANTS_MAX)),
+        },
+        18 => Request::CopyIndex {
+            partition: PartitionId(rng.random()),
+            end: rng.random(),
+            slots: rng.random(),
+            bits: rng.random(),
+            first: rng.random(),
+            bytes: random_bytes(rng, COPY_CHUNK_SIZE_MAX),
         },
         _ => Request::PartitionChecksum {
             partition: PartitionId(rng.random()),
