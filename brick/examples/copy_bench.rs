@@ -9,9 +9,13 @@
 //! but not its crc, as a brick does (the frame's crc covered the bytes).
 //! Prints how long the source's cut into chunks took, and the append rate
 //! next to a plain memory copy of the same bytes into fresh memory,
-//! measured in the same run. Each round appends twice: on this thread
-//! alone, then as a brick does, with the records indexed on a helper thread
-//! (`Filling`). Later appends go over the pages the first one wrote. Also
+//! measured in the same run. Each round appends three times: on this
+//! thread alone; as a brick does without its source's index, with the
+//! records indexed on a helper thread (`Filling`); and as a brick does
+//! with the source's index, which the helper checks against the records
+//! (`Filling::use_index`). Later appends go over the pages the first one
+//! wrote. Each append shows its wall time and the CPU time of all
+//! threads. Also
 //! prints how long the target's reopen took (the load a restarting brick
 //! does).
 //!
@@ -21,7 +25,7 @@
 
 use std::time::Instant;
 
-use brick::store::{Backing, ChunkCheck, Partition};
+use brick::store::{Backing, ChunkCheck, IndexImage, Partition};
 
 const CAPACITY_BYTES: u64 = 160 * 1024 * 1024;
 const CHUNK_BYTES: usize = 512 * 1024;
@@ -90,23 +94,46 @@ fn main() {
     std::hint::black_box(&plain);
 
     // Each round appends on this thread alone, then as a brick does, with
-    // the index built on a helper thread (`Filling`).
+    // the index built on a helper thread (`Filling`), then with the
+    // source's index, which the helper checks.
+    let snapshot = source.index_snapshot().expect("the source's index");
+    let image_bytes: Vec<u8> = snapshot
+        .slots
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
     let mut append = Vec::new();
     for _ in 0..rounds {
-        for helper in [false, true] {
+        for mode in [Mode::OneThread, Mode::Helper, Mode::WithIndex] {
             let started = Instant::now();
+            let cpu_started = process_cpu();
             target.reset();
             target.reserve_keys(source.digest().1);
             let mut offset = 64;
-            if helper {
+            if mode != Mode::OneThread {
                 let mut filling = target.into_filling().expect("the helper starts");
+                if mode == Mode::WithIndex {
+                    let mut image =
+                        IndexImage::new(snapshot.slots.len() as u64).expect("an index's size");
+                    for (i, part) in image_bytes.chunks(CHUNK_BYTES).enumerate() {
+                        image
+                            .write((i * CHUNK_BYTES / 8) as u64, part)
+                            .expect("parts in order");
+                    }
+                    assert!(filling.use_index(
+                        image,
+                        snapshot.end,
+                        snapshot.location_bits,
+                        &[0xff]
+                    ));
+                }
                 for chunk in &chunks {
                     filling
                         .append_chunk_with(offset, chunk, ChunkCheck::Structure, |_, _| {})
                         .expect("chunk appends");
                     offset += chunk.len() as u64;
                 }
-                target = filling.finish().expect("the helper indexed every chunk");
+                target = filling.finish().expect("the helper indexed every chunk").0;
             } else {
                 for chunk in &chunks {
                     // As a brick does: the frame's crc covered the bytes.
@@ -116,7 +143,7 @@ fn main() {
                     offset += chunk.len() as u64;
                 }
             }
-            append.push((helper, started.elapsed()));
+            append.push((mode, started.elapsed(), process_cpu() - cpu_started));
             assert_eq!(target.digest(), source.digest(), "the copy differs");
         }
     }
@@ -142,15 +169,15 @@ fn main() {
             scanned.as_secs_f64() * 1e3
         );
     }
-    for (i, (helper, took)) in append.iter().enumerate() {
-        let round = i / 2;
+    for (i, (mode, took, cpu)) in append.iter().enumerate() {
+        let round = i / 3;
         println!(
-            "append round {}, {}{}: {:.1} ms = {:.0} MiB/s, {:.2}x the plain copy",
+            "append round {}, {}{}: {:.1} ms = {:.0} MiB/s, {:.2}x the plain copy, {:.1} ms of CPU",
             round + 1,
-            if *helper {
-                "indexed on a helper thread"
-            } else {
-                "on one thread"
+            match mode {
+                Mode::OneThread => "on one thread",
+                Mode::Helper => "indexed on a helper thread",
+                Mode::WithIndex => "with the source's index, checked on a helper thread",
             },
             if i == 0 && fresh {
                 " (a fresh file)"
@@ -161,9 +188,29 @@ fn main() {
             },
             took.as_secs_f64() * 1e3,
             mib / took.as_secs_f64(),
-            memcpy.as_secs_f64() / took.as_secs_f64()
+            memcpy.as_secs_f64() / took.as_secs_f64(),
+            cpu.as_secs_f64() * 1e3
         );
     }
+}
+
+/// CPU time of the whole process, every thread's.
+fn process_cpu() -> std::time::Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime");
+    std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    OneThread,
+    Helper,
+    WithIndex,
 }
 
 fn fill(path: &std::path::Path, keys: u64) -> Partition {
