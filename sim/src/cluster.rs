@@ -964,7 +964,8 @@ impl Sim {
             // crashed (its first member holds every write the group
             // acknowledged; losing it too is a double fault, which two
             // replicas do not claim to survive), if no group has that brick
-            // as its only member (its data would be lost with the disk).
+            // as its only member (its data would be lost with the disk),
+            // and no group whose members all crashed has it first.
             let mut down_bricks = vec![index];
             if roll % 6 == 1 {
                 let id = self.bricks[index].id;
@@ -987,11 +988,19 @@ impl Sim {
                     // about to become a group's only member (its partner
                     // being removed), and losing its data then is a double
                     // fault too.
+                    // Nor the first member of any group whose members all
+                    // go down with it: the groups of the same bricks need
+                    // not list them in the same order.
                     let brick = &self.bricks[*wiped];
-                    self.truth
-                        .values()
-                        .all(|(_, members)| members != &[brick.id])
-                        && brick.node.as_ref().is_some_and(|n| n.votes_open() == 0)
+                    let all_down = |members: &[BrickId]| {
+                        members
+                            .iter()
+                            .all(|m| down_bricks.iter().any(|d| self.bricks[*d].id == *m))
+                    };
+                    self.truth.values().all(|(_, members)| {
+                        members != &[brick.id]
+                            && !(members.first() == Some(&brick.id) && all_down(members))
+                    }) && brick.node.as_ref().is_some_and(|n| n.votes_open() == 0)
                 });
             for index in down_bricks {
                 self.crash_for_a_while(index, roll % 3 == 0);

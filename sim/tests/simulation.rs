@@ -25,7 +25,7 @@ fn env_u64(name: &str) -> Option<u64> {
 /// lost, and that member, left the group's only member, crashed before it
 /// committed the write: it came back without it (ARCHITECTURE.md, "The
 /// writes a removed primary acknowledged").
-const REGRESSION_SEEDS: &[u64] = &[1_111_802, 5_974_597, 15_371_123, 15_372_361];
+const REGRESSION_SEEDS: &[u64] = &[1_111_802, 5_974_597, 15_371_123, 15_372_361, 17_517_231];
 
 #[test]
 fn seeds_hold_every_invariant() {
