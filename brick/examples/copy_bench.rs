@@ -23,7 +23,7 @@
 //! cargo run --release -p brick --example copy_bench -- [keys] [rounds] [fresh]
 //! ```
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use brick::store::{Backing, ChunkCheck, IndexImage, Partition};
 
@@ -96,7 +96,28 @@ fn main() {
     // Each round appends on this thread alone, then as a brick does, with
     // the index built on a helper thread (`Filling`), then with the
     // source's index, which the helper checks.
+    let snapshot_started = Instant::now();
     let snapshot = source.index_snapshot().expect("the source's index");
+    let into_fresh = snapshot_started.elapsed();
+    let room = source.index_snapshot_room();
+    for _ in 0..100 {
+        if room.is_ready() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let snapshot_started = Instant::now();
+    let again = source.index_snapshot_in(room).expect("the source's index");
+    let into_room = snapshot_started.elapsed();
+    assert_eq!(again, snapshot);
+    println!(
+        "source's index snapshot ({} slots, {:.1} MiB): {:.2} ms into fresh memory, \
+         {:.2} ms into memory faulted in ahead",
+        snapshot.slots.len(),
+        (snapshot.slots.len() * 8) as f64 / (1024.0 * 1024.0),
+        into_fresh.as_secs_f64() * 1e3,
+        into_room.as_secs_f64() * 1e3,
+    );
     let image_bytes: Vec<u8> = snapshot
         .slots
         .iter()

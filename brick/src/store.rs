@@ -269,6 +269,36 @@ pub struct IndexSnapshot {
     pub slots: Vec<u64>,
 }
 
+/// Memory for an index snapshot, being faulted in on a thread of its own
+/// (see [`Partition::index_snapshot_room`]). The default has none.
+#[derive(Debug, Default)]
+pub struct SnapshotRoom(Option<std::thread::JoinHandle<Vec<u64>>>);
+
+impl SnapshotRoom {
+    /// Whether the memory is faulted in.
+    pub fn is_ready(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|faulting| faulting.is_finished())
+    }
+
+    /// Empty memory for `slots` slots: the room faulted in ahead if its
+    /// thread is done and it is large enough, or else fresh memory. A
+    /// thread not done yet is left to finish and free its memory.
+    fn take(self, slots: usize) -> Vec<u64> {
+        match self.0 {
+            Some(faulting) if faulting.is_finished() => match faulting.join() {
+                Ok(mut room) if room.capacity() >= slots => {
+                    room.clear();
+                    room
+                }
+                _ => Vec::with_capacity(slots),
+            },
+            _ => Vec::with_capacity(slots),
+        }
+    }
+}
+
 /// How much of a copy's chunk [`Partition::append_chunk_with`] checks
 /// before it writes anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1062,14 +1092,46 @@ impl Partition {
     /// describe. `None` while a compaction runs (locations may point into
     /// either arena) or the index is growing or filled in bulk.
     pub fn index_snapshot(&self) -> Option<IndexSnapshot> {
+        self.index_snapshot_in(SnapshotRoom::default())
+    }
+
+    /// [`Partition::index_snapshot`] into memory faulted in ahead by
+    /// [`Partition::index_snapshot_room`], when it is ready and large
+    /// enough: the snapshot is then a copy of memory at its full speed.
+    /// Otherwise into fresh memory, whose page faults took 3–5 ms of the
+    /// caller's time for a table of 760,000 slots against 0.6 ms for the
+    /// copy itself (`copy_bench`).
+    pub fn index_snapshot_in(&self, room: SnapshotRoom) -> Option<IndexSnapshot> {
         if self.compaction.is_some() {
             return None;
         }
+        let table = self.index.table_slots()?;
+        let mut slots = room.take(table.len());
+        slots.extend_from_slice(table);
         Some(IndexSnapshot {
             end: self.main.end,
             location_bits: self.locations.bits(),
-            slots: self.index.table_slots()?.to_vec(),
+            slots,
         })
+    }
+
+    /// Starts faulting in, on a thread of its own, memory for a snapshot
+    /// of the index as large as it is now, so that the snapshot a copy
+    /// takes later does not stall the caller's thread.
+    pub fn index_snapshot_room(&self) -> SnapshotRoom {
+        let Some(slots) = self.index.table_slots().map(<[u64]>::len) else {
+            return SnapshotRoom::default();
+        };
+        let faulting = std::thread::Builder::new()
+            .name("index-snapshot".to_string())
+            .spawn(move || {
+                let mut room = Vec::<u64>::with_capacity(slots);
+                // Writing every byte faults every page in (with zeros the
+                // allocator could hand out untouched pages instead).
+                room.resize(slots, u64::MAX);
+                room
+            });
+        SnapshotRoom(faulting.ok())
     }
 
     /// Empties the partition where it is, keeping its arena's pages: the

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use brick::store::{
     record_bytes, Backing, ChunkCheck, Filling, IndexImage, IndexSnapshot, OpenReport, Partition,
-    StoreError, CAPACITY_MAX, HEADER_BYTES, KEY_SIZE_MAX, RECORD_HEADER_BYTES_MAX,
+    SnapshotRoom, StoreError, CAPACITY_MAX, HEADER_BYTES, KEY_SIZE_MAX, RECORD_HEADER_BYTES_MAX,
     RECORD_HEADER_BYTES_MIN, VALUE_SIZE_MAX,
 };
 
@@ -1167,6 +1167,45 @@ fn compacted_source() -> Partition {
 /// the other arena parity, with chunks that cross the index's end. The
 /// markers below the index's end come back from `finish` in arena order,
 /// those past it from the chunks.
+/// Waits, a bounded time, for a snapshot room's memory to be faulted in.
+fn ready(room: SnapshotRoom) -> SnapshotRoom {
+    for _ in 0..1000 {
+        if room.is_ready() {
+            return room;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    panic!("the snapshot room's thread did not finish in 2 s");
+}
+
+#[test]
+fn an_index_snapshot_is_the_same_in_any_room() {
+    let mut p = anonymous(CAPACITY);
+    p.put(b"first", b"1").unwrap();
+    let slots_at_first = p.index_snapshot().unwrap().slots.len();
+    let small = ready(p.index_snapshot_room());
+    for i in 0..30_000 {
+        p.put(&key(i), &value(i, 10)).unwrap();
+    }
+    let expected = p.index_snapshot().unwrap();
+    assert!(expected.slots.len() > slots_at_first, "the index grew");
+    assert_eq!(expected.slots.iter().filter(|&&s| s != 0).count(), 30_001);
+    let room = ready(p.index_snapshot_room());
+    assert_eq!(p.index_snapshot_in(room).unwrap(), expected, "a ready room");
+    assert_eq!(
+        p.index_snapshot_in(small).unwrap(),
+        expected,
+        "a room too small"
+    );
+    let unready = p.index_snapshot_room();
+    assert_eq!(p.index_snapshot_in(unready).unwrap(), expected);
+    assert_eq!(
+        p.index_snapshot_in(SnapshotRoom::default()).unwrap(),
+        expected
+    );
+    assert!(!SnapshotRoom::default().is_ready());
+}
+
 #[test]
 fn a_copy_with_its_sources_index_equals_the_source() {
     let dir = tempfile::tempdir().unwrap();

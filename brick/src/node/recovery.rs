@@ -43,7 +43,9 @@ use wire::{CopyChunkRef, Digest, ErrorCode, Reply, Request};
 
 use super::{error, membership, ArenaChunk, Node, PeerPending, Transmit, TABLE_MARKER};
 use crate::limits;
-use crate::store::{Backing, ChunkCheck, Filling, IndexImage, Partition, StoreError, HEADER_BYTES};
+use crate::store::{
+    Backing, ChunkCheck, Filling, IndexImage, Partition, SnapshotRoom, StoreError, HEADER_BYTES,
+};
 
 /// Where a brick keeps partitions it creates when it receives a copy.
 #[derive(Clone, Debug)]
@@ -271,6 +273,8 @@ pub(super) struct CopyOut {
     /// The partition's index as the pre-copy began, while parts of it are
     /// left to send ahead of the first chunk.
     index: Option<IndexOut>,
+    /// Memory for that snapshot, faulted in while the target gets ready.
+    index_room: SnapshotRoom,
 }
 
 /// A source's index, sent in parts ahead of a full copy's first chunk so
@@ -1095,16 +1099,23 @@ impl Node {
                 next_send: now,
                 logged_at: now,
                 index: None,
+                index_room: SnapshotRoom::default(),
             },
         );
         self.send_copy_begin(partition, !catch_up);
     }
 
     fn send_copy_begin(&mut self, partition: PartitionId, full: bool) {
-        let Some(c) = self.recovery.out.get(&partition) else {
+        let Some(c) = self.recovery.out.get_mut(&partition) else {
             return;
         };
-        let keys = self.partitions.get(&partition).map_or(0, |p| p.digest().1);
+        let store = self.partitions.get(&partition);
+        let keys = store.map_or(0, |p| p.digest().1);
+        // While the target gets ready, memory for the index snapshot that
+        // a full copy sends first is faulted in on another thread.
+        if let Some(store) = store.filter(|_| full) {
+            c.index_room = store.index_snapshot_room();
+        }
         let request = Request::CopyBegin {
             rg: c.rg,
             epoch: c.epoch,
@@ -1176,7 +1187,14 @@ impl Node {
             store.set_compaction_paused(true);
             c.phase = CopyPhase::PreCopy;
             c.generation = store.generation();
-            c.index = store.index_snapshot().map(|snapshot| IndexOut {
+            let room = std::mem::take(&mut c.index_room);
+            if !room.is_ready() {
+                log::debug!(
+                    "{}: the index snapshot of {partition} goes into fresh memory",
+                    self.id
+                );
+            }
+            c.index = store.index_snapshot_in(room).map(|snapshot| IndexOut {
                 end: snapshot.end,
                 bits: snapshot.location_bits,
                 slots: snapshot.slots,
