@@ -282,6 +282,13 @@ impl SnapshotRoom {
             .is_some_and(|faulting| faulting.is_finished())
     }
 
+    /// Whether the memory is still being faulted in.
+    pub fn is_pending(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|faulting| !faulting.is_finished())
+    }
+
     /// Empty memory for `slots` slots: the room faulted in ahead if its
     /// thread is done and it is large enough, or else fresh memory. A
     /// thread not done yet is left to finish and free its memory.

@@ -275,6 +275,10 @@ pub(super) struct CopyOut {
     index: Option<IndexOut>,
     /// Memory for that snapshot, faulted in while the target gets ready.
     index_room: SnapshotRoom,
+    /// Set from `CopyReady` until the snapshot is taken: the time by which
+    /// it is taken whether or not its memory is faulted in, and when to
+    /// look at that memory next. No chunk goes out meanwhile.
+    snapshot_by: Option<(Instant, Instant)>,
 }
 
 /// A source's index, sent in parts ahead of a full copy's first chunk so
@@ -436,6 +440,15 @@ pub(super) struct RecoveryCounters {
 const CHUNK_BYTES: usize = 512 * 1024;
 /// Chunks in flight per copy.
 const WINDOW: usize = 4;
+/// The longest a full copy waits, after `CopyReady`, for the memory of its
+/// index snapshot to be faulted in (see [`Partition::index_snapshot_room`])
+/// before it takes the snapshot into fresh memory: a target that kept its
+/// pages answers in a millisecond, before the memory is ready, and the
+/// source's event loop, which serves the clients too, would then stall
+/// on the page faults (4–5 ms for 760,000 slots).
+const SNAPSHOT_WAIT_MAX: Duration = Duration::from_millis(20);
+/// How often a copy waiting for that memory looks at it.
+const SNAPSHOT_LOOK_EVERY: Duration = Duration::from_millis(1);
 /// Slots of an index table per `CopyIndex` part: as many bytes as a chunk.
 const INDEX_PART_SLOTS: usize = CHUNK_BYTES / 8;
 /// The largest index table a target takes, in slots per byte of its
@@ -1100,6 +1113,7 @@ impl Node {
                 logged_at: now,
                 index: None,
                 index_room: SnapshotRoom::default(),
+                snapshot_by: None,
             },
         );
         self.send_copy_begin(partition, !catch_up);
@@ -1112,8 +1126,11 @@ impl Node {
         let store = self.partitions.get(&partition);
         let keys = store.map_or(0, |p| p.digest().1);
         // While the target gets ready, memory for the index snapshot that
-        // a full copy sends first is faulted in on another thread.
-        if let Some(store) = store.filter(|_| full) {
+        // a full copy sends first is faulted in on another thread (not for
+        // arenas in memory: there, in tests and the simulator, a thread's
+        // timing must not change what the node does).
+        let on_disk = matches!(self.config.storage, Storage::Dir(_));
+        if let Some(store) = store.filter(|_| full && on_disk) {
             c.index_room = store.index_snapshot_room();
         }
         let request = Request::CopyBegin {
@@ -1187,19 +1204,7 @@ impl Node {
             store.set_compaction_paused(true);
             c.phase = CopyPhase::PreCopy;
             c.generation = store.generation();
-            let room = std::mem::take(&mut c.index_room);
-            if !room.is_ready() {
-                log::debug!(
-                    "{}: the index snapshot of {partition} goes into fresh memory",
-                    self.id
-                );
-            }
-            c.index = store.index_snapshot_in(room).map(|snapshot| IndexOut {
-                end: snapshot.end,
-                bits: snapshot.location_bits,
-                slots: snapshot.slots,
-                sent: 0,
-            });
+            c.snapshot_by = Some((now + SNAPSHOT_WAIT_MAX, now));
         }
         // The first chunks go out first; then phase one of the vote on
         // adding the target (promises, each saved with an fsync) runs, so
@@ -1211,8 +1216,46 @@ impl Node {
         }
     }
 
+    /// Takes the snapshot of the index a full copy sends first, once its
+    /// memory is faulted in or [`SNAPSHOT_WAIT_MAX`] has passed. Returns
+    /// whether it is taken.
+    fn take_index_snapshot(&mut self, now: Instant, partition: PartitionId) -> bool {
+        let Some(c) = self.recovery.out.get_mut(&partition) else {
+            return false;
+        };
+        let Some((by, _)) = c.snapshot_by else {
+            return true;
+        };
+        if c.index_room.is_pending() && now < by {
+            c.snapshot_by = Some((by, now + SNAPSHOT_LOOK_EVERY));
+            return false;
+        }
+        let room = std::mem::take(&mut c.index_room);
+        if !room.is_ready() {
+            log::debug!(
+                "{}: the index snapshot of {partition} goes into fresh memory",
+                self.id
+            );
+        }
+        c.snapshot_by = None;
+        let store = self
+            .partitions
+            .get(&partition)
+            .expect("a source holds its partition");
+        c.index = store.index_snapshot_in(room).map(|snapshot| IndexOut {
+            end: snapshot.end,
+            bits: snapshot.location_bits,
+            slots: snapshot.slots,
+            sent: 0,
+        });
+        true
+    }
+
     /// Sends what the copy of `partition` may send now.
     pub(super) fn pump_copy(&mut self, now: Instant, partition: PartitionId) {
+        if !self.take_index_snapshot(now, partition) {
+            return;
+        }
         for _ in 0..=WINDOW {
             let Some(c) = self.recovery.out.get_mut(&partition) else {
                 return;
@@ -1646,6 +1689,9 @@ impl Node {
                 .is_some_and(|store| c.sent < store.end_offset());
             if c.phase == CopyPhase::PreCopy && c.in_flight < WINDOW && waiting_for_cap {
                 at = at.min(c.next_send);
+            }
+            if let Some((by, look)) = c.snapshot_by {
+                at = at.min(by).min(look);
             }
             at
         });
