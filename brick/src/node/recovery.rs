@@ -85,8 +85,12 @@ pub fn votes_path(dir: &std::path::Path) -> PathBuf {
     dir.join("votes")
 }
 
-/// Writes `bytes` to a temporary file, syncs it and renames it over
-/// `path`, so a crash leaves the old file or the new one, whole.
+/// Writes `bytes` to a temporary file, syncs it, renames it over `path`
+/// and syncs the folder, so a crash leaves the old file or the new one,
+/// whole, and once this returns, the new one. Without the folder's sync a
+/// power loss could bring the old file back after the save returned: the
+/// rename reaches the disk with the file system's next commit, seconds
+/// later.
 pub fn save_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let started = std::time::Instant::now();
     let tmp = path.with_extension("tmp");
@@ -96,6 +100,11 @@ pub fn save_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
         file.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::File::open(dir)?.sync_all()?;
     let took = started.elapsed();
     if took >= SLOW_SAVE {
         log::warn!("saving {} took {took:?}", path.display());
