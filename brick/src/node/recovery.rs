@@ -1239,18 +1239,23 @@ impl Node {
             c.snapshot_by = Some((by, now + SNAPSHOT_LOOK_EVERY));
             return false;
         }
+        c.snapshot_by = None;
         let room = std::mem::take(&mut c.index_room);
+        // A partition gone or compacted meanwhile: the pump abandons the
+        // copy, and no snapshot is worth taking.
+        let Some(store) = self
+            .partitions
+            .get(&partition)
+            .filter(|store| store.generation() == c.generation)
+        else {
+            return true;
+        };
         if !room.is_ready() {
             log::debug!(
                 "{}: the index snapshot of {partition} goes into fresh memory",
                 self.id
             );
         }
-        c.snapshot_by = None;
-        let store = self
-            .partitions
-            .get(&partition)
-            .expect("a source holds its partition");
         c.index = store.index_snapshot_in(room).map(|snapshot| IndexOut {
             end: snapshot.end,
             bits: snapshot.location_bits,
