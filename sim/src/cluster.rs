@@ -1272,18 +1272,15 @@ impl Sim {
         for i in 0..self.bricks.len() {
             self.observe_maps(i);
         }
-        self.stats.copies = self
-            .bricks
-            .iter()
-            .filter_map(|b| b.node.as_ref())
-            .map(|n| n.copies_finished())
-            .sum();
-        self.stats.copies_with_index = self
-            .bricks
-            .iter()
-            .filter_map(|b| b.node.as_ref())
-            .map(|n| n.copies_installed_with_index())
-            .sum();
+        let over_bricks_up = |count: fn(&Node) -> u64| -> u64 {
+            self.bricks
+                .iter()
+                .filter_map(|b| b.node.as_ref())
+                .map(count)
+                .sum()
+        };
+        self.stats.copies = over_bricks_up(Node::copies_finished);
+        self.stats.copies_with_index = over_bricks_up(Node::copies_installed_with_index);
         if let Some((rg, (epoch, members))) = self
             .truth
             .iter()
