@@ -12,10 +12,11 @@ use maps::config::ClusterConfig;
 use maps::BrickId;
 
 use crate::node::{
-    blank_marker_path, maps_path, partition_of_file_name, save_durably, votes_path, Node,
+    blank_marker_path, maps_path, partition_of_file_name, save_durably, votes_path, DataDir, Node,
     NodeConfig, RecoveryConfig, Storage,
 };
 use crate::server::Server;
+use crate::slots::SlotFile;
 use crate::store::{Backing, Partition};
 
 /// Why a brick could not start or stopped with an error.
@@ -78,8 +79,8 @@ pub fn run(
     // The memberships this brick knew when it stopped: newer than the
     // initial ones wherever a group changed.
     let saved_maps = maps_path(&dir);
-    match std::fs::read(&saved_maps) {
-        Ok(bytes) => {
+    match SlotFile::read(&saved_maps) {
+        Ok(Some(bytes)) => {
             let saved = maps::Maps::decode(&bytes).map_err(|e| {
                 DaemonError::Maps(
                     saved_maps.clone(),
@@ -90,8 +91,13 @@ pub fn run(
                 log::info!("{id}: took the maps it saved before it stopped");
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(DaemonError::Maps(saved_maps, e.to_string())),
+        Ok(None) => {}
+        Err(e) => {
+            return Err(DaemonError::Maps(
+                saved_maps,
+                format!("{e}; move the file aside to start from cluster.toml's maps"),
+            ))
+        }
     }
     let capacity = config.cluster.partition_capacity_mb * 1024 * 1024;
     // A brick that held data and did not stop cleanly crashed: it may have
@@ -172,7 +178,7 @@ pub fn run(
         replicas: config.cluster.replicas as usize,
         bricks: directory.keys().copied().collect(),
         partition_capacity: capacity,
-        storage: Storage::Dir(dir.clone()),
+        storage: Storage::Dir(DataDir::new(dir.clone())),
         recovery: RecoveryConfig {
             heal_after: Duration::from_millis(r.heal_after_ms),
             grace: Duration::from_millis(r.grace_ms),
@@ -189,15 +195,18 @@ pub fn run(
     // The promises and acceptances of membership votes it made: forgetting
     // one could let two memberships be decided for one epoch.
     let saved_votes = votes_path(&dir);
-    match std::fs::read(&saved_votes) {
-        Ok(bytes) => node.restore_votes(&bytes, now).map_err(|e| {
-            DaemonError::Maps(
-                saved_votes.clone(),
-                format!("{e}; the brick cannot vote safely without it"),
-            )
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(DaemonError::Maps(saved_votes, e.to_string())),
+    let cannot_vote = |e: String| {
+        DaemonError::Maps(
+            saved_votes.clone(),
+            format!("{e}; the brick cannot vote safely without it"),
+        )
+    };
+    match SlotFile::read(&saved_votes) {
+        Ok(Some(bytes)) => node
+            .restore_votes(&bytes, now)
+            .map_err(|e| cannot_vote(e.to_string()))?,
+        Ok(None) => {}
+        Err(e) => return Err(cannot_vote(e.to_string())),
     }
     match saved_outcomes.as_deref().map(|bytes| restore_outcomes(&mut node, bytes, now)) {
         Some(Ok(())) => log::info!("{id}: took back the outcomes of transactions saved at its clean stop"),

@@ -61,7 +61,7 @@ mod recovery;
 
 pub use recovery::{
     arena_path, blank_marker_path, maps_path, partition_of_file_name, save_durably, votes_path,
-    RecoveryConfig, Storage,
+    DataDir, RecoveryConfig, Storage,
 };
 
 /// A client connection, as the driver names it.

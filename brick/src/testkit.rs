@@ -300,6 +300,14 @@ impl TestCluster {
         self.wait_ready(index);
     }
 
+    /// Starts brick `index` again without waiting for it to listen (for a
+    /// start that is expected to fail: see [`BrickProcess::is_running`]).
+    pub fn spawn_again(&mut self, index: usize) {
+        let (id, addr) = (self.bricks[index].id, self.bricks[index].addr);
+        self.bricks[index].kill();
+        self.bricks[index] = self.spawn(id, addr);
+    }
+
     /// The data folder of brick `id`.
     pub fn data_dir(&self, id: u32) -> PathBuf {
         self.dir.path().join("data").join(format!("brick-{id}"))

@@ -422,12 +422,9 @@ fn a_copy_whose_source_dies_is_never_half_installed_and_is_redone() {
     assert_replicas_identical(&mut dds, &[BrickId(1), BrickId(2)]);
 }
 
-/// A brick keeps the memberships it installed across a crash: the last
-/// member of a group, killed and restarted while its partner is still
-/// dead, knows it is alone and serves again (with the initial maps it
-/// would wait for a partner that is not coming back).
-#[test]
-fn a_restarted_brick_remembers_the_memberships_it_installed() {
+/// Two bricks, one partition; `k` written, then brick 2 killed and removed
+/// by a vote while writes go on.
+fn two_bricks_with_brick_2_removed() -> (TestCluster, Dds) {
     let mut cluster = TestCluster::start(ClusterSpec {
         bricks: 2,
         partitions: 1,
@@ -442,6 +439,16 @@ fn a_restarted_brick_remembers_the_memberships_it_installed() {
         let _ = dds.put("t", b"k", b"during");
         removed_everywhere(&mut dds, BrickId(2))
     });
+    (cluster, dds)
+}
+
+/// A brick keeps the memberships it installed across a crash: the last
+/// member of a group, killed and restarted while its partner is still
+/// dead, knows it is alone and serves again (with the initial maps it
+/// would wait for a partner that is not coming back).
+#[test]
+fn a_restarted_brick_remembers_the_memberships_it_installed() {
+    let (mut cluster, mut dds) = two_bricks_with_brick_2_removed();
     dds.put("t", b"k", b"alone").unwrap();
     cluster.restart(0);
     let mut fresh = connect(&cluster);
@@ -452,6 +459,56 @@ fn a_restarted_brick_remembers_the_memberships_it_installed() {
     assert_eq!(fresh.get("t", b"k"), Ok(b"alone".to_vec()));
     fresh.put("t", b"k", b"after").unwrap();
     assert_eq!(fresh.get("t", b"k"), Ok(b"after".to_vec()));
+}
+
+/// The maps and votes files hold two slots each, saved in turn in place
+/// (`brick::slots`). A votes file with neither slot whole (damage: a crash
+/// tears only the slot it was saving) stops the brick at its start with an
+/// error naming the file, since it cannot vote safely without its votes.
+#[test]
+fn a_brick_refuses_to_start_with_a_votes_file_neither_slot_of_which_is_whole() {
+    let (mut cluster, _) = two_bricks_with_brick_2_removed();
+    cluster.bricks[0].kill();
+    let dir = cluster.data_dir(1);
+    let mut damaged = 0;
+    for name in ["maps", "votes"] {
+        let path = dir.join(name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let half = bytes.len() / 2;
+        assert!(
+            !bytes.is_empty() && bytes.len().is_multiple_of(8192),
+            "{name}: {} bytes, not two slots of whole pages",
+            bytes.len()
+        );
+        for at in [0, half] {
+            if name == "votes" && bytes[at..at + 8] == *b"DDSSLOT1" {
+                // The first byte past the slot's header.
+                bytes[at + 24] ^= 1;
+                damaged += 1;
+            }
+        }
+        if name == "votes" {
+            std::fs::write(&path, &bytes).unwrap();
+        } else {
+            assert!(bytes[..8] == *b"DDSSLOT1" || bytes[half..half + 8] == *b"DDSSLOT1");
+        }
+    }
+    assert!(damaged >= 1, "no saved slot in the votes file");
+    cluster.spawn_again(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.bricks[0].is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "brick 1 started with damaged votes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = cluster.bricks[0].log();
+    assert!(
+        log.contains("votes") && log.contains("neither of its two slots holds a whole save"),
+        "{log}"
+    );
+    assert!(log.contains("cannot vote safely"), "{log}");
 }
 
 /// A brick stopped cleanly and started again within the grace period,

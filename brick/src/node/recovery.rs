@@ -36,6 +36,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use maps::{BrickId, PartitionId, RgId};
@@ -43,17 +44,64 @@ use wire::{CopyChunkRef, Digest, ErrorCode, Reply, Request};
 
 use super::{error, membership, ArenaChunk, Node, PeerPending, Transmit, TABLE_MARKER};
 use crate::limits;
+use crate::slots::{sync_folder, SlotFile};
 use crate::store::{
     Backing, ChunkCheck, Filling, IndexImage, Partition, SnapshotRoom, StoreError, HEADER_BYTES,
 };
 
-/// Where a brick keeps partitions it creates when it receives a copy.
+/// Where a brick keeps partitions it creates when it receives a copy, and
+/// its maps and votes.
 #[derive(Clone, Debug)]
 pub enum Storage {
-    /// Arena files in this folder, named by [`arena_path`].
-    Dir(PathBuf),
+    /// Arena files in this folder, named by [`arena_path`], and the maps
+    /// and votes files.
+    Dir(DataDir),
     /// Anonymous memory (the simulator).
     Anonymous,
+}
+
+/// A brick's data folder, with its maps and votes files open once they
+/// were first saved ([`SlotFile`]: a save overwrites one of two slots in
+/// place).
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    path: PathBuf,
+    saves: Arc<Mutex<Saves>>,
+}
+
+#[derive(Debug, Default)]
+struct Saves {
+    maps: Option<SlotFile>,
+    votes: Option<SlotFile>,
+}
+
+impl DataDir {
+    pub fn new(path: PathBuf) -> DataDir {
+        DataDir {
+            path,
+            saves: Arc::default(),
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Saves `bytes` durably as the file that `which` picks (opened at its
+    /// first save).
+    fn save(
+        &self,
+        which: fn(&mut Saves) -> &mut Option<SlotFile>,
+        name: fn(&std::path::Path) -> PathBuf,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
+        let mut saves = self.saves.lock().unwrap_or_else(|e| e.into_inner());
+        let file = match which(&mut saves) {
+            Some(file) => file,
+            empty => empty.insert(SlotFile::open(&name(&self.path))?.0),
+        };
+        file.save(bytes)
+    }
 }
 
 /// The arena file of a partition in a brick's data folder.
@@ -90,9 +138,10 @@ pub fn votes_path(dir: &std::path::Path) -> PathBuf {
 /// whole, and once this returns, the new one. Without the folder's sync a
 /// power loss could bring the old file back after the save returned: the
 /// rename reaches the disk with the file system's next commit, seconds
-/// later.
+/// later. For files saved once in a while (markers, the outcomes at a
+/// clean stop); the maps and votes, saved while clients wait, are
+/// [`SlotFile`]s.
 pub fn save_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let started = std::time::Instant::now();
     let tmp = path.with_extension("tmp");
     {
         let mut file = std::fs::File::create(&tmp)?;
@@ -100,31 +149,18 @@ pub fn save_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
         file.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
-    let dir = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    std::fs::File::open(dir)?.sync_all()?;
-    let took = started.elapsed();
-    if took >= SLOW_SAVE {
-        log::warn!("saving {} took {took:?}", path.display());
-    }
-    Ok(())
+    sync_folder(path)
 }
-
-/// A save of the maps or votes slower than this is logged: the event loop
-/// waits for it.
-const SLOW_SAVE: Duration = Duration::from_millis(5);
 
 impl Storage {
     /// Makes `maps` (encoded) durable before the node acts on them, so a
     /// brick that restarts after a crash knows every membership it
     /// installed or learned (a lost removal could otherwise be decided a
-    /// second time, differently). Written to a temporary file, synced and
-    /// renamed over the old one, so a crash leaves one or the other whole.
+    /// second time, differently). A crash during the save leaves the maps
+    /// saved before it ([`SlotFile`]).
     pub(super) fn save_maps(&self, maps: &[u8]) -> std::io::Result<()> {
         match self {
-            Storage::Dir(dir) => save_durably(&maps_path(dir), maps),
+            Storage::Dir(dir) => dir.save(|s| &mut s.maps, maps_path, maps),
             Storage::Anonymous => Ok(()),
         }
     }
@@ -134,7 +170,7 @@ impl Storage {
     /// memberships be decided for one epoch.
     pub(super) fn save_votes(&self, votes: &[u8]) -> std::io::Result<()> {
         match self {
-            Storage::Dir(dir) => save_durably(&votes_path(dir), votes),
+            Storage::Dir(dir) => dir.save(|s| &mut s.votes, votes_path, votes),
             Storage::Anonymous => Ok(()),
         }
     }
@@ -143,10 +179,12 @@ impl Storage {
     /// at a start ([`blank_marker_path`]): it holds the group's data now.
     pub(super) fn clear_blank(&self, partition: PartitionId) -> std::io::Result<()> {
         match self {
-            Storage::Dir(dir) => match std::fs::remove_file(blank_marker_path(dir, partition)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            },
+            Storage::Dir(dir) => {
+                match std::fs::remove_file(blank_marker_path(dir.path(), partition)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                }
+            }
             Storage::Anonymous => Ok(()),
         }
     }
@@ -155,7 +193,7 @@ impl Storage {
     fn create(&self, partition: PartitionId, capacity: u64) -> Result<Partition, String> {
         let backing = match self {
             Storage::Dir(dir) => {
-                let path = arena_path(dir, partition);
+                let path = arena_path(dir.path(), partition);
                 match std::fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -176,7 +214,7 @@ impl Storage {
     /// that a next start takes for data.
     fn create_blank(&self, partition: PartitionId, capacity: u64) -> Result<Partition, String> {
         if let Storage::Dir(dir) = self {
-            let marker = blank_marker_path(dir, partition);
+            let marker = blank_marker_path(dir.path(), partition);
             save_durably(&marker, b"")
                 .map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
         }
@@ -188,7 +226,7 @@ impl Storage {
     fn discard(&self, partition_id: PartitionId, held: impl Sized) {
         drop(held);
         if let Storage::Dir(dir) = self {
-            let path = arena_path(dir, partition_id);
+            let path = arena_path(dir.path(), partition_id);
             if let Err(e) = std::fs::remove_file(&path) {
                 log::warn!("cannot remove {}: {e}", path.display());
             }
