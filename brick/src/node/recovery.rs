@@ -1227,6 +1227,12 @@ impl Node {
             .get_mut(&partition)
             .expect("a source holds its partition");
         c.deadline = now + PROGRESS_TIMEOUT;
+        log::debug!(
+            "{}: {} is ready for the copy of {partition}, {:?} after it began",
+            self.id,
+            c.target,
+            now - c.started
+        );
         let (sum, keys) = store.digest();
         if c.catch_up {
             if local == Some(Digest { sum, keys }) {
@@ -1300,6 +1306,11 @@ impl Node {
             slots: snapshot.slots,
             sent: 0,
         });
+        log::debug!(
+            "{}: took the index snapshot of {partition}, {:?} after the copy began",
+            self.id,
+            now - c.started
+        );
         true
     }
 
@@ -1339,9 +1350,10 @@ impl Node {
                             c.index = None;
                         }
                         log::info!(
-                            "{}: holding writes of {partition} for the last {} bytes of the copy",
+                            "{}: holding writes of {partition} for the last {} bytes of the copy, {:?} after it began",
                             self.id,
-                            end - c.acked
+                            end - c.acked,
+                            now - c.started
                         );
                         continue;
                     }
@@ -1349,7 +1361,7 @@ impl Node {
                         if c.in_flight >= WINDOW {
                             return;
                         }
-                        self.send_index_part(partition);
+                        self.send_index_part(now, partition);
                         continue;
                     }
                     if c.in_flight >= WINDOW || c.sent >= end || now < c.next_send {
@@ -1363,7 +1375,7 @@ impl Node {
                         return;
                     }
                     if c.index.is_some() {
-                        self.send_index_part(partition);
+                        self.send_index_part(now, partition);
                         continue;
                     }
                     if c.catch_up {
@@ -1383,7 +1395,7 @@ impl Node {
     }
 
     /// Sends the next part of the index, ahead of the first chunk.
-    fn send_index_part(&mut self, partition: PartitionId) {
+    fn send_index_part(&mut self, now: Instant, partition: PartitionId) {
         let c = self.recovery.out.get_mut(&partition).expect("pumped copy");
         let Some(index) = c.index.as_mut() else {
             return;
@@ -1406,6 +1418,11 @@ impl Node {
         index.sent = to;
         if to == index.slots.len() {
             c.index = None;
+            log::debug!(
+                "{}: sent the index of {partition}, {:?} after the copy began",
+                self.id,
+                now - c.started
+            );
         }
         c.in_flight += 1;
         let (target, session) = (c.target, c.session);
