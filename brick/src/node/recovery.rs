@@ -1402,10 +1402,10 @@ impl Node {
         };
         let first = index.sent;
         let to = (first + INDEX_PART_SLOTS).min(index.slots.len());
-        let bytes: Vec<u8> = index.slots[first..to]
-            .iter()
-            .flat_map(|slot| slot.to_le_bytes())
-            .collect();
+        let mut bytes = Vec::with_capacity((to - first) * 8);
+        for slot in &index.slots[first..to] {
+            bytes.extend_from_slice(&slot.to_le_bytes());
+        }
         self.recovery.counters.index_bytes_sent += bytes.len() as u64;
         let request = Request::CopyIndex {
             partition,
