@@ -176,12 +176,36 @@ impl Drop for BrickProcess {
 }
 
 /// A cluster of real brick processes on loopback addresses of its own, with
-/// its configuration and data in a temporary folder removed on drop.
+/// its configuration and data in a temporary folder removed on drop. A
+/// test that fails (panics) while holding one prints the end of each
+/// brick's log first, since the folder goes with the cluster.
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub bricks: Vec<BrickProcess>,
     pub spec: ClusterSpec,
+}
+
+/// Lines of each brick's log that a failed test prints.
+const FAILED_TEST_LOG_LINES: usize = 150;
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for brick in &self.bricks {
+            let log = brick.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let from = lines.len().saturating_sub(FAILED_TEST_LOG_LINES);
+            eprintln!(
+                "--- the last {} lines of brick {}'s log ---\n{}",
+                lines.len() - from,
+                brick.id,
+                lines[from..].join("\n")
+            );
+        }
+    }
 }
 
 impl TestCluster {

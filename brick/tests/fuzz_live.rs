@@ -128,7 +128,7 @@ fn mutate(rng: &mut ChaCha8Rng, frame: &mut Vec<u8>) {
 fn a_live_brick_survives_fuzzed_frames() {
     let seed = env_u64("SEED").unwrap_or(1);
     let frames_max = env_u64("FUZZ_FRAMES").unwrap_or(100_000);
-    let cluster = TestCluster::start(ClusterSpec {
+    let mut cluster = TestCluster::start(ClusterSpec {
         bricks: 1,
         replicas: 1,
         ..ClusterSpec::default()
@@ -184,7 +184,7 @@ fn a_live_brick_survives_fuzzed_frames() {
             );
         }
     }
-    let mut brick = cluster.bricks.into_iter().next().unwrap();
+    let brick = &mut cluster.bricks[0];
     assert!(
         brick.is_running(),
         "the brick died (seed {seed}); its log:\n{}",

@@ -349,6 +349,8 @@ pub struct Core {
     /// Commits sent to non-primary participants after the caller was
     /// answered: (brick, request id) → (group, brick).
     followups: HashMap<(BrickId, u64), (RgId, BrickId)>,
+    /// `GetMaps` requests sent outside any operation ([`Core::fetch_maps_from`]).
+    maps_fetches: BTreeSet<(BrickId, u64)>,
 }
 
 impl Core {
@@ -371,6 +373,7 @@ impl Core {
             early_timers: BTreeMap::new(),
             next_read_replica: 0,
             followups: HashMap::default(),
+            maps_fetches: BTreeSet::new(),
         }
     }
 
@@ -749,6 +752,12 @@ impl Core {
             self.followup_reply(rg, participant, reply);
             return;
         }
+        if self.maps_fetches.remove(&(brick, request_id)) {
+            if let Reply::Maps(bytes) = &reply {
+                self.learn_maps(brick, Some(bytes));
+            }
+            return;
+        }
         let Some(id) = self.requests.remove(&(brick, request_id)) else {
             return; // Late, or a reply to a push.
         };
@@ -791,9 +800,24 @@ impl Core {
         }
     }
 
+    /// Asks `brick` for its maps, outside any operation; newer ones are
+    /// taken when they come (see [`Core::handle_reply`]).
+    fn fetch_maps_from(&mut self, brick: BrickId) {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        if self.maps_fetches.len() >= limits::FOLLOWUPS_MAX {
+            // Unanswered fetches are only a hint; drop them.
+            self.maps_fetches.clear();
+        }
+        self.maps_fetches.insert((brick, request_id));
+        self.transmits
+            .push_back((brick, request_id, Outgoing::Request(Request::GetMaps)));
+    }
+
     /// Every request outstanding at `brick` is lost.
     pub fn handle_unreachable(&mut self, now: Instant, brick: BrickId) {
         self.followups.retain(|(b, _), _| *b != brick);
+        self.maps_fetches.retain(|(b, _)| *b != brick);
         let mut lost: Vec<(u64, OpId)> = self
             .requests
             .iter()
@@ -1134,9 +1158,9 @@ impl Core {
                 }
                 // The primary, asked to prepare and decide, voted no: it
                 // recorded the transaction as aborted.
-                let no_vote = match reply {
+                let no_vote = match &reply {
                     Some(Reply::Error(e)) if decide.prepare && e.code != ErrorCode::Fenced => {
-                        Some(e)
+                        Some(e.clone())
                     }
                     _ => None,
                 };
@@ -1159,6 +1183,11 @@ impl Core {
                             "primary {brick} of transaction {} answered {state:?}",
                             decide.txid.0
                         );
+                        // A fenced primary sends its maps: it may have been
+                        // removed, and the next member is to be asked.
+                        if let Some(Reply::Error(e)) = &reply {
+                            self.learn_maps(brick, e.maps.as_deref());
+                        }
                         self.request_exclusion(now, id, decide, brick);
                     }
                 }
@@ -1296,10 +1325,16 @@ impl Core {
             return;
         }
         let Some(leader) = entry.bricks.iter().copied().find(|b| *b != target) else {
+            // These maps may be stale: a brick that restarted says it cannot
+            // tell the outcome of a transaction it does not know while its
+            // group has another member, before it looks at the route. The
+            // next operation must not meet the same answer for want of the
+            // group's current members.
+            self.fetch_maps_from(target);
             self.complete(
                 id,
                 Err(DdsError::OutcomeUnknown(format!(
-                    "{target} is the only replica left and does not answer"
+                    "{target} is the only replica left in this library's maps and did not answer, or could not tell the outcome; the maps are being refreshed"
                 ))),
             );
             return;
@@ -1640,6 +1675,66 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// A brick that restarted answers "unknown" to a prepare-and-decide of
+    /// a transaction it does not know while its group has another member,
+    /// before it looks at the route. With maps that list it alone, the
+    /// write ends "outcome unknown", and the library fetches the brick's
+    /// maps, so the next write goes to the group's current primary.
+    #[test]
+    fn an_unknown_answer_from_the_only_replica_in_stale_maps_refreshes_them() {
+        let mut stale = maps();
+        let key = |i: u32| format!("k{i}").into_bytes();
+        let route = stale.lookup(maps::key_hash(b"t", &key(0)));
+        let (rg, old_members) = (route.rg, route.bricks.to_vec());
+        stale.rg.exclude(rg, old_members[1]).unwrap();
+        let alone = old_members[0];
+        // Since then the group took a second member back, first in order.
+        let mut current = stale.clone();
+        let entry = current.rg.get(rg).unwrap().clone();
+        let mut bricks = vec![old_members[1]];
+        bricks.extend(entry.bricks.iter().copied());
+        current
+            .rg
+            .install(
+                rg,
+                maps::RgEntry {
+                    epoch: entry.epoch + 1,
+                    bricks,
+                },
+            )
+            .unwrap();
+        let mut core = Core::new(CoreConfig::default(), stale);
+        let now = Instant::now();
+        let put = Op::Put {
+            table: b"t".to_vec(),
+            key: key(0),
+            value: b"v".to_vec(),
+        };
+        let op = core.submit(now, put.clone());
+        let (result, sent) =
+            run_answering(&mut core, now, op, |_| Reply::TxState(TxState::Unknown));
+        assert!(
+            matches!(&result, Err(DdsError::OutcomeUnknown(m)) if m.contains("refreshed")),
+            "{result:?}"
+        );
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].0 == alone && is_prepare(&sent[0].1, true));
+        let (brick, request_id, fetch) = core.poll_transmit().expect("a fetch of the maps");
+        assert_eq!((brick, fetch), (alone, Request::GetMaps));
+        core.handle_reply(now, brick, request_id, Reply::Maps(current.encode()));
+        assert_eq!(core.maps().rg.get(rg), current.rg.get(rg));
+        // The next write prepares at the member that left and came back,
+        // now the group's primary, and at the other.
+        let op = core.submit(now, put);
+        let (result, sent) = run_answering(&mut core, now, op, |request| match request {
+            Request::Prepare { decide: false, .. } => Reply::Voted,
+            _ => Reply::TxState(TxState::Committed),
+        });
+        assert_eq!(result, Ok(Output::Done));
+        assert!(sent[0].0 == alone && is_prepare(&sent[0].1, false));
+        assert!(sent[1].0 == old_members[1] && is_prepare(&sent[1].1, true));
     }
 
     #[test]

@@ -13,7 +13,13 @@ pub fn cluster() -> TestCluster {
     TestCluster::start(ClusterSpec::default())
 }
 
+/// A client of the test cluster. Its log (info and up, or `RUST_LOG`) is
+/// captured with the test's output, so a failing test shows what the
+/// client saw.
 pub fn connect(cluster: &TestCluster) -> Dds {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .is_test(true)
+        .try_init();
     Dds::connect_config(cluster.config_path()).expect("connect to the test cluster")
 }
 
