@@ -335,17 +335,12 @@ impl IndexImage {
     /// index has.
     pub fn new(slots: u64) -> Option<IndexImage> {
         let slots = usize::try_from(slots).ok()?;
-        (SLOTS_MIN..=SLOTS_MAX).contains(&slots).then(|| {
-            let slots = Slots::zeroed(slots);
-            // Written whole, part after part, as fast as they arrive:
-            // in pages of 2 MiB (where the kernel has them), 5.8 MiB
-            // of slots took 1.4–1.9 ms to fill against 3.7–4.7 ms in
-            // pages of 4 KiB, nearly all of it page faults
-            // (`copy_bench`'s machine). Best effort.
-            #[cfg(target_os = "linux")]
-            let _ = slots.map.advise(memmap2::Advice::HugePage);
-            IndexImage { slots, filled: 0 }
-        })
+        (SLOTS_MIN..=SLOTS_MAX)
+            .contains(&slots)
+            .then(|| IndexImage {
+                slots: Slots::zeroed(slots),
+                filled: 0,
+            })
     }
 
     /// The image's size in slots.
