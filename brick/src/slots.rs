@@ -182,22 +182,29 @@ impl SlotFile {
         let mut image = vec![0u8; 2 * slot_bytes as usize];
         let at = ((seq % 2) * slot_bytes) as usize;
         image[at..at + slot.len()].copy_from_slice(slot);
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut file = File::create(&tmp)?;
-            io::Write::write_all(&mut file, &image)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        sync_folder(&self.path)?;
+        save_durably(&self.path, &image)?;
         let file = File::options().read(true).write(true).open(&self.path)?;
         self.open = Some(Open { file, slot_bytes });
         Ok(())
     }
 }
 
-/// Syncs the folder that holds `path`, so that a rename into it is durable.
-pub fn sync_folder(path: &Path) -> io::Result<()> {
+/// Writes `bytes` to a temporary file, syncs it, renames it over `path`
+/// and syncs the folder, so a crash leaves the old file or the new one,
+/// whole, and once this returns, the new one. Without the folder's sync a
+/// power loss could bring the old file back after the save returned: the
+/// rename reaches the disk with the file system's next commit, seconds
+/// later. For files saved once in a while (the blank markers, the outcomes
+/// at a clean stop, a [`SlotFile`] laid out anew); the maps and votes,
+/// saved while clients wait, are saved in their slots.
+pub fn save_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = File::create(&tmp)?;
+        io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
     let dir = path
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())

@@ -44,7 +44,8 @@ use wire::{CopyChunkRef, Digest, ErrorCode, Reply, Request};
 
 use super::{error, membership, ArenaChunk, Node, PeerPending, Transmit, TABLE_MARKER};
 use crate::limits;
-use crate::slots::{sync_folder, SlotFile};
+pub use crate::slots::save_durably;
+use crate::slots::SlotFile;
 use crate::store::{
     Backing, ChunkCheck, Filling, IndexImage, Partition, SnapshotRoom, StoreError, HEADER_BYTES,
 };
@@ -131,25 +132,6 @@ pub fn maps_path(dir: &std::path::Path) -> PathBuf {
 /// The file in a brick's data folder that holds its membership votes.
 pub fn votes_path(dir: &std::path::Path) -> PathBuf {
     dir.join("votes")
-}
-
-/// Writes `bytes` to a temporary file, syncs it, renames it over `path`
-/// and syncs the folder, so a crash leaves the old file or the new one,
-/// whole, and once this returns, the new one. Without the folder's sync a
-/// power loss could bring the old file back after the save returned: the
-/// rename reaches the disk with the file system's next commit, seconds
-/// later. For files saved once in a while (markers, the outcomes at a
-/// clean stop); the maps and votes, saved while clients wait, are
-/// [`SlotFile`]s.
-pub fn save_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut file, bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    sync_folder(path)
 }
 
 impl Storage {
