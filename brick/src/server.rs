@@ -26,7 +26,8 @@ use maps::BrickId;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use wire::codec::{
-    encode_copy_chunk, encode_reply, encode_request, Frame, FrameDecoder, FrameError,
+    copy_chunk_frame_around, encode_copy_chunk, encode_reply, encode_request, Frame, FrameDecoder,
+    FrameError,
 };
 use wire::limits::{
     CONNECTIONS_PER_BRICK_MAX, OUTSTANDING_REQUESTS_PER_CONNECTION_MAX,
@@ -540,7 +541,10 @@ impl Server {
                         bytes,
                         end: chunk.end,
                     };
-                    encode_copy_chunk(request_id, &chunk, &mut conn.out);
+                    if let Err(e) = send_copy_chunk(conn, request_id, &chunk) {
+                        self.drop_outbound(peer, &format!("write failed: {e}"));
+                        continue;
+                    }
                     self.dirty.insert(Token(PEER_TOKEN_BASE + peer.0 as usize));
                 }
             }
@@ -636,6 +640,62 @@ impl Server {
             }
         }
     }
+}
+
+/// Queues a copy chunk on `conn`. With nothing queued ahead of it, the
+/// frame goes to the socket at once, its bytes straight from the arena
+/// (`writev` of the header and fields, the bytes, and the fields after),
+/// and only what the socket does not take is copied into the buffer:
+/// copying every chunk into the buffer first was the source's largest
+/// cost of a copy after the send itself (`perf`: 6% of all CPU during an
+/// idle copy, as much as the receiver's crc).
+fn send_copy_chunk(
+    conn: &mut Outbound,
+    request_id: u64,
+    chunk: &CopyChunkRef<'_>,
+) -> io::Result<()> {
+    if conn.out_pos < conn.out.len() {
+        encode_copy_chunk(request_id, chunk, &mut conn.out);
+        return Ok(());
+    }
+    let (head, tail) = copy_chunk_frame_around(request_id, chunk);
+    let parts = [&head[..], chunk.bytes, &tail[..]];
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut written = 0;
+    while written < total {
+        let slices: Vec<io::IoSlice<'_>> =
+            unwritten(&parts, written).map(io::IoSlice::new).collect();
+        match conn.stream.write_vectored(&slices) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed")),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    // The rest waits in the buffer, as any queued frame does.
+    conn.out.clear();
+    conn.out_pos = 0;
+    for rest in unwritten(&parts, written) {
+        conn.out.extend_from_slice(rest);
+    }
+    Ok(())
+}
+
+/// What is left of `parts` (one frame, in order) after its first
+/// `written` bytes.
+fn unwritten<'a>(parts: &'a [&'a [u8]], mut written: usize) -> impl Iterator<Item = &'a [u8]> {
+    parts.iter().filter_map(move |part| {
+        if written >= part.len() {
+            written -= part.len();
+            None
+        } else {
+            let rest = &part[written..];
+            written = 0;
+            Some(rest)
+        }
+    })
 }
 
 /// Writes as much of `out[pos..]` as the socket takes; clears the buffer

@@ -878,10 +878,19 @@ impl CopyChunkRef<'_> {
     /// same bytes as [`Request::encode_body`] of
     /// [`CopyChunkRef::to_request`].
     pub fn encode_body(&self, out: &mut Vec<u8>) {
-        put_u64(out, self.partition.0);
-        put_u64(out, self.offset);
-        put_bytes(out, self.bytes);
-        put_digest(out, &self.end);
+        let mut tail = Vec::new();
+        self.encode_body_around(out, &mut tail);
+        out.extend_from_slice(self.bytes);
+        out.extend_from_slice(&tail);
+    }
+
+    /// The body's fields before its bytes, appended to `head`, and after
+    /// them, to `tail`: [`CopyChunkRef::encode_body`] without the bytes.
+    pub fn encode_body_around(&self, head: &mut Vec<u8>, tail: &mut Vec<u8>) {
+        put_u64(head, self.partition.0);
+        put_u64(head, self.offset);
+        put_u32(head, length_prefix(self.bytes.len()));
+        put_digest(tail, &self.end);
     }
 
     /// The exact number of bytes [`CopyChunkRef::encode_body`] appends.

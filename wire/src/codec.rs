@@ -61,6 +61,37 @@ pub fn encode_copy_chunk(request_id: u64, chunk: &CopyChunkRef<'_>, out: &mut Ve
     });
 }
 
+/// The frame [`encode_copy_chunk`] appends, in three parts, so that the
+/// chunk's bytes can go to a socket from where they lie: the header and
+/// the body's fields before the bytes (returned first), the bytes
+/// themselves (`chunk.bytes`, not copied), and the fields after them.
+pub fn copy_chunk_frame_around(request_id: u64, chunk: &CopyChunkRef<'_>) -> (Vec<u8>, Vec<u8>) {
+    let mut head = vec![0; HEADER_SIZE];
+    let mut tail = Vec::new();
+    chunk.encode_body_around(&mut head, &mut tail);
+    let body_len = chunk.body_len();
+    assert_eq!(
+        head.len() - HEADER_SIZE + chunk.bytes.len() + tail.len(),
+        body_len
+    );
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head[HEADER_SIZE..]);
+    crc.update(chunk.bytes);
+    crc.update(&tail);
+    let header = Header {
+        kind: kind::COPY_CHUNK,
+        body_len: u32::try_from(body_len)
+            .expect("a frame body longer than u32::MAX cannot be encoded"),
+        request_id,
+        body_crc: crc.finalize(),
+    };
+    let header_bytes: &mut [u8; HEADER_SIZE] = (&mut head[..HEADER_SIZE])
+        .try_into()
+        .expect("the header slice is HEADER_SIZE long");
+    header.encode(header_bytes);
+    (head, tail)
+}
+
 /// [`encode_frame`] for a reply, without wrapping it in a [`Message`].
 pub fn encode_reply(request_id: u64, reply: &Reply, out: &mut Vec<u8>) {
     encode_with(request_id, reply.kind(), reply.body_len(), out, |out| {

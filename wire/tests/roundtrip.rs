@@ -10,7 +10,8 @@ use maps::{BrickId, PartitionId, RgId};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use wire::codec::{
-    encode_copy_chunk, encode_frame, encode_prepare, encode_reply, encode_request, FrameDecoder,
+    copy_chunk_frame_around, encode_copy_chunk, encode_frame, encode_prepare, encode_reply,
+    encode_request, FrameDecoder,
 };
 use wire::header::RawHeader;
 use wire::limits::{
@@ -562,9 +563,16 @@ proptest! {
         };
         let mut borrowed = earlier.clone();
         encode_copy_chunk(11, &chunk, &mut borrowed);
-        let mut owned = earlier;
+        let mut owned = earlier.clone();
         encode_request(11, &chunk.to_request(), &mut owned);
-        prop_assert_eq!(borrowed, owned);
+        prop_assert_eq!(&borrowed, &owned);
+        // And in three parts around the bytes, as a brick writes it.
+        let (head, tail) = copy_chunk_frame_around(11, &chunk);
+        let mut around = earlier;
+        around.extend_from_slice(&head);
+        around.extend_from_slice(&bytes);
+        around.extend_from_slice(&tail);
+        prop_assert_eq!(around, owned);
     }
 
     /// A stream of generated frames, cut into pieces at random places,
