@@ -255,11 +255,11 @@ fn read_slot(file: &File, at: u64, slot_bytes: u64) -> io::Result<Slot> {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("dds-slots-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("votes")
+    /// A `votes` path in a fresh folder, removed with the returned guard.
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("votes");
+        (dir, path)
     }
 
     fn len(path: &Path) -> u64 {
@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn saves_alternate_between_two_slots_of_a_file_that_keeps_its_size() {
-        let path = scratch("alternate");
+        let (_dir, path) = scratch();
         let (mut file, bytes) = SlotFile::open(&path).unwrap();
         assert_eq!(bytes, None);
         for n in 1..=5u8 {
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_save_cut_short_leaves_the_one_before_and_the_next_save_overwrites_it() {
-        let path = scratch("torn");
+        let (_dir, path) = scratch();
         let (mut file, _) = SlotFile::open(&path).unwrap();
         file.save(b"first").unwrap();
         file.save(b"second").unwrap();
@@ -312,7 +312,7 @@ mod tests {
 
     #[test]
     fn a_flipped_bit_or_a_lying_length_fails_the_slot_and_two_failed_slots_are_an_error() {
-        let path = scratch("damaged");
+        let (_dir, path) = scratch();
         let (mut file, _) = SlotFile::open(&path).unwrap();
         file.save(b"older").unwrap();
         file.save(b"newer").unwrap();
@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn bytes_that_outgrow_a_slot_move_to_a_file_of_larger_slots() {
-        let path = scratch("grow");
+        let (_dir, path) = scratch();
         let (mut file, _) = SlotFile::open(&path).unwrap();
         file.save(b"small").unwrap();
         let big = (0..20_000u32).map(|i| i as u8).collect::<Vec<_>>();
@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn a_file_in_the_older_format_is_read_whole_and_its_next_save_lays_it_out_in_slots() {
-        let path = scratch("older");
+        let (_dir, path) = scratch();
         // The older format held the bytes alone; 8 KiB of them too.
         for old in [
             b"\x01maps of before".to_vec(),
