@@ -106,6 +106,9 @@ pub struct ArenaChunk {
     pub offset: u64,
     pub len: u64,
     pub end: Option<wire::Digest>,
+    /// The crc32 of the bytes, when the arena kept it (see
+    /// [`crate::store::Partition::copy_chunk`]).
+    pub crc: Option<u32>,
 }
 
 /// Timing of the protocol, from `cluster.toml`.

@@ -26,8 +26,7 @@ use maps::BrickId;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use wire::codec::{
-    copy_chunk_frame_around, encode_copy_chunk, encode_reply, encode_request, Frame, FrameDecoder,
-    FrameError,
+    copy_chunk_frame_around, encode_reply, encode_request, Frame, FrameDecoder, FrameError,
 };
 use wire::limits::{
     CONNECTIONS_PER_BRICK_MAX, OUTSTANDING_REQUESTS_PER_CONNECTION_MAX,
@@ -534,6 +533,7 @@ impl Server {
                     let Some(bytes) = self.node.copy_chunk_bytes(&chunk) else {
                         continue;
                     };
+                    let crc = chunk.crc;
                     let conn = self.outbound.get_mut(&peer).unwrap();
                     let chunk = CopyChunkRef {
                         partition: chunk.partition,
@@ -541,7 +541,7 @@ impl Server {
                         bytes,
                         end: chunk.end,
                     };
-                    if let Err(e) = send_copy_chunk(conn, request_id, &chunk) {
+                    if let Err(e) = send_copy_chunk(conn, request_id, &chunk, crc) {
                         self.drop_outbound(peer, &format!("write failed: {e}"));
                         continue;
                     }
@@ -653,13 +653,16 @@ fn send_copy_chunk(
     conn: &mut Outbound,
     request_id: u64,
     chunk: &CopyChunkRef<'_>,
+    bytes_crc: Option<u32>,
 ) -> io::Result<()> {
+    let (head, tail) = copy_chunk_frame_around(request_id, chunk, bytes_crc);
+    let parts = [&head[..], chunk.bytes, &tail[..]];
     if conn.out_pos < conn.out.len() {
-        encode_copy_chunk(request_id, chunk, &mut conn.out);
+        for part in parts {
+            conn.out.extend_from_slice(part);
+        }
         return Ok(());
     }
-    let (head, tail) = copy_chunk_frame_around(request_id, chunk);
-    let parts = [&head[..], chunk.bytes, &tail[..]];
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut written = 0;
     while written < total {

@@ -115,6 +115,7 @@ mod arena;
 mod filling;
 pub mod index;
 mod record;
+mod segments;
 
 use std::cell::Cell;
 use std::fmt;
@@ -129,6 +130,7 @@ pub use filling::{Filling, QUEUE_CHUNKS as FILLING_QUEUE_CHUNKS};
 pub use index::IndexImage;
 use index::{Index, Probe};
 use record::{Parsed, Record, Shape};
+pub use segments::SEGMENT_BYTES as COPY_CHUNK_BYTES;
 
 pub use record::{
     record_bytes, CAPACITY_MAX, CAPACITY_MIN, HEADER_BYTES, KEY_SIZE_MAX, RECORD_HEADER_BYTES_MAX,
@@ -585,7 +587,7 @@ impl Partition {
         }
         let arenas = Arenas::new(&partition.main, &partition.compaction);
         partition.index.end_bulk(|l| arenas.hash(l));
-        partition.main.end = offset;
+        partition.main.set_end(offset);
         partition.main.set_read_ahead(false);
         let torn_tail_bytes = partition.main.cut_leftovers(leftovers)?;
         if torn_tail_bytes > 0 {
@@ -1070,16 +1072,23 @@ impl Partition {
     /// Up to about `max_bytes` of the arena from `offset`, in whole records
     /// (at least one record, whatever its size, when any is left): a chunk
     /// of a recovery copy. `offset` must be `HEADER_BYTES` or the end of an
-    /// earlier chunk of the same [`Partition::generation`].
+    /// earlier chunk of the same [`Partition::generation`]. The chunk ends
+    /// at the start of the next checksummed stretch of records, if one lies
+    /// within reach, so that [`Partition::copy_chunk`] finds the stretch
+    /// next.
     pub fn chunk(&self, offset: u64, max_bytes: usize) -> &[u8] {
         let end = self.main.end;
         assert!(
             (HEADER_BYTES..=end).contains(&offset),
             "chunk offset {offset} outside the arena's records"
         );
+        let limit = self
+            .main
+            .next_segment_after(offset)
+            .map_or(end, |s| s.min(end));
         let bytes = self.main.bytes();
         let (mut to, mut ahead) = (offset, offset);
-        while to < end {
+        while to < limit {
             while ahead < (to + WALK_AHEAD_BYTES).min(end) {
                 index::prefetch(&bytes[ahead as usize]);
                 ahead += 64;
@@ -1091,6 +1100,21 @@ impl Partition {
             to += len;
         }
         &self.main.bytes()[offset as usize..to as usize]
+    }
+
+    /// [`Partition::chunk`], with the crc32 of its bytes when the arena
+    /// holds it already: the stretch of records that starts at `offset`,
+    /// closed and checksummed as the records were appended (see
+    /// `store/segments.rs`), when there is one of at most `max_bytes`.
+    /// Otherwise the records are walked, and the caller computes the crc.
+    pub fn copy_chunk(&self, offset: u64, max_bytes: usize) -> (&[u8], Option<u32>) {
+        match self.main.segment_at(offset) {
+            Some(s) if s.len <= max_bytes as u64 && s.start + s.len <= self.main.end => {
+                let bytes = &self.main.bytes()[s.start as usize..(s.start + s.len) as usize];
+                (bytes, Some(s.crc))
+            }
+            _ => (self.chunk(offset, max_bytes), None),
+        }
     }
 
     /// The index as it stands, for a recovery copy to send ahead of the
@@ -1153,7 +1177,7 @@ impl Partition {
         self.index.clear();
         self.live_bytes = 0;
         self.digest_sum = 0;
-        self.main.end = HEADER_BYTES;
+        self.main.set_end(HEADER_BYTES);
         self.main.mark_end();
     }
 

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use brick::store::{
     record_bytes, Backing, ChunkCheck, Filling, IndexImage, IndexSnapshot, OpenReport, Partition,
-    SnapshotRoom, StoreError, CAPACITY_MAX, HEADER_BYTES, KEY_SIZE_MAX, RECORD_HEADER_BYTES_MAX,
-    RECORD_HEADER_BYTES_MIN, VALUE_SIZE_MAX,
+    SnapshotRoom, StoreError, CAPACITY_MAX, COPY_CHUNK_BYTES, HEADER_BYTES, KEY_SIZE_MAX,
+    RECORD_HEADER_BYTES_MAX, RECORD_HEADER_BYTES_MIN, VALUE_SIZE_MAX,
 };
 
 const CAPACITY: u64 = 1 << 20;
@@ -1376,4 +1376,77 @@ fn an_index_that_cannot_be_used_is_left_aside() {
     let (copy, below) = filling.finish().unwrap();
     assert!(below.is_empty());
     assert_eq!(snapshot(&copy), snapshot(&source));
+}
+
+/// A copy's chunks cover the arena in order whatever it went through
+/// (appends, a reopen, more appends, a compaction, a reset), every chunk
+/// whose crc the arena kept carries its bytes' crc, and a chunk walked
+/// from the records ends where such a kept one begins.
+#[test]
+fn copy_chunks_cover_the_arena_and_carry_their_bytes_crc_when_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.arena");
+    let capacity = 8 << 20;
+    // Returns how many chunks came with a kept crc and how many were walked.
+    let chunks = |p: &Partition| {
+        let (mut offset, mut kept, mut walked) = (HEADER_BYTES, 0, 0);
+        let mut all = Vec::new();
+        while offset < p.end_offset() {
+            let (bytes, crc) = p.copy_chunk(offset, COPY_CHUNK_BYTES);
+            assert!(!bytes.is_empty() && bytes.len() <= COPY_CHUNK_BYTES);
+            assert_eq!(bytes, p.chunk(offset, COPY_CHUNK_BYTES), "the same records");
+            match crc {
+                Some(crc) => {
+                    assert_eq!(crc, crc32fast::hash(bytes), "at {offset}");
+                    kept += 1;
+                }
+                None => walked += 1,
+            }
+            all.extend_from_slice(bytes);
+            offset += bytes.len() as u64;
+        }
+        assert_eq!(all, p.bytes()[HEADER_BYTES as usize..]);
+        (kept, walked)
+    };
+    let (mut p, _) = open_file(&path, capacity);
+    for i in 0..20_000 {
+        p.put(&key(i), &value(i, 150)).unwrap();
+    }
+    let (kept, walked) = chunks(&p);
+    assert!(kept >= 5, "{kept}");
+    assert_eq!(walked, 1, "only the stretch still open");
+
+    // Reopened, the records found are walked; appends after that are kept.
+    drop(p);
+    let (mut p, _) = open_file(&path, capacity);
+    let (kept, walked) = chunks(&p);
+    assert_eq!(kept, 0);
+    assert!(walked >= 6, "{walked}");
+    for i in 0..10_000 {
+        p.put(&key(i), &value(i + 1, 150)).unwrap();
+    }
+    let (kept, _) = chunks(&p);
+    assert!(kept >= 2, "{kept}");
+
+    // A compaction's new arena is cut as its records are copied in.
+    let generation = p.generation();
+    for round in 0..20 {
+        for i in 0..20_000 {
+            p.put(&key(i), &value(i + round, 150)).unwrap();
+        }
+        if p.generation() != generation {
+            break;
+        }
+    }
+    assert_ne!(p.generation(), generation, "compacted");
+    let (kept, _) = chunks(&p);
+    assert!(kept >= 2, "{kept}");
+
+    p.reset();
+    assert_eq!(chunks(&p), (0, 0));
+    for i in 0..5_000 {
+        p.put(&key(i), &value(i, 150)).unwrap();
+    }
+    let (kept, walked) = chunks(&p);
+    assert!(kept >= 1 && walked == 1, "{kept} {walked}");
 }

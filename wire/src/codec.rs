@@ -65,7 +65,14 @@ pub fn encode_copy_chunk(request_id: u64, chunk: &CopyChunkRef<'_>, out: &mut Ve
 /// chunk's bytes can go to a socket from where they lie: the header and
 /// the body's fields before the bytes (returned first), the bytes
 /// themselves (`chunk.bytes`, not copied), and the fields after them.
-pub fn copy_chunk_frame_around(request_id: u64, chunk: &CopyChunkRef<'_>) -> (Vec<u8>, Vec<u8>) {
+/// `bytes_crc` is the crc32 of `chunk.bytes` when the caller has it (a
+/// brick keeps it for stretches of its arena): the bytes are then not read
+/// at all, their crc being combined with the fields' around them.
+pub fn copy_chunk_frame_around(
+    request_id: u64,
+    chunk: &CopyChunkRef<'_>,
+    bytes_crc: Option<u32>,
+) -> (Vec<u8>, Vec<u8>) {
     let mut head = vec![0; HEADER_SIZE];
     let mut tail = Vec::new();
     chunk.encode_body_around(&mut head, &mut tail);
@@ -76,7 +83,13 @@ pub fn copy_chunk_frame_around(request_id: u64, chunk: &CopyChunkRef<'_>) -> (Ve
     );
     let mut crc = crc32fast::Hasher::new();
     crc.update(&head[HEADER_SIZE..]);
-    crc.update(chunk.bytes);
+    match bytes_crc {
+        Some(known) => crc.combine(&crc32fast::Hasher::new_with_initial_len(
+            known,
+            chunk.bytes.len() as u64,
+        )),
+        None => crc.update(chunk.bytes),
+    }
     crc.update(&tail);
     let header = Header {
         kind: kind::COPY_CHUNK,

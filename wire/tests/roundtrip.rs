@@ -566,13 +566,16 @@ proptest! {
         let mut owned = earlier.clone();
         encode_request(11, &chunk.to_request(), &mut owned);
         prop_assert_eq!(&borrowed, &owned);
-        // And in three parts around the bytes, as a brick writes it.
-        let (head, tail) = copy_chunk_frame_around(11, &chunk);
-        let mut around = earlier;
-        around.extend_from_slice(&head);
-        around.extend_from_slice(&bytes);
-        around.extend_from_slice(&tail);
-        prop_assert_eq!(around, owned);
+        // And in three parts around the bytes, as a brick writes it, with
+        // the bytes' crc computed here or given (kept by the arena).
+        for bytes_crc in [None, Some(crc32fast::hash(&bytes))] {
+            let (head, tail) = copy_chunk_frame_around(11, &chunk, bytes_crc);
+            let mut around = earlier.clone();
+            around.extend_from_slice(&head);
+            around.extend_from_slice(&bytes);
+            around.extend_from_slice(&tail);
+            prop_assert_eq!(&around, &owned);
+        }
     }
 
     /// A stream of generated frames, cut into pieces at random places,

@@ -466,7 +466,9 @@ pub(super) struct RecoveryCounters {
 
 /// Bytes per chunk: large enough that per-message costs vanish, small
 /// enough that a chunk does not hold up other traffic on the connection.
-const CHUNK_BYTES: usize = 512 * 1024;
+/// The arena's checksummed stretches are this large, so a chunk is one of
+/// them when it can be (`Partition::copy_chunk`).
+const CHUNK_BYTES: usize = crate::store::COPY_CHUNK_BYTES;
 /// Chunks in flight per copy.
 const WINDOW: usize = 4;
 /// The longest a full copy waits, after `CopyReady`, for the memory of its
@@ -1422,7 +1424,8 @@ impl Node {
         let store = &self.partitions[&partition];
         let c = self.recovery.out.get_mut(&partition).expect("pumped copy");
         // The bytes stay in the arena: the driver sends them from there.
-        let len = store.chunk(c.sent, CHUNK_BYTES).len() as u64;
+        let (bytes, crc) = store.copy_chunk(c.sent, CHUNK_BYTES);
+        let len = bytes.len() as u64;
         let offset = c.sent;
         c.sent += len;
         c.in_flight += 1;
@@ -1456,6 +1459,7 @@ impl Node {
                 offset,
                 len,
                 end,
+                crc,
             },
         });
     }

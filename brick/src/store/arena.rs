@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use memmap2::MmapMut;
 
 use super::record::{self, Header, Record, HEADER_BYTES};
+use super::segments::{Segment, Segments};
 use super::StoreError;
 
 /// Syncs a folder after a rename in it; a failure is logged (see
@@ -90,6 +91,8 @@ pub(super) struct Arena {
     /// Where the zeroed pages written ahead of the appends end (see
     /// [`Arena::zero_ahead`]); 0 until the first append.
     zeroed_to: u64,
+    /// The appended records in checksummed stretches, a copy's chunks.
+    segments: Segments,
 }
 
 struct ArenaFile {
@@ -129,6 +132,7 @@ impl Arena {
             generation,
             read_ahead: false,
             zeroed_to: 0,
+            segments: Segments::from(HEADER_BYTES),
         };
         arena.write_header();
         Ok(arena)
@@ -246,6 +250,7 @@ impl Arena {
             // The load reads every record in order; it is turned off after.
             read_ahead: true,
             zeroed_to: 0,
+            segments: Segments::from(HEADER_BYTES),
         };
         arena.advise(memmap2::Advice::Sequential);
         match header {
@@ -310,6 +315,7 @@ impl Arena {
             generation,
             read_ahead: true,
             zeroed_to: 0,
+            segments: Segments::from(HEADER_BYTES),
         };
         arena.set_read_ahead(false);
         arena.write_header();
@@ -520,7 +526,7 @@ impl Arena {
             }
             None => self.map[offset as usize..offset as usize + bytes.len()].copy_from_slice(bytes),
         }
-        self.end += bytes.len() as u64;
+        self.set_end(self.end + bytes.len() as u64);
         Ok(offset)
     }
 
@@ -539,7 +545,26 @@ impl Arena {
             "adopting {len} bytes with {} free",
             self.tail_free()
         );
-        self.end += len;
+        self.set_end(self.end + len);
+    }
+
+    /// Moves the end of data to `end`, other than by appending records
+    /// (which [`Arena::claim`] does): bytes written through the file, a
+    /// reset, a reopen. The stretches of [`Segments`] past it are dropped.
+    pub(super) fn set_end(&mut self, end: u64) {
+        self.end = end;
+        self.segments.restart_at(end);
+    }
+
+    /// The checksummed stretch of records that starts at `offset`, if any.
+    pub(super) fn segment_at(&self, offset: u64) -> Option<Segment> {
+        self.segments.at(offset)
+    }
+
+    /// The nearest start of a stretch past `offset` (see
+    /// [`Segments::next_start_after`]).
+    pub(super) fn next_segment_after(&self, offset: u64) -> Option<u64> {
+        self.segments.next_start_after(offset)
     }
 
     /// Maps the pages of `from..to` for reading in one system call
@@ -574,6 +599,7 @@ impl Arena {
             self.tail_free()
         );
         self.zero_ahead(self.end + len);
+        self.segments.before_append(&self.map, self.end, len);
         let offset = self.end;
         self.end += len;
         offset
@@ -899,7 +925,7 @@ mod tests {
         // As after a load that found data up to the middle of a page, far
         // from what the first faults read ahead.
         let start = (32 << 20) + 100;
-        arena.end = start;
+        arena.set_end(start);
         let first = arena.append(true, b"k0", &[7; 100]);
         let resident = resident_pages(&arena);
         let page = (start / PAGE_BYTES) as usize;
@@ -924,7 +950,7 @@ mod tests {
         drop(arena);
         let (mut arena, _) = Arena::open_file(&path, capacity).unwrap();
         arena.set_read_ahead(false);
-        arena.end = end;
+        arena.set_end(end);
         for i in 700..1000u32 {
             offsets.push(arena.append(true, format!("k{i}").as_bytes(), &value));
         }
