@@ -100,7 +100,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    env_logger::init();
+    env_logger::Builder::from_default_env()
+        .format_timestamp_millis()
+        .init();
     let args = Args::parse();
     match run(&args) {
         Ok(0) => ExitCode::SUCCESS,

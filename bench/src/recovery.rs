@@ -425,6 +425,10 @@ const IDLE: u8 = 0;
 const BASELINE: u8 = 1;
 const RECOVERY: u8 = 2;
 
+/// A write during a recovery that takes longer than this is logged (at
+/// debug level, `RUST_LOG=bench=debug`), with its end time in the line.
+const SLOW_WRITE: Duration = Duration::from_millis(5);
+
 /// What the client threads saw in one window.
 #[derive(Default)]
 struct Seen {
@@ -539,6 +543,10 @@ fn run_in(
                         note_error(seen, format!("read: {e}"));
                     }
                     (true, None) => {
+                        if now - started > SLOW_WRITE {
+                            // The log line's time is the write's end.
+                            log::debug!("a write took {:?}", now - started);
+                        }
                         s.writes += 1;
                         s.longest_write = s.longest_write.max(now - started);
                         if began_ready {
