@@ -471,6 +471,14 @@ pub(super) struct RecoveryCounters {
 const CHUNK_BYTES: usize = crate::store::COPY_CHUNK_BYTES;
 /// Chunks in flight per copy.
 const WINDOW: usize = 4;
+/// Chunks or index parts one pass of the event loop sends while writes
+/// go on. A pass that filled the whole window at once (the index's
+/// snapshot, then four parts of it, each built, checksummed and written)
+/// kept the clients' requests waiting behind it: the longest writes of a
+/// copy (9–13 ms) ended in its first milliseconds. The copy goes on at
+/// the loop's next turn; once the window is full, each ack frees one
+/// place anyway.
+const SENDS_PER_PASS: usize = 2;
 /// The longest a full copy waits, after `CopyReady`, for the memory of its
 /// index snapshot to be faulted in (see [`Partition::index_snapshot_room`])
 /// before it takes the snapshot into fresh memory: a target that kept its
@@ -1300,9 +1308,21 @@ impl Node {
 
     /// Sends what the copy of `partition` may send now.
     pub(super) fn pump_copy(&mut self, now: Instant, partition: PartitionId) {
+        let snapshot_due = self
+            .recovery
+            .out
+            .get(&partition)
+            .is_some_and(|c| c.snapshot_by.is_some());
         if !self.take_index_snapshot(now, partition) {
             return;
         }
+        if snapshot_due {
+            // The snapshot copied the index table in this pass: the first
+            // parts go in the next one, after the requests that waited.
+            self.yield_pass(now, partition);
+            return;
+        }
+        let mut sends = 0;
         for _ in 0..=WINDOW {
             let Some(c) = self.recovery.out.get_mut(&partition) else {
                 return;
@@ -1341,16 +1361,22 @@ impl Node {
                         );
                         continue;
                     }
+                    if c.in_flight >= WINDOW {
+                        return;
+                    }
+                    if sends == SENDS_PER_PASS {
+                        self.yield_pass(now, partition);
+                        return;
+                    }
                     if c.index.is_some() {
-                        if c.in_flight >= WINDOW {
-                            return;
-                        }
+                        sends += 1;
                         self.send_index_part(now, partition);
                         continue;
                     }
-                    if c.in_flight >= WINDOW || c.sent >= end || now < c.next_send {
+                    if c.sent >= end || now < c.next_send {
                         return;
                     }
+                    sends += 1;
                     self.send_chunk(now, partition, false);
                 }
                 CopyPhase::Sealed => {
@@ -1375,6 +1401,16 @@ impl Node {
                     self.send_chunk(now, partition, true);
                 }
             }
+        }
+    }
+
+    /// Ends a pass of [`Node::pump_copy`] that could send more: the copy
+    /// goes on at the loop's next turn (see [`Node::recovery_timeout`]),
+    /// once the requests that arrived meanwhile are served, so that no
+    /// client waits behind a whole window of chunks or index parts.
+    fn yield_pass(&mut self, now: Instant, partition: PartitionId) {
+        if let Some(c) = self.recovery.out.get_mut(&partition) {
+            c.next_send = c.next_send.max(now);
         }
     }
 
