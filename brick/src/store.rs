@@ -130,6 +130,7 @@ pub use filling::{Filling, QUEUE_CHUNKS as FILLING_QUEUE_CHUNKS};
 pub use index::IndexImage;
 use index::{Index, Probe};
 use record::{Parsed, Record, Shape};
+use segments::Segments;
 pub use segments::SEGMENT_BYTES as COPY_CHUNK_BYTES;
 
 pub use record::{
@@ -562,6 +563,10 @@ impl Partition {
         partition.index.start_bulk(|l| arenas.hash(l));
         // Every record is at least a header long, which bounds the scan.
         let records_max = partition.main.capacity() / RECORD_HEADER_BYTES_MIN + 1;
+        // The records found are cut into checksummed stretches as appends
+        // are, while they are in the cache, so that a copy from this
+        // arena sends them without reading them again.
+        let mut segments = Segments::from(HEADER_BYTES);
         while !done && records < records_max {
             batch.clear();
             while batch.len() < LOAD_BATCH_RECORDS && records < records_max {
@@ -577,6 +582,7 @@ impl Partition {
                     }
                     Parsed::Record(shape) => {
                         let hash = xxh3_64(shape.key(partition.main.bytes(), offset));
+                        segments.before_append(partition.main.bytes(), offset, shape.len);
                         batch.push((offset, shape, hash));
                         records += 1;
                         offset += shape.len;
@@ -587,7 +593,7 @@ impl Partition {
         }
         let arenas = Arenas::new(&partition.main, &partition.compaction);
         partition.index.end_bulk(|l| arenas.hash(l));
-        partition.main.set_end(offset);
+        partition.main.set_end_found(offset, segments);
         partition.main.set_read_ahead(false);
         let torn_tail_bytes = partition.main.cut_leftovers(leftovers)?;
         if torn_tail_bytes > 0 {

@@ -556,6 +556,13 @@ impl Arena {
         self.segments.restart_at(end);
     }
 
+    /// Sets the end of data found by the scan at a reopen, with the
+    /// stretches the scan cut the records into.
+    pub(super) fn set_end_found(&mut self, end: u64, segments: Segments) {
+        self.end = end;
+        self.segments = segments;
+    }
+
     /// The checksummed stretch of records that starts at `offset`, if any.
     pub(super) fn segment_at(&self, offset: u64) -> Option<Segment> {
         self.segments.at(offset)

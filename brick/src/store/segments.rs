@@ -9,9 +9,9 @@
 //! pass over 512 KiB that the appends have just written, a few tens of
 //! microseconds every few thousand appends.
 //!
-//! The stretches cover only what was appended record by record since the
-//! arena was opened or last cut back; bytes that came another way (a
-//! copy's chunks written through the file, the records found at a reopen)
+//! The stretches cover what was appended record by record, or found by
+//! the scan at a reopen, since the arena was opened or last cut back;
+//! bytes that came another way (a copy's chunks written through the file)
 //! lie in a gap that no stretch covers, and a copy walks and checksums
 //! those as before, up to the next stretch's start.
 
