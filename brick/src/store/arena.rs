@@ -550,7 +550,8 @@ impl Arena {
 
     /// Moves the end of data to `end`, other than by appending records
     /// (which [`Arena::claim`] does): bytes written through the file, a
-    /// reset, a reopen. The stretches of [`Segments`] past it are dropped.
+    /// reset. The stretches of [`Segments`] past it are dropped, and the
+    /// next one starts at `end`.
     pub(super) fn set_end(&mut self, end: u64) {
         self.end = end;
         self.segments.restart_at(end);
