@@ -19,7 +19,7 @@ pub mod rg;
 pub use crate::config::{ClusterConfig, ConfigError};
 pub use crate::dp::DpMap;
 pub use crate::error::MapError;
-pub use crate::hash::{key_hash, u64_key};
+pub use crate::hash::{crc32, key_hash, u64_key};
 pub use crate::ids::{BrickId, PartitionId, RgId};
 pub use crate::maps::{Maps, Route};
 pub use crate::rg::{RgEntry, RgMap};

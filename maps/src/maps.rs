@@ -156,7 +156,7 @@ impl Maps {
     /// The fingerprint of all routing facts: crc32 over `encode()`. Two
     /// holders with equal fingerprints hold equal maps, collisions aside.
     pub fn fingerprint(&self) -> u32 {
-        crc32fast::hash(&self.encode())
+        crate::hash::crc32(&self.encode())
     }
 
     /// Every brick that some group lists, in ascending id order.
@@ -311,7 +311,7 @@ fn partition_fingerprint_of(partition: PartitionId, rg: RgId, entry: &RgEntry) -
     put_leaf(&mut out, partition, rg);
     put_rg(&mut out, rg, entry);
     let used = PARTITION_FACTS_SIZE_MAX - out.len();
-    crc32fast::hash(&buffer[..used])
+    crate::hash::crc32(&buffer[..used])
 }
 
 fn put_leaf(out: &mut impl Write, partition: PartitionId, rg: RgId) {

@@ -137,7 +137,7 @@ fn encode_with(
         kind,
         body_len: body_len_u32,
         request_id,
-        body_crc: crc32fast::hash(body),
+        body_crc: maps::crc32(body),
     };
     let header_bytes: &mut [u8; HEADER_SIZE] = (&mut out[header_at..header_at + HEADER_SIZE])
         .try_into()
@@ -340,7 +340,7 @@ impl FrameDecoder {
         // Taken now; the bytes stay where they are until the next call.
         self.consume(frame_len);
         let request_id = header.request_id;
-        if crc32fast::hash(&self.buf[body.clone()]) != header.body_crc {
+        if maps::crc32(&self.buf[body.clone()]) != header.body_crc {
             return Err(self.fail(FrameError::BadCrc { request_id }));
         }
         if header.kind == kind::COPY_CHUNK {

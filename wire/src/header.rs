@@ -106,7 +106,7 @@ pub struct Header {
     pub body_len: u32,
     /// Chosen by the sender of a request and echoed by the reply.
     pub request_id: u64,
-    /// `crc32fast::hash` of the body.
+    /// CRC-32 (IEEE) of the body (`maps::crc32`).
     pub body_crc: u32,
 }
 

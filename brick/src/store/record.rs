@@ -152,7 +152,7 @@ pub fn encode_header(page: &mut [u8], header: Header) {
     LittleEndian::write_u32(&mut page[8..12], FORMAT_VERSION);
     LittleEndian::write_u64(&mut page[16..24], header.capacity);
     LittleEndian::write_u64(&mut page[24..32], header.generation);
-    let crc = crc32fast::hash(&page[..HEADER_CRC_AT]);
+    let crc = maps::crc32(&page[..HEADER_CRC_AT]);
     LittleEndian::write_u32(&mut page[HEADER_CRC_AT..], crc);
 }
 
@@ -166,7 +166,7 @@ pub fn decode_header(page: &[u8]) -> Result<Option<Header>, &'static str> {
     if page[0..8] != MAGIC {
         return Err("not an arena: the magic bytes are wrong");
     }
-    if crc32fast::hash(&page[..HEADER_CRC_AT]) != LittleEndian::read_u32(&page[HEADER_CRC_AT..]) {
+    if maps::crc32(&page[..HEADER_CRC_AT]) != LittleEndian::read_u32(&page[HEADER_CRC_AT..]) {
         return Err("the header page's checksum does not match");
     }
     if LittleEndian::read_u32(&page[8..12]) != FORMAT_VERSION {
@@ -275,7 +275,7 @@ fn parse_checking(arena: &[u8], offset: u64, check_crc: bool) -> Parsed {
     if offset + len > capacity {
         return Parsed::Invalid("the record runs past the arena's end");
     }
-    if check_crc && crc32fast::hash(&arena[at + 4..at + len as usize]) != crc {
+    if check_crc && maps::crc32(&arena[at + 4..at + len as usize]) != crc {
         return Parsed::Invalid("the record's checksum does not match");
     }
     Parsed::Record(Shape {
@@ -301,7 +301,7 @@ pub fn encode(dst: &mut [u8], live: bool, key: &[u8], value: &[u8]) {
     let key_field = key.len() as u64 * 2 + u64::from(live);
     let values_at = 4 + put_varint(&mut dst[4..], key_field);
     put_varint(&mut dst[values_at..], value.len() as u64);
-    let crc = crc32fast::hash(&dst[4..]);
+    let crc = maps::crc32(&dst[4..]);
     LittleEndian::write_u32(&mut dst[0..4], crc);
 }
 

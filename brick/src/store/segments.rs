@@ -53,7 +53,7 @@ impl Segments {
     pub(super) fn before_append(&mut self, bytes: &[u8], end: u64, len: u64) {
         debug_assert!(self.open <= end);
         if end > self.open && end + len - self.open > SEGMENT_BYTES as u64 {
-            let crc = crc32fast::hash(&bytes[self.open as usize..end as usize]);
+            let crc = maps::crc32(&bytes[self.open as usize..end as usize]);
             self.closed.push(Segment {
                 start: self.open,
                 len: end - self.open,
