@@ -38,6 +38,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 use std::time::{Duration, Instant};
 
+use maps::limits::REPLICAS_MAX;
 use maps::{BrickId, Maps, PartitionId, RgId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -124,8 +125,36 @@ impl Default for CoreConfig {
 struct Route {
     partition: PartitionId,
     rg: RgId,
-    bricks: Vec<BrickId>,
+    bricks: Replicas,
     fingerprint: u32,
+}
+
+/// A group's bricks, held inline: a group has at most `REPLICAS_MAX` of
+/// them, and a write copies its route's bricks into each of its prepares,
+/// which then allocate nothing for them.
+#[derive(Clone, Copy, Debug)]
+struct Replicas {
+    len: u8,
+    ids: [BrickId; REPLICAS_MAX],
+}
+
+impl Replicas {
+    fn new(bricks: &[BrickId]) -> Replicas {
+        let mut ids = [BrickId(0); REPLICAS_MAX];
+        ids[..bricks.len()].copy_from_slice(bricks);
+        Replicas {
+            len: u8::try_from(bricks.len()).expect("REPLICAS_MAX fits in u8"),
+            ids,
+        }
+    }
+}
+
+impl std::ops::Deref for Replicas {
+    type Target = [BrickId];
+
+    fn deref(&self) -> &[BrickId] {
+        &self.ids[..usize::from(self.len)]
+    }
 }
 
 #[derive(Debug)]
@@ -140,11 +169,11 @@ enum Phase {
         others: Vec<BrickId>,
     },
     /// Prepares sent; votes so far.
-    Preparing(Box<Prepare>),
+    Preparing(Prepare),
     /// The decision was sent to `primary`; waiting for the outcome.
-    Deciding(Box<Decide>),
+    Deciding(Decide),
     /// Waiting for the group's leader to remove `brick`.
-    Excluding(Box<Decide>),
+    Excluding(Decide),
     /// Table operations go to every brick; waiting for these.
     Broadcast {
         waiting: BTreeSet<BrickId>,
@@ -175,7 +204,7 @@ struct PrepareHead {
     txid: TxId,
     partition: PartitionId,
     fingerprint: u32,
-    participants: Vec<BrickId>,
+    participants: Replicas,
     decide: bool,
 }
 
@@ -186,7 +215,7 @@ impl PrepareHead {
             txid,
             partition: route.partition,
             fingerprint: route.fingerprint,
-            participants: route.bricks.clone(),
+            participants: route.bricks,
             decide,
         }
     }
@@ -205,7 +234,7 @@ impl PrepareHead {
             table,
             key,
             value,
-            participants: &self.participants,
+            participants: &self.participants[..],
             decide: self.decide,
         })
     }
@@ -309,7 +338,49 @@ struct OpState {
     /// Keys in `Core::requests` of the requests this operation sent, so
     /// they are dropped without a scan of every outstanding request. Some
     /// may be answered (gone from the map) already.
-    sent: Vec<(BrickId, u64)>,
+    sent: Sent,
+}
+
+/// Requests kept inline by [`Sent`]: a read sends one, a write two.
+const SENT_INLINE: usize = 4;
+
+/// The keys of the requests one operation sent: the first few inline, so
+/// that an operation allocates nothing for them, any more in `spill`.
+#[derive(Debug)]
+struct Sent {
+    inline: [(BrickId, u64); SENT_INLINE],
+    len: usize,
+    spill: Vec<(BrickId, u64)>,
+}
+
+impl Sent {
+    fn new() -> Sent {
+        Sent {
+            inline: [(BrickId(0), 0); SENT_INLINE],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, key: (BrickId, u64)) {
+        if self.len < SENT_INLINE {
+            self.inline[self.len] = key;
+            self.len += 1;
+        } else {
+            self.spill.push(key);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(BrickId, u64)> {
+        self.inline[..self.len].iter().chain(&self.spill)
+    }
+
+    /// Empties the list, returning what it held.
+    fn take(&mut self) -> impl Iterator<Item = (BrickId, u64)> {
+        let len = std::mem::take(&mut self.len);
+        let spill = std::mem::take(&mut self.spill);
+        self.inline.into_iter().take(len).chain(spill)
+    }
 }
 
 /// An error that ends the operation, or says to retry it.
@@ -407,7 +478,7 @@ impl Core {
                 attempts: 0,
                 deadline: now,
                 timed_out: false,
-                sent: Vec::new(),
+                sent: Sent::new(),
             },
         );
         self.start(now, id);
@@ -492,7 +563,7 @@ impl Core {
         Some(Route {
             partition: route.partition,
             rg: route.rg,
-            bricks: route.bricks.to_vec(),
+            bricks: Replicas::new(route.bricks),
             fingerprint: route.fingerprint,
         })
     }
@@ -559,7 +630,7 @@ impl Core {
         if let Some(state) = self.ops.remove(&id) {
             self.early_timers.remove(&(state.deadline, id.0));
             self.drop_stale_timers();
-            for key in &state.sent {
+            for key in state.sent.iter() {
                 self.requests.remove(key);
             }
             self.completions.push_back((id, result));
@@ -569,7 +640,7 @@ impl Core {
     /// Stops waiting for the replies to every request `id` sent so far.
     fn forget_requests(&mut self, id: OpId) {
         if let Some(state) = self.ops.get_mut(&id) {
-            for key in state.sent.drain(..) {
+            for key in state.sent.take() {
                 self.requests.remove(&key);
             }
         }
@@ -710,13 +781,13 @@ impl Core {
         } else {
             Positions::range(first, route.bricks.len())
         };
-        self.ops.get_mut(&id).unwrap().phase = Phase::Preparing(Box::new(Prepare {
+        self.ops.get_mut(&id).unwrap().phase = Phase::Preparing(Prepare {
             txid,
             route,
             yes: Positions::default(),
             no: None,
             waiting,
-        }));
+        });
         self.config.decide_without_votes || no_votes
     }
 
@@ -1071,7 +1142,7 @@ impl Core {
         };
         let primary = prepare.route.bricks[0];
         let primary_prepared = prepare.yes.contains(0);
-        let decide = Box::new(Decide {
+        let decide = Decide {
             txid: prepare.txid,
             route: prepare.route,
             decision,
@@ -1081,7 +1152,7 @@ impl Core {
             stage: Stage::Primary,
             leader: None,
             attempts: 0,
-        });
+        };
         self.send_decision(now, id, decide);
     }
 
@@ -1099,7 +1170,7 @@ impl Core {
     }
 
     /// Sends the decision to the primary, or the abort to the others.
-    fn send_decision(&mut self, now: Instant, id: OpId, decide: Box<Decide>) {
+    fn send_decision(&mut self, now: Instant, id: OpId, decide: Decide) {
         // Empty (no allocation) for the usual case, the primary alone.
         let others: Vec<BrickId> = match &decide.stage {
             Stage::Primary => Vec::new(),
@@ -1131,7 +1202,7 @@ impl Core {
         self.set_deadline(id, now + self.config.request_timeout);
     }
 
-    fn take_decide(&mut self, id: OpId) -> Option<Box<Decide>> {
+    fn take_decide(&mut self, id: OpId) -> Option<Decide> {
         let state = self.ops.get_mut(&id)?;
         match std::mem::replace(&mut state.phase, Phase::Backoff) {
             Phase::Deciding(d) | Phase::Excluding(d) => Some(d),
@@ -1214,7 +1285,7 @@ impl Core {
     /// The primary aborted: final there. The caller hears of it once every
     /// other member has dropped the write too, so that a retry cannot apply
     /// it twice.
-    fn abort_at_others(&mut self, now: Instant, id: OpId, mut decide: Box<Decide>) {
+    fn abort_at_others(&mut self, now: Instant, id: OpId, mut decide: Decide) {
         let entry = self.maps.rg.get(decide.route.rg).cloned();
         let waiting: BTreeSet<BrickId> = decide
             .route
@@ -1230,7 +1301,7 @@ impl Core {
     /// The transaction committed: answer the caller, then tell the other
     /// participants. One that says it never prepared lost the write (it
     /// restarted) and is reported for removal.
-    fn committed(&mut self, _now: Instant, id: OpId, decide: Box<Decide>) {
+    fn committed(&mut self, _now: Instant, id: OpId, decide: Decide) {
         for other in decide
             .route
             .bricks
@@ -1257,7 +1328,7 @@ impl Core {
 
     /// Waits for the remaining members to acknowledge the abort; when none
     /// is left, retries the write or fails it.
-    fn continue_abort(&mut self, now: Instant, id: OpId, decide: Box<Decide>) {
+    fn continue_abort(&mut self, now: Instant, id: OpId, decide: Decide) {
         let done = matches!(&decide.stage, Stage::Others(w) if w.is_empty());
         if !done {
             self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
@@ -1293,13 +1364,7 @@ impl Core {
     }
 
     /// Asks the group's leader to remove `target`, which did not answer.
-    fn request_exclusion(
-        &mut self,
-        now: Instant,
-        id: OpId,
-        mut decide: Box<Decide>,
-        target: BrickId,
-    ) {
+    fn request_exclusion(&mut self, now: Instant, id: OpId, mut decide: Decide, target: BrickId) {
         decide.attempts += 1;
         if decide.attempts > self.config.retries_max {
             self.complete(
@@ -1357,7 +1422,7 @@ impl Core {
         &mut self,
         now: Instant,
         id: OpId,
-        mut decide: Box<Decide>,
+        mut decide: Decide,
         target: BrickId,
         members: &[BrickId],
     ) {
