@@ -18,6 +18,14 @@ use bench::redis::RedisTarget;
 use bench::BenchError;
 use clap::{ArgAction, Parser, ValueEnum};
 
+/// The load generator's allocator is the bricks' (ARCHITECTURE.md,
+/// "Allocator"): every DDS operation it starts owns its table, key and
+/// value until it ends, so with hundreds in flight the C library's
+/// per-thread cache of freed blocks is always empty and each allocation
+/// takes its slow path. The Redis side allocates nothing per operation.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum TargetKind {
     Redis,
