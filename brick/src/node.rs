@@ -58,6 +58,9 @@ mod kept;
 mod membership;
 mod outcomes;
 mod recovery;
+mod routes;
+
+use routes::NodeMaps;
 
 pub use recovery::{
     arena_path, blank_marker_path, maps_path, partition_of_file_name, save_durably, votes_path,
@@ -357,7 +360,7 @@ struct Counters {
 pub struct Node {
     id: BrickId,
     config: NodeConfig,
-    maps: Maps,
+    maps: NodeMaps,
     partitions: BTreeMap<PartitionId, Partition>,
     tables: HashSet<Vec<u8>>,
 
@@ -430,7 +433,7 @@ impl Node {
         let mut node = Node {
             id,
             config,
-            maps,
+            maps: NodeMaps::new(maps, id),
             partitions,
             tables,
             locks: HashMap::default(),
@@ -884,7 +887,7 @@ impl Node {
     /// Checks that this node may serve `partition` for a caller whose
     /// fingerprint of it is `fingerprint`; returns the partition's group.
     fn check_route(&mut self, partition: PartitionId, fingerprint: u32) -> Result<RgId, Reply> {
-        if self.maps.dp.rg_of(partition).is_none() {
+        let Some(facts) = self.maps.route_facts(partition) else {
             log::warn!(
                 "{}: request for {partition}, which is not a partition of the maps",
                 self.id
@@ -894,9 +897,8 @@ impl Node {
                 message: format!("{partition} is not a partition of the maps of {}", self.id),
                 maps: Some(self.maps.encode()),
             }));
-        }
-        let ours = self.maps.partition_fingerprint(partition);
-        if ours != Some(fingerprint) {
+        };
+        if facts.fingerprint != fingerprint {
             self.counters.fingerprint_mismatches += 1;
             return Err(Reply::Error(ErrorReply {
                 code: ErrorCode::FingerprintMismatch,
@@ -907,17 +909,7 @@ impl Node {
                 maps: Some(self.maps.encode()),
             }));
         }
-        let rg = self
-            .maps
-            .dp
-            .rg_of(partition)
-            .expect("fingerprint implies the leaf exists");
-        let member = self
-            .maps
-            .rg
-            .get(rg)
-            .is_some_and(|entry| entry.bricks.contains(&self.id));
-        if !member || !self.partitions.contains_key(&partition) {
+        if !facts.member || !self.partitions.contains_key(&partition) {
             log::warn!(
                 "{}: request for {partition}, of which it holds no replica",
                 self.id
@@ -928,7 +920,7 @@ impl Node {
                 maps: Some(self.maps.encode()),
             }));
         }
-        Ok(rg)
+        Ok(facts.rg)
     }
 
     /// After a crash the brick may have lost writes it acknowledged as a
@@ -1725,7 +1717,7 @@ impl Node {
     fn push_maps(&mut self, now: Instant, bytes: &[u8]) -> Reply {
         match Maps::decode(bytes) {
             Ok(other) => {
-                if self.maps.merge_newer(&other) {
+                if self.maps.change().merge_newer(&other) {
                     log::info!("{}: took newer maps from a peer", self.id);
                     self.maps_changed(now);
                 }
@@ -2029,7 +2021,7 @@ impl Node {
                 self.last_heard.insert((rg, peer), now);
                 if let Some(bytes) = e.maps {
                     if let Ok(other) = Maps::decode(&bytes) {
-                        if self.maps.merge_newer(&other) {
+                        if self.maps.change().merge_newer(&other) {
                             self.maps_changed(now);
                         }
                     }

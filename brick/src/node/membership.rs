@@ -645,7 +645,7 @@ impl Node {
             epoch,
             bricks: value,
         };
-        if let Err(e) = self.maps.rg.install(rg, entry) {
+        if let Err(e) = self.maps.change().rg.install(rg, entry) {
             log::error!("{}: cannot install {rg} at epoch {epoch}: {e}", self.id);
             self.membership.proposals.remove(&rg);
             return;
