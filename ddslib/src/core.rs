@@ -1632,6 +1632,22 @@ mod tests {
         panic!("the operation never completed");
     }
 
+    #[test]
+    fn sent_keeps_every_key_in_order_past_its_inline_ones() {
+        let mut sent = Sent::new();
+        let keys: Vec<(BrickId, u64)> = (0..SENT_INLINE as u64 + 3)
+            .map(|i| (BrickId(i as u32 % 3), 100 + i))
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            sent.push(*key);
+            assert!(sent.iter().copied().eq(keys[..=i].iter().copied()));
+        }
+        assert!(sent.take().eq(keys.iter().copied()));
+        assert_eq!(sent.iter().count(), 0);
+        sent.push(keys[0]);
+        assert!(sent.take().eq([keys[0]]));
+    }
+
     fn is_prepare(request: &Request, decides: bool) -> bool {
         matches!(request, Request::Prepare { decide, .. } if *decide == decides)
     }
