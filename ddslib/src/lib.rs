@@ -76,6 +76,11 @@ pub struct Dds {
     /// possibly left: readiness is edge-triggered, so they are read again
     /// on the next turn without waiting for an event.
     unread: HashSet<BrickId>,
+    /// Lists a turn builds and empties again, kept so that a turn
+    /// allocates nothing: connections with bytes to write, and readiness
+    /// events.
+    to_flush: Vec<BrickId>,
+    ready: Vec<(BrickId, bool, bool, bool)>,
 }
 
 impl Drop for Dds {
@@ -132,6 +137,8 @@ impl Dds {
             directory,
             conns: HashMap::default(),
             unread: HashSet::default(),
+            to_flush: Vec::new(),
+            ready: Vec::new(),
             results: HashMap::default(),
             completed: Vec::new(),
             private_replies: HashMap::default(),
@@ -382,10 +389,17 @@ impl Dds {
                 request.encode(request_id, &mut conn.out)
             });
         }
-        let bricks: Vec<BrickId> = self.conns.keys().copied().collect();
-        for brick in &bricks {
-            self.flush(*brick);
+        let mut to_flush = std::mem::take(&mut self.to_flush);
+        to_flush.extend(
+            self.conns
+                .iter()
+                .filter(|(_, conn)| conn.out_pos < conn.out.len())
+                .map(|(brick, _)| *brick),
+        );
+        for brick in to_flush.drain(..) {
+            self.flush(brick);
         }
+        self.to_flush = to_flush;
     }
 
     /// One pass of the event loop: send what the core wants sent, wait for
@@ -407,24 +421,21 @@ impl Dds {
                 return Err(DdsError::Io(e.to_string()));
             }
         }
-        let ready: Vec<(BrickId, bool, bool, bool)> = self
-            .events
-            .iter()
-            .map(|ev| {
-                (
-                    BrickId(ev.token().0 as u32),
-                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                    ev.is_read_closed() || ev.is_error(),
-                    ev.is_writable(),
-                )
-            })
-            .collect();
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.extend(self.events.iter().map(|ev| {
+            (
+                BrickId(ev.token().0 as u32),
+                ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                ev.is_read_closed() || ev.is_error(),
+                ev.is_writable(),
+            )
+        }));
         // Connections left at the read budget are read to the end: a
         // hang-up reported with their last event brings no other.
         for brick in std::mem::take(&mut self.unread) {
             self.read(brick, true);
         }
-        for (brick, readable, hung_up, writable) in ready {
+        for (brick, readable, hung_up, writable) in ready.drain(..) {
             if writable {
                 if let Some(conn) = self.conns.get_mut(&brick) {
                     conn.connected = true;
@@ -435,6 +446,7 @@ impl Dds {
                 self.read(brick, hung_up);
             }
         }
+        self.ready = ready;
         let now = Instant::now();
         self.core.handle_timeout(now);
         self.collect();
