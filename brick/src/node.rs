@@ -356,6 +356,14 @@ struct Counters {
     resolutions: u64,
 }
 
+/// Where a request will look in its partition's store, found by
+/// [`Node::prefetch_slot`] for [`Node::prefetch_record`].
+#[derive(Clone, Copy, Debug)]
+pub struct PrefetchHint {
+    partition: PartitionId,
+    hash: u64,
+}
+
 /// The brick's protocol state. See the module documentation.
 pub struct Node {
     id: BrickId,
@@ -666,11 +674,13 @@ impl Node {
     // ----------------------------------------------------------------------
     // Requests.
 
-    /// Brings what `request` will read of its partition's store into the
-    /// processor's cache: a batch of requests calls this for each with
-    /// `record` false, then for each with `record` true, then handles them
-    /// (see [`Partition::prefetch`]). Only a hint: it changes nothing.
-    pub fn prefetch(&self, request: &Request, record: bool) {
+    /// Brings the index slot that `request` will read of its partition's
+    /// store into the processor's cache, and returns where it looked: a
+    /// batch of requests calls this for each, then
+    /// [`Node::prefetch_record`] with each hint, then handles them, so the
+    /// store key is built and hashed once for both steps (see
+    /// [`Partition::prefetch_slot`]). Only a hint: it changes nothing.
+    pub fn prefetch_slot(&self, request: &Request) -> Option<PrefetchHint> {
         let (partition, table, key) = match request {
             Request::Get {
                 partition,
@@ -686,26 +696,34 @@ impl Node {
                 ..
             } => (*partition, table.as_slice(), key.as_slice()),
             Request::Commit { txid, partition } => {
-                if let (Some(p), Some(tx)) =
-                    (self.partitions.get(partition), self.prepared.get(txid))
-                {
-                    p.prefetch(&tx.store_key, record);
-                }
-                return;
+                let p = self.partitions.get(partition)?;
+                let hash = crate::store::key_hash(&self.prepared.get(txid)?.store_key);
+                p.prefetch_slot(hash);
+                return Some(PrefetchHint {
+                    partition: *partition,
+                    hash,
+                });
             }
-            _ => return,
+            _ => return None,
         };
-        let Some(p) = self.partitions.get(&partition) else {
-            return;
-        };
+        let p = self.partitions.get(&partition)?;
         // The store key, built on the stack: a prefetch allocates nothing.
         // A request for a longer key, or with a table name that no table
         // can have (refused when handled), is not prefetched.
         let mut buf = [0u8; 128];
-        if !table.is_empty() && table.len() <= u8::MAX as usize {
-            if let Some(skey) = write_store_key(&mut buf, table, key) {
-                p.prefetch(skey, record);
-            }
+        if table.is_empty() || table.len() > u8::MAX as usize {
+            return None;
+        }
+        let hash = crate::store::key_hash(write_store_key(&mut buf, table, key)?);
+        p.prefetch_slot(hash);
+        Some(PrefetchHint { partition, hash })
+    }
+
+    /// The second step of [`Node::prefetch_slot`]: brings the record the
+    /// slot points to into the cache.
+    pub fn prefetch_record(&self, hint: PrefetchHint) {
+        if let Some(p) = self.partitions.get(&hint.partition) {
+            p.prefetch_record(hint.hash);
         }
     }
 

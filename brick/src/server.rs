@@ -34,7 +34,7 @@ use wire::limits::{
 };
 use wire::{CopyChunkRef, ErrorCode, ErrorReply, Message, Reply, Request};
 
-use crate::node::{ConnId, Node, Transmit};
+use crate::node::{ConnId, Node, PrefetchHint, Transmit};
 
 const LISTENER: Token = Token(0);
 /// Tokens from here up name connections to peers (base + brick id).
@@ -97,6 +97,8 @@ pub struct Server {
     /// `OUTSTANDING_REQUESTS_PER_CONNECTION_MAX` long: a request past that
     /// is refused as it is decoded.
     batch: Vec<(u64, Request)>,
+    /// The batch's prefetch hints between its two steps; empty otherwise.
+    hints: Vec<PrefetchHint>,
     /// Connections whose read stopped at the per-pass budget with bytes
     /// possibly left in the socket. Readiness is edge-triggered, so no new
     /// event comes for those bytes: they are read again on the next pass.
@@ -139,6 +141,7 @@ impl Server {
             next_token: 1,
             dirty: HashSet::default(),
             batch: Vec::new(),
+            hints: Vec::new(),
             unread: HashSet::default(),
             stop,
         })
@@ -340,7 +343,13 @@ impl Server {
                 // straight into the arena.
                 match conn.decoder.next_frame_lending() {
                     Ok(Some((request_id, Frame::Message(Message::Reply(_))))) => {
-                        handle_batch(&mut self.node, &mut self.batch, now, conn_id);
+                        handle_batch(
+                            &mut self.node,
+                            &mut self.batch,
+                            &mut self.hints,
+                            now,
+                            conn_id,
+                        );
                         self.protocol_error(
                             token,
                             request_id,
@@ -365,18 +374,36 @@ impl Server {
                             }
                             Frame::CopyChunk(chunk) => {
                                 // In order: the requests before it first.
-                                handle_batch(&mut self.node, &mut self.batch, now, conn_id);
+                                handle_batch(
+                                    &mut self.node,
+                                    &mut self.batch,
+                                    &mut self.hints,
+                                    now,
+                                    conn_id,
+                                );
                                 self.node.handle_copy_chunk(now, conn_id, request_id, chunk)
                             }
                             Frame::Message(Message::Reply(_)) => unreachable!("matched above"),
                         }
                     }
                     Ok(None) => {
-                        handle_batch(&mut self.node, &mut self.batch, now, conn_id);
+                        handle_batch(
+                            &mut self.node,
+                            &mut self.batch,
+                            &mut self.hints,
+                            now,
+                            conn_id,
+                        );
                         break;
                     }
                     Err(e) => {
-                        handle_batch(&mut self.node, &mut self.batch, now, conn_id);
+                        handle_batch(
+                            &mut self.node,
+                            &mut self.batch,
+                            &mut self.hints,
+                            now,
+                            conn_id,
+                        );
                         let request_id = match &e {
                             FrameError::BadCrc { request_id }
                             | FrameError::BadBody { request_id, .. } => *request_id,
@@ -729,16 +756,26 @@ fn error_reply(code: ErrorCode, message: &str) -> Reply {
 
 /// Handles the requests decoded from one read, in order. With more than
 /// one, first brings what they will read of the store into the cache, the
-/// index slots of all of them and then their records ([`Node::prefetch`]):
+/// index slots of all of them and then their records
+/// ([`Node::prefetch_slot`], [`Node::prefetch_record`]):
 /// lookups of random keys each wait for memory twice (slot, record), a
 /// third of a brick's time under reads, and this way the waits of a batch
 /// overlap.
-fn handle_batch(node: &mut Node, batch: &mut Vec<(u64, Request)>, now: Instant, conn: ConnId) {
+fn handle_batch(
+    node: &mut Node,
+    batch: &mut Vec<(u64, Request)>,
+    hints: &mut Vec<PrefetchHint>,
+    now: Instant,
+    conn: ConnId,
+) {
     if batch.len() > 1 {
-        for record in [false, true] {
-            for (_, request) in batch.iter() {
-                node.prefetch(request, record);
-            }
+        hints.extend(
+            batch
+                .iter()
+                .filter_map(|(_, request)| node.prefetch_slot(request)),
+        );
+        for hint in hints.drain(..) {
+            node.prefetch_record(hint);
         }
     }
     for (request_id, request) in batch.drain(..) {

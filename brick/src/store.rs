@@ -486,6 +486,11 @@ impl<'a> Arenas<'a> {
     }
 }
 
+/// The hash a partition's index files a store key under.
+pub fn key_hash(key: &[u8]) -> u64 {
+    xxh3_64(key)
+}
+
 /// One partition's arena and index. See the module docs.
 pub struct Partition {
     main: Arena,
@@ -654,10 +659,23 @@ impl Partition {
     /// overlap rather than each lookup waiting for two in turn. Only a
     /// hint: it changes nothing.
     pub fn prefetch(&self, key: &[u8], record: bool) {
-        let hash = xxh3_64(key);
+        let hash = key_hash(key);
         if !record {
-            self.index.prefetch(hash);
-        } else if let Some(location) = self.index.candidate(hash) {
+            self.prefetch_slot(hash);
+        } else {
+            self.prefetch_record(hash);
+        }
+    }
+
+    /// The first step of [`Partition::prefetch`], for a key whose
+    /// [`key_hash`] the caller keeps for the second.
+    pub fn prefetch_slot(&self, hash: u64) {
+        self.index.prefetch(hash);
+    }
+
+    /// The second step of [`Partition::prefetch`].
+    pub fn prefetch_record(&self, hash: u64) {
+        if let Some(location) = self.index.candidate(hash) {
             Arenas::new(&self.main, &self.compaction).prefetch(location);
         }
     }
