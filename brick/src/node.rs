@@ -1022,8 +1022,17 @@ impl Node {
                 maps: None,
             }));
         }
-        let skey = store_key(table, key);
-        let lock_key = (partition, skey);
+        // The store key on the stack when it fits; the lock table is asked
+        // only when it holds any lock, which needs an owned key.
+        let mut buf = [0u8; 128];
+        let skey = match write_store_key(&mut buf, table, key) {
+            Some(skey) => std::borrow::Cow::Borrowed(skey),
+            None => std::borrow::Cow::Owned(store_key(table, key)),
+        };
+        if self.locks.is_empty() {
+            return Some(self.read_value(partition, &skey));
+        }
+        let lock_key = (partition, skey.into_owned());
         if self.locks.contains_key(&lock_key) {
             if self.waiting_reads_count >= limits::WAITING_READS_MAX {
                 return Some(error(
