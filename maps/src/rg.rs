@@ -5,8 +5,6 @@
 //! This module knows nothing of partitions (that is `dp`) nor of encodings
 //! and fingerprints (that is `maps`).
 
-use std::collections::btree_map::{self, BTreeMap};
-
 use crate::error::MapError;
 use crate::ids::{BrickId, RgId};
 use crate::limits::{REPLICAS_MAX, RGS_MAX};
@@ -47,11 +45,25 @@ impl RgEntry {
     }
 }
 
-/// Every replica group by id. A `BTreeMap`, so iteration (and so the
-/// encoding) is in ascending group id.
+/// Every replica group by id: a vector sorted by id, without repeats, so
+/// iteration (and so the encoding) is in ascending group id. Groups are
+/// numbered from 0 as `cluster.toml` makes them, so group `i` is nearly
+/// always at index `i`, and a lookup (several per request in a brick)
+/// checks there before it searches; a `BTreeMap` lookup here was about 5%
+/// of a brick's instructions per request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RgMap {
-    groups: BTreeMap<RgId, RgEntry>,
+    groups: Vec<(RgId, RgEntry)>,
+}
+
+/// Iterator over an [`RgMap`]'s groups, in ascending id.
+pub type Iter<'a> = std::iter::Map<
+    std::slice::Iter<'a, (RgId, RgEntry)>,
+    fn(&'a (RgId, RgEntry)) -> (&'a RgId, &'a RgEntry),
+>;
+
+fn pair_refs(pair: &(RgId, RgEntry)) -> (&RgId, &RgEntry) {
+    (&pair.0, &pair.1)
 }
 
 impl RgMap {
@@ -79,9 +91,7 @@ impl RgMap {
         if let Some(pair) = list.windows(2).find(|pair| pair[0].0 == pair[1].0) {
             return Err(MapError::RgExists(pair[0].0));
         }
-        Ok(RgMap {
-            groups: list.into_iter().collect(),
-        })
+        Ok(RgMap { groups: list })
     }
 
     /// Adds a new group. Refuses an id already present (use `include` and
@@ -89,24 +99,41 @@ impl RgMap {
     /// `RGS_MAX`.
     pub fn insert(&mut self, rg: RgId, entry: RgEntry) -> Result<(), MapError> {
         entry.validate(rg)?;
-        if self.groups.contains_key(&rg) {
+        let Err(at) = self.position(rg) else {
             return Err(MapError::RgExists(rg));
-        }
+        };
         if self.groups.len() >= RGS_MAX {
             return Err(MapError::RgsMax { rgs_max: RGS_MAX });
         }
-        self.groups.insert(rg, entry);
+        self.groups.insert(at, (rg, entry));
         Ok(())
+    }
+
+    /// Where `rg` is in `groups` (`Ok`), or where it would go (`Err`).
+    fn position(&self, rg: RgId) -> Result<usize, usize> {
+        let guess = rg.0 as usize;
+        if self.groups.get(guess).is_some_and(|(id, _)| *id == rg) {
+            return Ok(guess);
+        }
+        self.groups.binary_search_by_key(&rg, |(id, _)| *id)
     }
 
     /// The group's entry, if the group exists.
     pub fn get(&self, rg: RgId) -> Option<&RgEntry> {
-        self.groups.get(&rg)
+        let at = self.position(rg).ok()?;
+        Some(&self.groups[at].1)
+    }
+
+    fn get_mut(&mut self, rg: RgId) -> Option<&mut RgEntry> {
+        let at = self.position(rg).ok()?;
+        Some(&mut self.groups[at].1)
     }
 
     /// Every group in ascending id order.
-    pub fn iter(&self) -> btree_map::Iter<'_, RgId, RgEntry> {
-        self.groups.iter()
+    pub fn iter(&self) -> Iter<'_> {
+        self.groups
+            .iter()
+            .map(pair_refs as fn(&(RgId, RgEntry)) -> (&RgId, &RgEntry))
     }
 
     /// The number of groups.
@@ -123,7 +150,7 @@ impl RgMap {
     /// other bricks keep their order. Refuses to remove the last brick: a
     /// group with no replica would have lost its data.
     pub fn exclude(&mut self, rg: RgId, brick: BrickId) -> Result<&RgEntry, MapError> {
-        let entry = self.groups.get_mut(&rg).ok_or(MapError::UnknownRg(rg))?;
+        let entry = self.get_mut(rg).ok_or(MapError::UnknownRg(rg))?;
         let position = entry
             .bricks
             .iter()
@@ -145,7 +172,7 @@ impl RgMap {
     /// keeps the existing members' positions, so a rule like "the first
     /// live member leads" does not move to the newcomer.
     pub fn include(&mut self, rg: RgId, brick: BrickId) -> Result<&RgEntry, MapError> {
-        let entry = self.groups.get_mut(&rg).ok_or(MapError::UnknownRg(rg))?;
+        let entry = self.get_mut(rg).ok_or(MapError::UnknownRg(rg))?;
         if entry.bricks.contains(&brick) {
             return Err(MapError::BrickPresent { rg, brick });
         }
@@ -168,7 +195,7 @@ impl RgMap {
     /// the bricks). Only a later epoch replaces the current one.
     pub fn install(&mut self, rg: RgId, entry: RgEntry) -> Result<&RgEntry, MapError> {
         entry.validate(rg)?;
-        let current = self.groups.get_mut(&rg).ok_or(MapError::UnknownRg(rg))?;
+        let current = self.get_mut(rg).ok_or(MapError::UnknownRg(rg))?;
         if entry.epoch <= current.epoch {
             return Err(MapError::StaleEpoch {
                 rg,
@@ -191,22 +218,29 @@ impl RgMap {
         let newer: Vec<(RgId, &RgEntry)> = other
             .groups
             .iter()
-            .filter(|(rg, theirs)| {
-                self.groups
-                    .get(rg)
-                    .is_none_or(|ours| theirs.epoch > ours.epoch)
-            })
-            .map(|(&rg, theirs)| (rg, theirs))
+            .filter(|(rg, theirs)| self.get(*rg).is_none_or(|ours| theirs.epoch > ours.epoch))
+            .map(|(rg, theirs)| (*rg, theirs))
             .collect();
         let added = newer
             .iter()
-            .filter(|(rg, _)| !self.groups.contains_key(rg))
+            .filter(|(rg, _)| self.get(*rg).is_none())
             .count();
         if self.groups.len() + added > RGS_MAX {
             return Err(MapError::RgsMax { rgs_max: RGS_MAX });
         }
+        // Groups held already are replaced while the vector is sorted; new
+        // ones are appended and put in place with one sort, rather than
+        // shifting the vector once each.
+        let mut fresh = Vec::with_capacity(added);
         for (rg, theirs) in &newer {
-            self.groups.insert(*rg, (*theirs).clone());
+            match self.get_mut(*rg) {
+                Some(ours) => *ours = (*theirs).clone(),
+                None => fresh.push((*rg, (*theirs).clone())),
+            }
+        }
+        if !fresh.is_empty() {
+            self.groups.append(&mut fresh);
+            self.groups.sort_by_key(|(rg, _)| *rg);
         }
         Ok(!newer.is_empty())
     }
@@ -216,8 +250,8 @@ impl RgMap {
         if self.groups.len() > RGS_MAX {
             return Err(MapError::RgsMax { rgs_max: RGS_MAX });
         }
-        for (&rg, entry) in &self.groups {
-            entry.validate(rg)?;
+        for (rg, entry) in &self.groups {
+            entry.validate(*rg)?;
         }
         Ok(())
     }
@@ -225,10 +259,10 @@ impl RgMap {
 
 impl<'a> IntoIterator for &'a RgMap {
     type Item = (&'a RgId, &'a RgEntry);
-    type IntoIter = btree_map::Iter<'a, RgId, RgEntry>;
+    type IntoIter = Iter<'a>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.groups.iter()
+        self.iter()
     }
 }
 
@@ -247,6 +281,46 @@ mod tests {
         )
         .unwrap();
         map
+    }
+
+    fn entry(epoch: u64, bricks: &[u32]) -> RgEntry {
+        RgEntry {
+            epoch,
+            bricks: bricks.iter().map(|&b| BrickId(b)).collect(),
+        }
+    }
+
+    #[test]
+    fn groups_numbered_with_gaps_are_found_and_kept_in_order() {
+        // Ids that are not their own index, inserted out of order, then
+        // merged with groups that fall between them and one newer epoch.
+        let mut ours = RgMap::new();
+        for rg in [9, 0, 5] {
+            ours.insert(RgId(rg), entry(1, &[rg + 1])).unwrap();
+        }
+        let mut theirs = RgMap::new();
+        for (rg, epoch) in [(7, 1), (5, 2), (3, 1), (12, 1)] {
+            theirs.insert(RgId(rg), entry(epoch, &[rg + 100])).unwrap();
+        }
+        assert!(ours.merge_newer(&theirs).unwrap());
+        let ids: Vec<u32> = ours.iter().map(|(rg, _)| rg.0).collect();
+        assert_eq!(ids, [0, 3, 5, 7, 9, 12]);
+        for rg in [0, 9] {
+            assert_eq!(ours.get(RgId(rg)), Some(&entry(1, &[rg + 1])));
+        }
+        for (rg, epoch) in [(3, 1), (5, 2), (7, 1), (12, 1)] {
+            assert_eq!(ours.get(RgId(rg)), Some(&entry(epoch, &[rg + 100])));
+        }
+        for absent in [1, 2, 4, 6, 8, 10, 11, 13] {
+            assert_eq!(ours.get(RgId(absent)), None);
+        }
+        assert!(matches!(
+            ours.insert(RgId(7), entry(1, &[1])),
+            Err(MapError::RgExists(RgId(7)))
+        ));
+        // Merging the same again changes nothing.
+        assert!(!ours.merge_newer(&theirs).unwrap());
+        assert_eq!(ours.len(), 6);
     }
 
     #[test]
