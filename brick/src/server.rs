@@ -96,9 +96,7 @@ pub struct Server {
     /// [`handle_batch`]); empty between reads. At most
     /// `OUTSTANDING_REQUESTS_PER_CONNECTION_MAX` long: a request past that
     /// is refused as it is decoded.
-    batch: Vec<(u64, Request)>,
-    /// The batch's prefetch hints between its two steps; empty otherwise.
-    hints: Vec<PrefetchHint>,
+    batch: Batch,
     /// Connections whose read stopped at the per-pass budget with bytes
     /// possibly left in the socket. Readiness is edge-triggered, so no new
     /// event comes for those bytes: they are read again on the next pass.
@@ -140,8 +138,7 @@ impl Server {
             outbound: HashMap::default(),
             next_token: 1,
             dirty: HashSet::default(),
-            batch: Vec::new(),
-            hints: Vec::new(),
+            batch: Batch::default(),
             unread: HashSet::default(),
             stop,
         })
@@ -343,13 +340,7 @@ impl Server {
                 // straight into the arena.
                 match conn.decoder.next_frame_lending() {
                     Ok(Some((request_id, Frame::Message(Message::Reply(_))))) => {
-                        handle_batch(
-                            &mut self.node,
-                            &mut self.batch,
-                            &mut self.hints,
-                            now,
-                            conn_id,
-                        );
+                        handle_batch(&mut self.node, &mut self.batch, now, conn_id);
                         self.protocol_error(
                             token,
                             request_id,
@@ -370,40 +361,22 @@ impl Server {
                         conn.outstanding += 1;
                         match frame {
                             Frame::Message(Message::Request(request)) => {
-                                self.batch.push((request_id, request))
+                                self.batch.requests.push((request_id, request))
                             }
                             Frame::CopyChunk(chunk) => {
                                 // In order: the requests before it first.
-                                handle_batch(
-                                    &mut self.node,
-                                    &mut self.batch,
-                                    &mut self.hints,
-                                    now,
-                                    conn_id,
-                                );
+                                handle_batch(&mut self.node, &mut self.batch, now, conn_id);
                                 self.node.handle_copy_chunk(now, conn_id, request_id, chunk)
                             }
                             Frame::Message(Message::Reply(_)) => unreachable!("matched above"),
                         }
                     }
                     Ok(None) => {
-                        handle_batch(
-                            &mut self.node,
-                            &mut self.batch,
-                            &mut self.hints,
-                            now,
-                            conn_id,
-                        );
+                        handle_batch(&mut self.node, &mut self.batch, now, conn_id);
                         break;
                     }
                     Err(e) => {
-                        handle_batch(
-                            &mut self.node,
-                            &mut self.batch,
-                            &mut self.hints,
-                            now,
-                            conn_id,
-                        );
+                        handle_batch(&mut self.node, &mut self.batch, now, conn_id);
                         let request_id = match &e {
                             FrameError::BadCrc { request_id }
                             | FrameError::BadBody { request_id, .. } => *request_id,
@@ -754,6 +727,14 @@ fn error_reply(code: ErrorCode, message: &str) -> Reply {
     })
 }
 
+/// Requests decoded from one read, and their prefetch hints between the
+/// prefetch's two steps; both empty between reads.
+#[derive(Default)]
+struct Batch {
+    requests: Vec<(u64, Request)>,
+    hints: Vec<PrefetchHint>,
+}
+
 /// Handles the requests decoded from one read, in order. With more than
 /// one, first brings what they will read of the store into the cache, the
 /// index slots of all of them and then their records
@@ -761,16 +742,11 @@ fn error_reply(code: ErrorCode, message: &str) -> Reply {
 /// lookups of random keys each wait for memory twice (slot, record), a
 /// third of a brick's time under reads, and this way the waits of a batch
 /// overlap.
-fn handle_batch(
-    node: &mut Node,
-    batch: &mut Vec<(u64, Request)>,
-    hints: &mut Vec<PrefetchHint>,
-    now: Instant,
-    conn: ConnId,
-) {
-    if batch.len() > 1 {
+fn handle_batch(node: &mut Node, batch: &mut Batch, now: Instant, conn: ConnId) {
+    let Batch { requests, hints } = batch;
+    if requests.len() > 1 {
         hints.extend(
-            batch
+            requests
                 .iter()
                 .filter_map(|(_, request)| node.prefetch_slot(request)),
         );
@@ -778,7 +754,7 @@ fn handle_batch(
             node.prefetch_record(hint);
         }
     }
-    for (request_id, request) in batch.drain(..) {
+    for (request_id, request) in requests.drain(..) {
         node.handle_request(now, conn, request_id, request);
     }
 }
