@@ -47,9 +47,20 @@ use wire::{ErrorCode, ErrorReply, PrepareRef, Reply, Request, TxId, TxState};
 use crate::error::DdsError;
 use crate::limits;
 
-/// Names one submitted operation.
+/// Names one submitted operation. A core numbers its operations 1, 2, 3...
+/// in the order they are submitted, so an id is never given twice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OpId(pub u64);
+
+/// Where a live operation is: its slot in [`Ops`], and its id, which tells
+/// it from an operation that held the slot before or holds it later. Timer
+/// entries and queued prepares keep one, and find their operation by an
+/// index and a comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OpKey {
+    slot: u32,
+    id: OpId,
+}
 
 /// An operation on the hash table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,7 +211,7 @@ enum Outgoing {
 
 /// A prepare's fields that are not its operation's bytes.
 struct PrepareHead {
-    op: OpId,
+    op: OpKey,
     txid: TxId,
     partition: PartitionId,
     fingerprint: u32,
@@ -209,7 +220,7 @@ struct PrepareHead {
 }
 
 impl PrepareHead {
-    fn new(op: OpId, txid: TxId, route: &Route, decide: bool) -> PrepareHead {
+    fn new(op: OpKey, txid: TxId, route: &Route, decide: bool) -> PrepareHead {
         PrepareHead {
             op,
             txid,
@@ -327,6 +338,7 @@ enum Stage {
 }
 
 struct OpState {
+    id: OpId,
     op: Op,
     phase: Phase,
     attempts: u32,
@@ -335,17 +347,19 @@ struct OpState {
     /// unanswered, so that giving up says `Timeout` rather than
     /// `Unavailable`.
     timed_out: bool,
-    /// Keys in `Core::requests` of the requests this operation sent, so
-    /// they are dropped without a scan of every outstanding request. Some
-    /// may be answered (gone from the map) already.
+    /// The requests this operation waits for the replies to: a reply is
+    /// taken only if its brick and request id are here.
     sent: Sent,
 }
 
-/// Requests kept inline by [`Sent`]: a read sends one, a write two.
+/// Requests kept inline by [`Sent`]: a read waits for one, a write for two
+/// at most.
 const SENT_INLINE: usize = 4;
 
-/// The keys of the requests one operation sent: the first few inline, so
-/// that an operation allocates nothing for them, any more in `spill`.
+/// The (brick, request id) of each request one operation still waits for,
+/// in no particular order: the first few inline, so that an operation
+/// allocates nothing for them, any more in `spill`. A request leaves the
+/// list when it is answered, lost or forgotten.
 #[derive(Debug)]
 struct Sent {
     inline: [(BrickId, u64); SENT_INLINE],
@@ -375,11 +389,128 @@ impl Sent {
         self.inline[..self.len].iter().chain(&self.spill)
     }
 
-    /// Empties the list, returning what it held.
-    fn take(&mut self) -> impl Iterator<Item = (BrickId, u64)> {
-        let len = std::mem::take(&mut self.len);
-        let spill = std::mem::take(&mut self.spill);
-        self.inline.into_iter().take(len).chain(spill)
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Removes `key`; returns whether it was there. The last request takes
+    /// its place, so the inline ones stay a prefix.
+    fn remove(&mut self, key: (BrickId, u64)) -> bool {
+        if let Some(i) = self.spill.iter().position(|k| *k == key) {
+            self.spill.swap_remove(i);
+            return true;
+        }
+        let Some(i) = self.inline[..self.len].iter().position(|k| *k == key) else {
+            return false;
+        };
+        match self.spill.pop() {
+            Some(last) => self.inline[i] = last,
+            None => {
+                self.len -= 1;
+                self.inline[i] = self.inline[self.len];
+            }
+        }
+        true
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.spill.clear();
+    }
+}
+
+/// Low bits of a request id: the slot of the operation that sent it, so that
+/// a reply finds its operation by an index. The high bits count requests, so
+/// that no two requests in flight share an id.
+const SLOT_BITS: u32 = 24;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+/// The slot part of the ids of requests that belong to no operation:
+/// commits sent after the caller was answered, fetches and pushes of maps,
+/// removals asked after a commit went astray.
+const NO_SLOT: u64 = SLOT_MASK;
+/// Operations in flight at once; the last slot number is [`NO_SLOT`].
+const SLOTS_MAX: usize = NO_SLOT as usize;
+/// Bits of the request count: request ids stay below 2^63, where the
+/// driver's own ids start. The count wraps after 2^39 requests; an id then
+/// given again is only taken for a request still awaited by the operation
+/// in its slot, and no request is awaited for anywhere near that long.
+const REQUEST_COUNT_BITS: u32 = 63 - SLOT_BITS;
+
+/// The operations in flight, each in a slot of `slots` from its submission
+/// to its completion: its state is written once and not moved while it
+/// lives. Freed slots are taken again before the vector grows, so it holds
+/// at most as many slots as were ever in flight at once.
+struct Ops {
+    slots: Vec<Option<OpState>>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl Ops {
+    fn new() -> Ops {
+        Ops {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Puts `state` in a free slot; `None` if every slot is taken.
+    fn insert(&mut self, state: OpState) -> Option<OpKey> {
+        let id = state.id;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(state);
+                slot
+            }
+            None if self.slots.len() < SLOTS_MAX => {
+                self.slots.push(Some(state));
+                u32::try_from(self.slots.len() - 1).expect("SLOTS_MAX fits in u32")
+            }
+            None => return None,
+        };
+        self.len += 1;
+        Some(OpKey { slot, id })
+    }
+
+    fn get(&self, key: OpKey) -> Option<&OpState> {
+        self.slots
+            .get(key.slot as usize)?
+            .as_ref()
+            .filter(|state| state.id == key.id)
+    }
+
+    fn get_mut(&mut self, key: OpKey) -> Option<&mut OpState> {
+        self.slots
+            .get_mut(key.slot as usize)?
+            .as_mut()
+            .filter(|state| state.id == key.id)
+    }
+
+    /// The operation in `slot`, whichever it is.
+    fn in_slot_mut(&mut self, slot: u64) -> Option<&mut OpState> {
+        self.slots.get_mut(usize::try_from(slot).ok()?)?.as_mut()
+    }
+
+    /// Drops the operation in place and frees its slot.
+    fn remove(&mut self, key: OpKey) {
+        if self.get(key).is_some() {
+            self.slots[key.slot as usize] = None;
+            self.free.push(key.slot);
+            self.len -= 1;
+        }
+    }
+
+    /// The live operations with their keys, in slot order.
+    fn iter(&self) -> impl Iterator<Item = (OpKey, &OpState)> {
+        self.slots.iter().zip(0..).filter_map(|(state, slot)| {
+            let state = state.as_ref()?;
+            Some((OpKey { slot, id: state.id }, state))
+        })
     }
 }
 
@@ -401,10 +532,11 @@ pub struct Core {
     client_id: u32,
     next_tx: u32,
     next_op: u64,
-    next_request_id: u64,
-    ops: HashMap<OpId, OpState>,
-    /// Outstanding requests: (brick, request id) → operation.
-    requests: HashMap<(BrickId, u64), OpId>,
+    /// Requests sent so far, the high bits of the next request id (see
+    /// [`SLOT_BITS`]).
+    next_request: u64,
+    /// The operations in flight, by slot.
+    ops: Ops,
     transmits: VecDeque<(BrickId, u64, Outgoing)>,
     completions: VecDeque<(OpId, Result<Output, DdsError>)>,
     /// Deadlines in the order they were set. Nearly every deadline is a
@@ -412,10 +544,10 @@ pub struct Core {
     /// holds them sorted: no tree to keep per operation. An entry whose op
     /// is gone or has moved its deadline is stale and is dropped when it
     /// reaches the front.
-    timers: VecDeque<(Instant, OpId)>,
+    timers: VecDeque<(Instant, OpKey)>,
     /// The few deadlines that would break that order (a backoff shorter
     /// than the request timeout, for example), by time.
-    early_timers: BTreeMap<(Instant, u64), OpId>,
+    early_timers: BTreeMap<(Instant, u64), OpKey>,
     next_read_replica: usize,
     /// Commits sent to non-primary participants after the caller was
     /// answered: (brick, request id) → (group, brick).
@@ -435,9 +567,8 @@ impl Core {
             client_id,
             next_tx: 0,
             next_op: 1,
-            next_request_id: 1,
-            ops: HashMap::default(),
-            requests: HashMap::default(),
+            next_request: 1,
+            ops: Ops::new(),
             transmits: VecDeque::new(),
             completions: VecDeque::new(),
             timers: VecDeque::new(),
@@ -470,18 +601,22 @@ impl Core {
             self.completions.push_back((id, Err(e)));
             return id;
         }
-        self.ops.insert(
+        let inserted = self.ops.insert(OpState {
             id,
-            OpState {
-                op,
-                phase: Phase::Backoff,
-                attempts: 0,
-                deadline: now,
-                timed_out: false,
-                sent: Sent::new(),
-            },
-        );
-        self.start(now, id);
+            op,
+            phase: Phase::Backoff,
+            attempts: 0,
+            deadline: now,
+            timed_out: false,
+            sent: Sent::new(),
+        });
+        let Some(key) = inserted else {
+            let message = format!("{SLOTS_MAX} operations in flight already");
+            self.completions
+                .push_back((id, Err(DdsError::Unavailable(message))));
+            return id;
+        };
+        self.start(now, key);
         id
     }
 
@@ -526,10 +661,7 @@ impl Core {
         let request = match &outgoing {
             Outgoing::Request(request) => TransmitRef::Request(request),
             Outgoing::Prepare(head) => {
-                let Some(prepare) = self
-                    .ops
-                    .get(&head.op)
-                    .and_then(|state| head.lend(&state.op))
+                let Some(prepare) = self.ops.get(head.op).and_then(|state| head.lend(&state.op))
                 else {
                     return Some(None);
                 };
@@ -554,7 +686,17 @@ impl Core {
 
     /// The bricks this core has requests outstanding at.
     pub fn bricks_in_use(&self) -> std::collections::HashSet<BrickId> {
-        self.requests.keys().map(|(b, _)| *b).collect()
+        self.ops
+            .iter()
+            .flat_map(|(_, state)| state.sent.iter().map(|(brick, _)| *brick))
+            .collect()
+    }
+
+    /// A new request id, naming `slot` (an operation's, or [`NO_SLOT`]).
+    fn request_id(&mut self, slot: u64) -> u64 {
+        let count = self.next_request;
+        self.next_request = (count + 1) & ((1 << REQUEST_COUNT_BITS) - 1);
+        (count << SLOT_BITS) | slot
     }
 
     fn route(&self, table: &[u8], key: &[u8]) -> Option<Route> {
@@ -568,15 +710,13 @@ impl Core {
         })
     }
 
-    fn send(&mut self, op: OpId, brick: BrickId, request: Request) -> u64 {
+    fn send(&mut self, op: OpKey, brick: BrickId, request: Request) -> u64 {
         self.send_outgoing(op, brick, Outgoing::Request(request))
     }
 
-    fn send_outgoing(&mut self, op: OpId, brick: BrickId, outgoing: Outgoing) -> u64 {
-        let request_id = self.next_request_id;
-        self.next_request_id += 1;
-        self.requests.insert((brick, request_id), op);
-        if let Some(state) = self.ops.get_mut(&op) {
+    fn send_outgoing(&mut self, op: OpKey, brick: BrickId, outgoing: Outgoing) -> u64 {
+        let request_id = self.request_id(u64::from(op.slot));
+        if let Some(state) = self.ops.get_mut(op) {
             state.sent.push((brick, request_id));
         }
         self.transmits.push_back((brick, request_id, outgoing));
@@ -585,32 +725,32 @@ impl Core {
 
     /// Sends a prepare of `txid` (with `decide`, the prepare-and-decide of
     /// the primary) for operation `op`, a put or a removal.
-    fn send_prepare(&mut self, op: OpId, brick: BrickId, txid: TxId, route: &Route, decide: bool) {
+    fn send_prepare(&mut self, op: OpKey, brick: BrickId, txid: TxId, route: &Route, decide: bool) {
         let head = PrepareHead::new(op, txid, route, decide);
         self.send_outgoing(op, brick, Outgoing::Prepare(head));
     }
 
     /// Moves the op's timer to `at`; the entry of its earlier deadline is
     /// left to go stale.
-    fn set_deadline(&mut self, id: OpId, at: Instant) {
-        let Some(state) = self.ops.get_mut(&id) else {
+    fn set_deadline(&mut self, id: OpKey, at: Instant) {
+        let Some(state) = self.ops.get_mut(id) else {
             return;
         };
         let before = std::mem::replace(&mut state.deadline, at);
         if !self.early_timers.is_empty() {
-            self.early_timers.remove(&(before, id.0));
+            self.early_timers.remove(&(before, id.id.0));
         }
         if self.timers.back().is_none_or(|(last, _)| *last <= at) {
             self.timers.push_back((at, id));
         } else {
-            self.early_timers.insert((at, id.0), id);
+            self.early_timers.insert((at, id.id.0), id);
         }
     }
 
     /// Whether a timer entry still stands: its op lives and has not moved
     /// its deadline.
-    fn timer_stands(&self, at: Instant, id: OpId) -> bool {
-        self.ops.get(&id).is_some_and(|state| state.deadline == at)
+    fn timer_stands(&self, at: Instant, id: OpKey) -> bool {
+        self.ops.get(id).is_some_and(|state| state.deadline == at)
     }
 
     /// Drops stale entries at the front of the queue, as operations end.
@@ -626,36 +766,34 @@ impl Core {
         }
     }
 
-    fn complete(&mut self, id: OpId, result: Result<Output, DdsError>) {
-        if let Some(state) = self.ops.remove(&id) {
-            self.early_timers.remove(&(state.deadline, id.0));
-            self.drop_stale_timers();
-            for key in state.sent.iter() {
-                self.requests.remove(key);
-            }
-            self.completions.push_back((id, result));
-        }
+    /// Ends the operation: its slot is freed, and with it the requests it
+    /// waited for, so replies to them are ignored.
+    fn complete(&mut self, id: OpKey, result: Result<Output, DdsError>) {
+        let Some(state) = self.ops.get(id) else {
+            return;
+        };
+        let deadline = state.deadline;
+        self.ops.remove(id);
+        self.early_timers.remove(&(deadline, id.id.0));
+        self.drop_stale_timers();
+        self.completions.push_back((id.id, result));
     }
 
     /// Stops waiting for the replies to every request `id` sent so far.
-    fn forget_requests(&mut self, id: OpId) {
-        if let Some(state) = self.ops.get_mut(&id) {
-            for key in state.sent.take() {
-                self.requests.remove(&key);
-            }
+    fn forget_requests(&mut self, id: OpKey) {
+        if let Some(state) = self.ops.get_mut(id) {
+            state.sent.clear();
         }
     }
 
     /// Whether some request `id` sent is still unanswered.
-    fn awaits_replies(&self, id: OpId) -> bool {
-        self.ops
-            .get(&id)
-            .is_some_and(|state| state.sent.iter().any(|key| self.requests.contains_key(key)))
+    fn awaits_replies(&self, id: OpKey) -> bool {
+        self.ops.get(id).is_some_and(|state| !state.sent.is_empty())
     }
 
     /// Starts (or restarts) an operation from its first step.
-    fn start(&mut self, now: Instant, id: OpId) {
-        let Some(state) = self.ops.get_mut(&id) else {
+    fn start(&mut self, now: Instant, id: OpKey) {
+        let Some(state) = self.ops.get_mut(id) else {
             return;
         };
         state.attempts += 1;
@@ -698,7 +836,7 @@ impl Core {
                     table: table.clone(),
                     key: key.clone(),
                 };
-                self.ops.get_mut(&id).unwrap().phase = Phase::Reading {
+                self.ops.get_mut(id).unwrap().phase = Phase::Reading {
                     first: brick,
                     others: Vec::new(),
                 };
@@ -710,7 +848,7 @@ impl Core {
             Op::CreateTable { name } | Op::DestroyTable { name } => {
                 let create = matches!(op, Op::CreateTable { .. });
                 let bricks = self.all_bricks();
-                self.ops.get_mut(&id).unwrap().phase = Phase::Broadcast {
+                self.ops.get_mut(id).unwrap().phase = Phase::Broadcast {
                     waiting: bricks.iter().copied().collect(),
                     first_error: None,
                 };
@@ -724,7 +862,7 @@ impl Core {
                 }
             }
         }
-        if let Some(state) = self.ops.get_mut(&id) {
+        if let Some(state) = self.ops.get_mut(id) {
             state.op = op;
         }
         self.set_deadline(id, deadline);
@@ -764,11 +902,11 @@ impl Core {
     /// (with its maps) rather than after the others'.
     /// Starts a write (a put or a removal). Returns whether
     /// there is no vote to wait for, so that the caller decides at once.
-    fn start_prepare(&mut self, id: OpId, table: &[u8], key: &[u8]) -> bool {
+    fn start_prepare(&mut self, id: OpKey, table: &[u8], key: &[u8]) -> bool {
         let route = self.route(table, key).expect("maps cover every hash");
         self.next_tx = self.next_tx.wrapping_add(1);
         let txid = TxId((u64::from(self.client_id) << 32) | u64::from(self.next_tx));
-        let retry = self.ops.get(&id).is_some_and(|state| state.attempts > 1);
+        let retry = self.ops.get(id).is_some_and(|state| state.attempts > 1);
         let first = usize::from(!retry);
         let others = &route.bricks[first..];
         for &brick in others {
@@ -781,7 +919,7 @@ impl Core {
         } else {
             Positions::range(first, route.bricks.len())
         };
-        self.ops.get_mut(&id).unwrap().phase = Phase::Preparing(Prepare {
+        self.ops.get_mut(id).unwrap().phase = Phase::Preparing(Prepare {
             txid,
             route,
             yes: Positions::default(),
@@ -804,8 +942,7 @@ impl Core {
                 if !changed && check.merge_newer(&self.maps) {
                     // The brick is behind: it learns from us.
                     let maps = self.maps.encode();
-                    let request_id = self.next_request_id;
-                    self.next_request_id += 1;
+                    let request_id = self.request_id(NO_SLOT);
                     self.transmits.push_back((
                         brick,
                         request_id,
@@ -819,21 +956,29 @@ impl Core {
 
     /// A reply from `brick` to request `request_id`.
     pub fn handle_reply(&mut self, now: Instant, brick: BrickId, request_id: u64, reply: Reply) {
-        if let Some((rg, participant)) = self.followups.remove(&(brick, request_id)) {
-            self.followup_reply(rg, participant, reply);
-            return;
-        }
-        if self.maps_fetches.remove(&(brick, request_id)) {
-            if let Reply::Maps(bytes) = &reply {
-                self.learn_maps(brick, Some(bytes));
+        let slot = request_id & SLOT_MASK;
+        if slot == NO_SLOT {
+            if let Some((rg, participant)) = self.followups.remove(&(brick, request_id)) {
+                self.followup_reply(rg, participant, reply);
+            } else if self.maps_fetches.remove(&(brick, request_id)) {
+                if let Reply::Maps(bytes) = &reply {
+                    self.learn_maps(brick, Some(bytes));
+                }
             }
+            return; // Or late, or a reply to a push.
+        }
+        // The slot's operation, if it still waits for this very request: a
+        // late reply finds it answered, lost or forgotten, or finds another
+        // operation in the slot, which never sent this id.
+        let Some(state) = self.ops.in_slot_mut(slot) else {
+            return;
+        };
+        if !state.sent.remove((brick, request_id)) {
             return;
         }
-        let Some(id) = self.requests.remove(&(brick, request_id)) else {
-            return; // Late, or a reply to a push.
-        };
-        let Some(state) = self.ops.get_mut(&id) else {
-            return;
+        let id = OpKey {
+            slot: slot as u32,
+            id: state.id,
         };
         state.timed_out = false;
         match &mut state.phase {
@@ -864,8 +1009,7 @@ impl Core {
                 epoch: entry.epoch,
                 brick: participant,
             };
-            let request_id = self.next_request_id;
-            self.next_request_id += 1;
+            let request_id = self.request_id(NO_SLOT);
             self.transmits
                 .push_back((leader, request_id, Outgoing::Request(request)));
         }
@@ -874,8 +1018,7 @@ impl Core {
     /// Asks `brick` for its maps, outside any operation; newer ones are
     /// taken when they come (see [`Core::handle_reply`]).
     fn fetch_maps_from(&mut self, brick: BrickId) {
-        let request_id = self.next_request_id;
-        self.next_request_id += 1;
+        let request_id = self.request_id(NO_SLOT);
         if self.maps_fetches.len() >= limits::FOLLOWUPS_MAX {
             // Unanswered fetches are only a hint; drop them.
             self.maps_fetches.clear();
@@ -889,22 +1032,29 @@ impl Core {
     pub fn handle_unreachable(&mut self, now: Instant, brick: BrickId) {
         self.followups.retain(|(b, _), _| *b != brick);
         self.maps_fetches.retain(|(b, _)| *b != brick);
-        let mut lost: Vec<(u64, OpId)> = self
-            .requests
+        let mut lost: Vec<(u64, OpKey)> = self
+            .ops
             .iter()
-            .filter(|((b, _), _)| *b == brick)
-            .map(|((_, r), op)| (*r, *op))
+            .flat_map(|(id, state)| {
+                state
+                    .sent
+                    .iter()
+                    .filter(|(b, _)| *b == brick)
+                    .map(move |(_, request_id)| (*request_id, id))
+            })
             .collect();
         // In the order the requests were sent, so a run replays exactly.
-        lost.sort_unstable();
+        lost.sort_unstable_by_key(|(request_id, _)| request_id >> SLOT_BITS);
         for (request_id, id) in lost {
-            self.requests.remove(&(brick, request_id));
+            if let Some(state) = self.ops.get_mut(id) {
+                state.sent.remove((brick, request_id));
+            }
             self.lost(now, id, brick);
         }
     }
 
-    fn lost(&mut self, now: Instant, id: OpId, brick: BrickId) {
-        let Some(state) = self.ops.get(&id) else {
+    fn lost(&mut self, now: Instant, id: OpKey, brick: BrickId) {
+        let Some(state) = self.ops.get(id) else {
             return;
         };
         match &state.phase {
@@ -922,7 +1072,7 @@ impl Core {
             if !self.timer_stands(at, id) {
                 continue; // Superseded.
             }
-            let Some(state) = self.ops.get(&id) else {
+            let Some(state) = self.ops.get(id) else {
                 continue;
             };
             match &state.phase {
@@ -930,22 +1080,19 @@ impl Core {
                 Phase::Halted => {}
                 _ => {
                     // Every request still outstanding for the op is lost.
-                    let mut lost: Vec<(BrickId, u64)> = state
-                        .sent
-                        .iter()
-                        .filter(|key| self.requests.get(key) == Some(&id))
-                        .copied()
-                        .collect();
+                    let mut lost: Vec<(BrickId, u64)> = state.sent.iter().copied().collect();
                     lost.sort_unstable();
                     if lost.is_empty() {
                         // Nothing outstanding (a push, for example): restart.
                         self.start(now, id);
                     }
-                    if let Some(state) = self.ops.get_mut(&id) {
+                    if let Some(state) = self.ops.get_mut(id) {
                         state.timed_out = true;
                     }
                     for (brick, request_id) in lost {
-                        self.requests.remove(&(brick, request_id));
+                        if let Some(state) = self.ops.get_mut(id) {
+                            state.sent.remove((brick, request_id));
+                        }
                         self.lost(now, id, brick);
                     }
                 }
@@ -954,7 +1101,7 @@ impl Core {
     }
 
     /// Takes the earliest timer entry due at `now`, from either table.
-    fn next_due(&mut self, now: Instant) -> Option<(Instant, OpId)> {
+    fn next_due(&mut self, now: Instant) -> Option<(Instant, OpKey)> {
         let queued = self.timers.front().map(|(at, _)| *at);
         let early = self.early_timers.keys().next().copied();
         match (queued, early) {
@@ -965,13 +1112,13 @@ impl Core {
         }
     }
 
-    fn pop_early(&mut self) -> (Instant, OpId) {
+    fn pop_early(&mut self) -> (Instant, OpKey) {
         let ((at, _), id) = self.early_timers.pop_first().expect("an early timer");
         (at, id)
     }
 
-    fn backoff(&mut self, now: Instant, id: OpId) {
-        let Some(state) = self.ops.get_mut(&id) else {
+    fn backoff(&mut self, now: Instant, id: OpKey) {
+        let Some(state) = self.ops.get_mut(id) else {
             return;
         };
         state.phase = Phase::Backoff;
@@ -1003,7 +1150,7 @@ impl Core {
         }
     }
 
-    fn read_reply(&mut self, now: Instant, id: OpId, brick: BrickId, reply: Option<Reply>) {
+    fn read_reply(&mut self, now: Instant, id: OpKey, brick: BrickId, reply: Option<Reply>) {
         match reply {
             Some(Reply::Value(value)) => self.complete(id, Ok(Output::Value(Some(value)))),
             Some(Reply::NotFound) => self.complete(id, Ok(Output::Value(None))),
@@ -1026,8 +1173,8 @@ impl Core {
 
     /// A replica could not answer a read: ask the next one at once, or back
     /// off once every replica was tried.
-    fn read_elsewhere(&mut self, now: Instant, id: OpId, brick: BrickId) {
-        let Some(state) = self.ops.get(&id) else {
+    fn read_elsewhere(&mut self, now: Instant, id: OpKey, brick: BrickId) {
+        let Some(state) = self.ops.get(id) else {
             return;
         };
         let (Op::Get { table, key }, Phase::Reading { first, others }) = (&state.op, &state.phase)
@@ -1050,7 +1197,7 @@ impl Core {
         let next = self.pick_replica(&route.bricks, &tried);
         tried.push(next);
         tried.remove(0);
-        self.ops.get_mut(&id).unwrap().phase = Phase::Reading {
+        self.ops.get_mut(id).unwrap().phase = Phase::Reading {
             first,
             others: tried,
         };
@@ -1067,11 +1214,11 @@ impl Core {
         self.set_deadline(id, now + self.config.request_timeout);
     }
 
-    fn vote(&mut self, now: Instant, id: OpId, brick: BrickId, reply: Option<Reply>) {
+    fn vote(&mut self, now: Instant, id: OpKey, brick: BrickId, reply: Option<Reply>) {
         let Some(OpState {
             phase: Phase::Preparing(prepare),
             ..
-        }) = self.ops.get_mut(&id)
+        }) = self.ops.get_mut(id)
         else {
             return;
         };
@@ -1121,18 +1268,17 @@ impl Core {
     /// is asked to prepare and decide; on a no, the abort goes to the
     /// primary first (it records the transaction as aborted, fencing a late
     /// prepare), then to the others.
-    fn votes_in(&mut self, now: Instant, id: OpId) {
-        let prepare =
-            match std::mem::replace(&mut self.ops.get_mut(&id).unwrap().phase, Phase::Backoff) {
-                Phase::Preparing(p) => p,
-                _ => unreachable!("called in the prepare phase"),
-            };
+    fn votes_in(&mut self, now: Instant, id: OpKey) {
+        let state = self.ops.get_mut(id).expect("a live operation");
+        let Phase::Preparing(prepare) = &mut state.phase else {
+            unreachable!("called in the prepare phase");
+        };
         if self.config.halt_after_prepare && prepare.no.is_none() {
             log::warn!(
                 "halting transaction {} after prepare (test hook)",
                 prepare.txid.0
             );
-            self.ops.get_mut(&id).unwrap().phase = Phase::Halted;
+            state.phase = Phase::Halted;
             return;
         }
         let decision = if prepare.no.is_none() {
@@ -1142,18 +1288,18 @@ impl Core {
         };
         let primary = prepare.route.bricks[0];
         let primary_prepared = prepare.yes.contains(0);
-        let decide = Decide {
+        state.phase = Phase::Deciding(Decide {
             txid: prepare.txid,
-            route: prepare.route,
+            route: prepare.route.clone(),
             decision,
-            abort_reason: prepare.no,
+            abort_reason: prepare.no.take(),
             target: primary,
             prepare: decision == TxState::Committed && !primary_prepared,
             stage: Stage::Primary,
             leader: None,
             attempts: 0,
-        };
-        self.send_decision(now, id, decide);
+        });
+        self.send_decision(now, id);
     }
 
     fn decision_request(decide: &Decide, decision: TxState) -> Request {
@@ -1169,8 +1315,23 @@ impl Core {
         }
     }
 
-    /// Sends the decision to the primary, or the abort to the others.
-    fn send_decision(&mut self, now: Instant, id: OpId, decide: Decide) {
+    /// Puts `decide` back in its operation, waiting for the decision.
+    fn set_deciding(&mut self, id: OpKey, decide: Decide) {
+        if let Some(state) = self.ops.get_mut(id) {
+            state.phase = Phase::Deciding(decide);
+        }
+    }
+
+    /// Sends the operation's decision to the primary, or the abort to the
+    /// others. The decision is read where it lies, in the `Deciding` phase.
+    fn send_decision(&mut self, now: Instant, id: OpKey) {
+        let Some(OpState {
+            phase: Phase::Deciding(decide),
+            ..
+        }) = self.ops.get(id)
+        else {
+            return;
+        };
         // Empty (no allocation) for the usual case, the primary alone.
         let others: Vec<BrickId> = match &decide.stage {
             Stage::Primary => Vec::new(),
@@ -1184,14 +1345,13 @@ impl Core {
                 true,
             ))),
             Stage::Primary => Some(Outgoing::Request(Self::decision_request(
-                &decide,
+                decide,
                 decide.decision,
             ))),
             Stage::Others(_) => None,
         };
         let target = decide.target;
-        let abort = Self::decision_request(&decide, TxState::Aborted);
-        self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
+        let abort = Self::decision_request(decide, TxState::Aborted);
         self.forget_requests(id);
         if let Some(outgoing) = to_primary {
             self.send_outgoing(id, target, outgoing);
@@ -1202,8 +1362,8 @@ impl Core {
         self.set_deadline(id, now + self.config.request_timeout);
     }
 
-    fn take_decide(&mut self, id: OpId) -> Option<Decide> {
-        let state = self.ops.get_mut(&id)?;
+    fn take_decide(&mut self, id: OpKey) -> Option<Decide> {
+        let state = self.ops.get_mut(id)?;
         match std::mem::replace(&mut state.phase, Phase::Backoff) {
             Phase::Deciding(d) | Phase::Excluding(d) => Some(d),
             other => {
@@ -1213,7 +1373,23 @@ impl Core {
         }
     }
 
-    fn decision_reply(&mut self, now: Instant, id: OpId, brick: BrickId, reply: Option<Reply>) {
+    fn decision_reply(&mut self, now: Instant, id: OpKey, brick: BrickId, reply: Option<Reply>) {
+        let Some(OpState {
+            phase: Phase::Deciding(decide),
+            ..
+        }) = self.ops.get(id)
+        else {
+            return;
+        };
+        // The usual answer, the primary's commit, is taken with the decision
+        // left in place; the others as below.
+        if matches!(decide.stage, Stage::Primary)
+            && brick == decide.target
+            && matches!(reply, Some(Reply::TxState(TxState::Committed)))
+        {
+            self.committed(now, id);
+            return;
+        }
         let Some(mut decide) = self.take_decide(id) else {
             return;
         };
@@ -1224,7 +1400,7 @@ impl Core {
         match &mut decide.stage {
             Stage::Primary => {
                 if brick != decide.target {
-                    self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
+                    self.set_deciding(id, decide);
                     return;
                 }
                 // The primary, asked to prepare and decide, voted no: it
@@ -1243,7 +1419,10 @@ impl Core {
                     return;
                 }
                 match state {
-                    Some(TxState::Committed) => self.committed(now, id, decide),
+                    Some(TxState::Committed) => {
+                        self.set_deciding(id, decide);
+                        self.committed(now, id);
+                    }
                     Some(TxState::Aborted) => self.abort_at_others(now, id, decide),
                     // The primary could not tell (it restarted), did not
                     // answer, or may not decide (fenced: removed, or
@@ -1265,13 +1444,16 @@ impl Core {
             }
             Stage::Others(waiting) => {
                 if !waiting.contains(&brick) {
-                    self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
+                    self.set_deciding(id, decide);
                     return;
                 }
                 match state {
                     // A member resolved the transaction as committed after
                     // the primary was removed: that is its outcome.
-                    Some(TxState::Committed) => self.committed(now, id, decide),
+                    Some(TxState::Committed) => {
+                        self.set_deciding(id, decide);
+                        self.committed(now, id);
+                    }
                     Some(TxState::Aborted) | Some(TxState::Unknown) => {
                         waiting.remove(&brick);
                         self.continue_abort(now, id, decide);
@@ -1285,7 +1467,7 @@ impl Core {
     /// The primary aborted: final there. The caller hears of it once every
     /// other member has dropped the write too, so that a retry cannot apply
     /// it twice.
-    fn abort_at_others(&mut self, now: Instant, id: OpId, mut decide: Decide) {
+    fn abort_at_others(&mut self, now: Instant, id: OpKey, mut decide: Decide) {
         let entry = self.maps.rg.get(decide.route.rg).cloned();
         let waiting: BTreeSet<BrickId> = decide
             .route
@@ -1301,42 +1483,39 @@ impl Core {
     /// The transaction committed: answer the caller, then tell the other
     /// participants. One that says it never prepared lost the write (it
     /// restarted) and is reported for removal.
-    fn committed(&mut self, _now: Instant, id: OpId, decide: Decide) {
-        for other in decide
-            .route
-            .bricks
-            .iter()
-            .copied()
-            .filter(|b| *b != decide.target)
-        {
-            let request_id = self.next_request_id;
-            self.next_request_id += 1;
+    fn committed(&mut self, _now: Instant, id: OpKey) {
+        let Some(OpState {
+            phase: Phase::Deciding(decide),
+            ..
+        }) = self.ops.get(id)
+        else {
+            return;
+        };
+        let (rg, bricks, target) = (decide.route.rg, decide.route.bricks, decide.target);
+        let commit = Self::decision_request(decide, TxState::Committed);
+        for other in bricks.iter().copied().filter(|b| *b != target) {
+            let request_id = self.request_id(NO_SLOT);
             if self.followups.len() >= limits::FOLLOWUPS_MAX {
                 // Unanswered follow-ups are only a hint; drop them.
                 self.followups.clear();
             }
-            self.followups
-                .insert((other, request_id), (decide.route.rg, other));
-            self.transmits.push_back((
-                other,
-                request_id,
-                Outgoing::Request(Self::decision_request(&decide, TxState::Committed)),
-            ));
+            self.followups.insert((other, request_id), (rg, other));
+            self.transmits
+                .push_back((other, request_id, Outgoing::Request(commit.clone())));
         }
         self.complete(id, Ok(Output::Done));
     }
 
     /// Waits for the remaining members to acknowledge the abort; when none
     /// is left, retries the write or fails it.
-    fn continue_abort(&mut self, now: Instant, id: OpId, decide: Decide) {
+    fn continue_abort(&mut self, now: Instant, id: OpKey, decide: Decide) {
         let done = matches!(&decide.stage, Stage::Others(w) if w.is_empty());
         if !done {
-            self.ops.get_mut(&id).unwrap().phase = Phase::Deciding(decide);
+            self.set_deciding(id, decide);
             // Replies to requests already sent are still expected; a new
             // round is sent only after an exclusion (see exclusion_reply).
             if !self.awaits_replies(id) {
-                let decide = self.take_decide(id).unwrap();
-                self.send_decision(now, id, decide);
+                self.send_decision(now, id);
             }
             return;
         }
@@ -1350,7 +1529,7 @@ impl Core {
             Some((brick, reason)) => self.classify(brick, &reason),
             None => Next::Retry,
         };
-        let attempts = self.ops.get(&id).map_or(0, |state| state.attempts);
+        let attempts = self.ops.get(id).map_or(0, |state| state.attempts);
         match next {
             // Stale maps were just repaired (or pushed to a brick that was
             // behind, ahead of the retry on the same connection): nothing
@@ -1364,7 +1543,7 @@ impl Core {
     }
 
     /// Asks the group's leader to remove `target`, which did not answer.
-    fn request_exclusion(&mut self, now: Instant, id: OpId, mut decide: Decide, target: BrickId) {
+    fn request_exclusion(&mut self, now: Instant, id: OpKey, mut decide: Decide, target: BrickId) {
         decide.attempts += 1;
         if decide.attempts > self.config.retries_max {
             self.complete(
@@ -1410,7 +1589,7 @@ impl Core {
             brick: target,
         };
         decide.leader = Some((leader, target));
-        self.ops.get_mut(&id).unwrap().phase = Phase::Excluding(decide);
+        self.ops.get_mut(id).unwrap().phase = Phase::Excluding(decide);
         self.forget_requests(id);
         self.send(id, leader, request);
         // A removal waits for a probe and for leases to run out.
@@ -1421,7 +1600,7 @@ impl Core {
     fn after_removal(
         &mut self,
         now: Instant,
-        id: OpId,
+        id: OpKey,
         mut decide: Decide,
         target: BrickId,
         members: &[BrickId],
@@ -1439,7 +1618,8 @@ impl Core {
                     // is prepared, so it gets the decision itself.
                     decide.target = next;
                     decide.prepare = false;
-                    self.send_decision(now, id, decide);
+                    self.set_deciding(id, decide);
+                    self.send_decision(now, id);
                 }
                 None => self.complete(
                     id,
@@ -1455,22 +1635,23 @@ impl Core {
                 if waiting.is_empty() {
                     self.continue_abort(now, id, decide);
                 } else {
-                    self.send_decision(now, id, decide);
+                    self.set_deciding(id, decide);
+                    self.send_decision(now, id);
                 }
             }
         }
     }
 
-    fn exclusion_reply(&mut self, now: Instant, id: OpId, brick: BrickId, reply: Option<Reply>) {
+    fn exclusion_reply(&mut self, now: Instant, id: OpKey, brick: BrickId, reply: Option<Reply>) {
         let Some(mut decide) = self.take_decide(id) else {
             return;
         };
         let Some((leader, target)) = decide.leader else {
-            self.ops.get_mut(&id).unwrap().phase = Phase::Excluding(decide);
+            self.ops.get_mut(id).unwrap().phase = Phase::Excluding(decide);
             return;
         };
         if brick != leader {
-            self.ops.get_mut(&id).unwrap().phase = Phase::Excluding(decide);
+            self.ops.get_mut(id).unwrap().phase = Phase::Excluding(decide);
             return;
         }
         decide.leader = None;
@@ -1493,13 +1674,14 @@ impl Core {
             }
             // The target is alive after all: ask it again.
             Some(Reply::Error(e)) if e.code == ErrorCode::Refused => {
-                self.send_decision(now, id, decide)
+                self.set_deciding(id, decide);
+                self.send_decision(now, id);
             }
             _ => self.request_exclusion(now, id, decide, target),
         }
     }
 
-    fn broadcast_reply(&mut self, now: Instant, id: OpId, brick: BrickId, reply: Option<Reply>) {
+    fn broadcast_reply(&mut self, now: Instant, id: OpKey, brick: BrickId, reply: Option<Reply>) {
         let Some(OpState {
             phase:
                 Phase::Broadcast {
@@ -1507,7 +1689,7 @@ impl Core {
                     first_error,
                 },
             ..
-        }) = self.ops.get_mut(&id)
+        }) = self.ops.get_mut(id)
         else {
             return;
         };
@@ -1593,6 +1775,15 @@ mod tests {
         maps::ClusterConfig::for_simulation(3, 2, 4).initial_maps()
     }
 
+    /// The key of live operation `id`.
+    fn key(core: &Core, id: OpId) -> OpKey {
+        core.ops
+            .iter()
+            .find(|(key, _)| key.id == id)
+            .expect("a live operation")
+            .0
+    }
+
     /// Runs the core's timers until `op` completes, answering nothing.
     fn run_silent(core: &mut Core, mut now: Instant, op: OpId) -> Result<Output, DdsError> {
         for _ in 0..10_000 {
@@ -1633,19 +1824,36 @@ mod tests {
     }
 
     #[test]
-    fn sent_keeps_every_key_in_order_past_its_inline_ones() {
+    fn sent_keeps_every_key_past_its_inline_ones_until_removed() {
         let mut sent = Sent::new();
         let keys: Vec<(BrickId, u64)> = (0..SENT_INLINE as u64 + 3)
             .map(|i| (BrickId(i as u32 % 3), 100 + i))
             .collect();
+        let held = |sent: &Sent| {
+            let mut held: Vec<(BrickId, u64)> = sent.iter().copied().collect();
+            held.sort_unstable_by_key(|(_, request_id)| *request_id);
+            held
+        };
         for (i, key) in keys.iter().enumerate() {
             sent.push(*key);
-            assert!(sent.iter().copied().eq(keys[..=i].iter().copied()));
+            assert_eq!(held(&sent), keys[..=i]);
         }
-        assert!(sent.take().eq(keys.iter().copied()));
-        assert_eq!(sent.iter().count(), 0);
+        // Removing an inline key while some spilled keeps all the others.
+        assert!(sent.remove(keys[1]));
+        assert!(!sent.remove(keys[1]), "removed already");
+        assert!(!sent.remove((BrickId(9), keys[2].1)), "another brick's");
+        let mut left: Vec<_> = keys.iter().copied().filter(|k| *k != keys[1]).collect();
+        assert_eq!(held(&sent), left);
+        for key in [keys[SENT_INLINE + 1], keys[0], keys[SENT_INLINE + 2]] {
+            assert!(sent.remove(key));
+            left.retain(|k| *k != key);
+            assert_eq!(held(&sent), left);
+        }
+        assert!(!sent.is_empty());
+        sent.clear();
+        assert!(sent.is_empty() && sent.iter().next().is_none());
         sent.push(keys[0]);
-        assert!(sent.take().eq([keys[0]]));
+        assert_eq!(held(&sent), [keys[0]]);
     }
 
     fn is_prepare(request: &Request, decides: bool) -> bool {
@@ -1709,7 +1917,10 @@ mod tests {
         assert!(lent == encoded, "the lent prepare encodes as its request");
 
         let ended = core.submit(now, put(b"b"));
-        core.complete(ended, Err(DdsError::Timeout("ended".to_string())));
+        core.complete(
+            key(&core, ended),
+            Err(DdsError::Timeout("ended".to_string())),
+        );
         assert!(
             matches!(core.poll_transmit_with(|_, _, _| ()), Some(None)),
             "the prepare of an ended operation is dropped"
@@ -1844,10 +2055,14 @@ mod tests {
             table: b"t".to_vec(),
             key: k.to_vec(),
         };
+        let submit = |core: &mut Core, op| {
+            let id = core.submit(start, op);
+            key(core, id)
+        };
         let (a, b, c) = (
-            core.submit(start, get(b"a")),
-            core.submit(start, get(b"b")),
-            core.submit(start, get(b"c")),
+            submit(&mut core, get(b"a")),
+            submit(&mut core, get(b"b")),
+            submit(&mut core, get(b"c")),
         );
         // A deadline earlier than those queued goes to the early table.
         let soon = start + Duration::from_millis(5);
@@ -1868,8 +2083,11 @@ mod tests {
         // and go once it ends.
         let later = start + timeout * 2;
         core.set_deadline(a, later);
-        let ids: Vec<OpId> = (0..1000u32)
-            .map(|i| core.submit(later, get(&i.to_be_bytes())))
+        let ids: Vec<OpKey> = (0..1000u32)
+            .map(|i| {
+                let id = core.submit(later, get(&i.to_be_bytes()));
+                key(&core, id)
+            })
             .collect();
         for id in ids {
             core.complete(id, Ok(Output::Done));
@@ -1892,6 +2110,7 @@ mod tests {
             key: b"k".to_vec(),
         };
         let id = core.submit(start, get);
+        let id = key(&core, id);
         for ms in [5, 3, 4] {
             core.set_deadline(id, start + Duration::from_millis(ms));
             assert_eq!(core.early_timers.len(), 1);
@@ -1930,6 +2149,82 @@ mod tests {
             }
         }
         panic!("the operation never completed");
+    }
+
+    #[test]
+    fn a_late_reply_to_an_ended_operation_is_ignored_by_the_next_in_its_slot() {
+        let mut core = Core::new(CoreConfig::default(), maps());
+        let start = Instant::now();
+        let put = Op::Put {
+            table: b"t".to_vec(),
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        let first = core.submit(start, put.clone());
+        let (brick, late_id, request) = core.poll_transmit().expect("a prepare");
+        assert!(is_prepare(&request, false));
+        // Nothing is answered: the first write gives up.
+        assert!(run_silent(&mut core, start, first).is_err());
+        while core.poll_transmit().is_some() {}
+        assert_eq!(core.in_flight(), 0);
+
+        let second = core.submit(start, put);
+        assert_ne!(second, first);
+        let (same_brick, request_id, request) = core.poll_transmit().expect("a prepare");
+        assert!(same_brick == brick && is_prepare(&request, false));
+        assert_eq!(
+            request_id & SLOT_MASK,
+            late_id & SLOT_MASK,
+            "the second write took the first one's slot"
+        );
+        assert_ne!(request_id, late_id);
+        // The first write's vote comes in late: the second does not take it.
+        core.handle_reply(start, brick, late_id, Reply::Voted);
+        assert!(core.poll_transmit().is_none(), "no decision yet");
+        assert!(core.poll_completion().is_none());
+        assert_eq!(core.bricks_in_use(), [brick].into());
+        // Nor does it take its own request id from another brick.
+        core.handle_reply(start, BrickId(brick.0 + 1), request_id, Reply::Voted);
+        assert!(core.poll_transmit().is_none(), "no decision yet");
+        // Its own vote moves it on to the primary's prepare-and-decide.
+        core.handle_reply(start, brick, request_id, Reply::Voted);
+        let (primary, _, request) = core.poll_transmit().expect("the decision");
+        assert!(primary != brick && is_prepare(&request, true));
+        assert_eq!(core.bricks_in_use(), [primary].into());
+    }
+
+    #[test]
+    fn ids_stay_unique_as_slots_are_reused_and_slots_grow_only_to_the_peak() {
+        let mut core = Core::new(CoreConfig::default(), maps());
+        let now = Instant::now();
+        let get = |i: u32| Op::Get {
+            table: b"t".to_vec(),
+            key: i.to_be_bytes().to_vec(),
+        };
+        let mut ids = BTreeSet::new();
+        let mut request_ids = BTreeSet::new();
+        let mut live = VecDeque::new();
+        // Up to five in flight at a time, then down to two, then up to six.
+        for (round, peak) in [5, 2, 6, 3].into_iter().enumerate() {
+            for i in 0..20u32 {
+                while live.len() >= peak {
+                    let id = live.pop_front().expect("one in flight");
+                    core.complete(key(&core, id), Ok(Output::Done));
+                    assert_eq!(core.poll_completion().map(|(id, _)| id), Some(id));
+                }
+                let id = core.submit(now, get(i));
+                assert!(ids.insert(id), "{id:?} given twice");
+                let (_, request_id, _) = core.poll_transmit().expect("a read");
+                assert!(request_ids.insert(request_id));
+                assert!(request_id < 1 << 63, "below the driver's own ids");
+                live.push_back(id);
+                assert_eq!(core.in_flight(), live.len());
+            }
+            let most = [5, 5, 6, 6][round];
+            assert_eq!(core.ops.slots.len(), most, "round {round}");
+        }
+        // Ids count up from 1 in the order of submission.
+        assert!(ids.into_iter().eq((1..=80).map(OpId)));
     }
 
     #[test]

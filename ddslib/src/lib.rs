@@ -93,7 +93,7 @@ impl Drop for Dds {
 }
 
 /// Request ids from here up belong to [`Dds::call`]; the coordinator's ids
-/// count up from 1 and never get near.
+/// stay below (their count takes 39 bits above a 24-bit slot number).
 const PRIVATE_REQUEST_ID_BASE: u64 = 1 << 63;
 
 impl Dds {
