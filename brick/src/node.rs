@@ -1058,6 +1058,11 @@ impl Node {
         }
     }
 
+    /// Votes on a prepare: `Voted` with the write held prepared, or a no
+    /// vote. With `decide` (a `PrepareDecide`), a yes that this node may
+    /// decide at once (see [`Node::decision_gate`]) commits straight away
+    /// and answers `Committed` (see [`Node::commit_at_once`]); one whose
+    /// decision must wait, or be refused, is held prepared as usual.
     #[allow(clippy::too_many_arguments)]
     fn prepare(
         &mut self,
@@ -1069,6 +1074,7 @@ impl Node {
         key: &[u8],
         write: Write,
         participants: Vec<BrickId>,
+        decide: bool,
     ) -> Reply {
         self.counters.prepares += 1;
         if !self.save_if_kept_stale() {
@@ -1145,6 +1151,10 @@ impl Node {
                 ),
             );
         }
+        if decide && self.gate(now, rg, &participants) == DecisionGate::Decide {
+            self.commit_at_once(now, txid, partition, &lock_key.1, &write);
+            return Reply::TxState(TxState::Committed);
+        }
         self.hold_prepared(
             txid,
             PreparedTx {
@@ -1158,6 +1168,62 @@ impl Node {
             },
         );
         Reply::Voted
+    }
+
+    /// Commits a write that a `PrepareDecide` prepared and this node, its
+    /// primary, may decide at once: what holding it prepared and then
+    /// [`Node::decide`] would do, without entering it into the prepared
+    /// transactions, the locks and the reserved room only to take it out
+    /// again. [`Node::prepare`] made every check a prepare makes (no lock
+    /// on the key, room for the write), so nothing else can have changed
+    /// in between: no read waits for a key that was not locked, and a
+    /// transaction that was not prepared here is not kept.
+    fn commit_at_once(
+        &mut self,
+        now: Instant,
+        txid: TxId,
+        partition: PartitionId,
+        store_key: &[u8],
+        write: &Write,
+    ) {
+        debug_assert!(!self.membership.kept.contains(&txid));
+        debug_assert!(!self
+            .waiting_reads
+            .contains_key(&(partition, store_key.to_vec())));
+        self.apply_commit(txid, partition, store_key, write);
+        self.remember(now, txid, TxState::Committed);
+        if self.recovery.out.contains_key(&partition) {
+            self.pump_copy(now, partition);
+        }
+        self.counters.commits += 1;
+    }
+
+    /// Writes a committed transaction's write to its partition's store.
+    fn apply_commit(
+        &mut self,
+        txid: TxId,
+        partition: PartitionId,
+        store_key: &[u8],
+        write: &Write,
+    ) {
+        let store = self
+            .partitions
+            .get_mut(&partition)
+            .expect("prepared partition is held");
+        let result = match write {
+            Write::Put(value) => store.put(store_key, value),
+            Write::Remove => store.remove(store_key).map(|_| ()),
+        };
+        // Prepare reserved room for the write and the key stayed locked
+        // since, so a failure here is a bug; it is logged loudly rather
+        // than taking the brick down with every other partition.
+        if let Err(e) = result {
+            log::error!(
+                "{}: commit of transaction {} failed after a yes vote: {e}",
+                self.id,
+                txid.0
+            );
+        }
     }
 
     /// Holds a prepared write: its key locked, room reserved for it.
@@ -1265,6 +1331,7 @@ impl Node {
             &key,
             write,
             participants,
+            decide,
         );
         // A no vote is final: the transaction cannot commit without this
         // brick's yes, and ddslib numbers every attempt anew. Remembering
@@ -1330,14 +1397,20 @@ impl Node {
         let Some(tx) = self.prepared.get(&txid) else {
             return DecisionGate::Decide;
         };
-        let member = self
-            .maps
-            .rg
-            .get(tx.rg)
-            .is_some_and(|e| e.bricks.contains(&self.id));
-        if !member {
+        self.gate(now, tx.rg, &tx.participants)
+    }
+
+    /// [`Node::decision_gate`] for a transaction of group `rg` among
+    /// `participants`, prepared here or about to be.
+    fn gate(&self, now: Instant, rg: RgId, participants: &[BrickId]) -> DecisionGate {
+        let Some(entry) = self.maps.rg.get(rg) else {
+            return DecisionGate::NotMember;
+        };
+        if !entry.bricks.contains(&self.id) {
             DecisionGate::NotMember
-        } else if self.primary_of(tx) == Some(self.id) && !self.lease_valid(now, tx.rg) {
+        } else if primary_among(&entry.bricks, participants) == Some(self.id)
+            && !self.lease_valid(now, rg)
+        {
             DecisionGate::NoLease
         } else {
             DecisionGate::Decide
@@ -1477,24 +1550,7 @@ impl Node {
             *reserved = reserved.saturating_sub(record_bytes(tx.store_key.len(), value_len));
         }
         if outcome == Some(TxState::Committed) {
-            let store = self
-                .partitions
-                .get_mut(&tx.partition)
-                .expect("prepared partition is held");
-            let result = match &tx.write {
-                Write::Put(value) => store.put(&tx.store_key, value),
-                Write::Remove => store.remove(&tx.store_key).map(|_| ()),
-            };
-            // Prepare reserved room for the write and the key stayed locked
-            // since, so a failure here is a bug; it is logged loudly rather
-            // than taking the brick down with every other partition.
-            if let Err(e) = result {
-                log::error!(
-                    "{}: commit of transaction {} failed after a yes vote: {e}",
-                    self.id,
-                    txid.0
-                );
-            }
+            self.apply_commit(txid, tx.partition, &tx.store_key, &tx.write);
         }
         let lock_key = (tx.partition, tx.store_key);
         self.locks.remove(&lock_key);
@@ -1533,10 +1589,7 @@ impl Node {
     /// The transaction's primary: the first participant still in its group.
     fn primary_of(&self, tx: &PreparedTx) -> Option<BrickId> {
         let entry = self.maps.rg.get(tx.rg)?;
-        tx.participants
-            .iter()
-            .copied()
-            .find(|b| entry.bricks.contains(b))
+        primary_among(&entry.bricks, &tx.participants)
     }
 
     // ----------------------------------------------------------------------
@@ -2395,6 +2448,11 @@ impl Node {
         }
         out
     }
+}
+
+/// The first of `participants` that is one of the group's `members`.
+fn primary_among(members: &[BrickId], participants: &[BrickId]) -> Option<BrickId> {
+    participants.iter().copied().find(|b| members.contains(b))
 }
 
 fn error(code: ErrorCode, message: String) -> Reply {

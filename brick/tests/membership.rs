@@ -541,6 +541,161 @@ fn a_restarted_primary_does_not_vote_no_on_a_prepare_that_decides() {
     );
 }
 
+/// The primary's answer to transaction `txid`'s `TxStatus`, asked by a
+/// client with request `id`.
+fn status_at(net: &mut Net, brick: BrickId, id: u64, txid: u64, partition: PartitionId) -> Reply {
+    let txid = wire::TxId(txid);
+    client_request(net, brick, id, Request::TxStatus { txid, partition });
+    client_reply(net, brick, id)
+        .cloned()
+        .expect("answered at once")
+}
+
+/// A prepare that decides, which the primary may decide at once, commits
+/// without leaving anything behind: nothing prepared, no lock (a read and
+/// a later write of the key go through at once), the outcome remembered,
+/// and the counters of a prepare and a commit.
+#[test]
+fn a_prepare_that_decides_at_once_leaves_no_lock_and_remembers_its_outcome() {
+    let (mut net, partition, fingerprint) = group_with_a_table();
+    let committed = Some(Reply::TxState(wire::TxState::Committed));
+    client_request(
+        &mut net,
+        BrickId(2),
+        2,
+        prepare_42(partition, fingerprint, false),
+    );
+    assert_eq!(client_reply(&net, BrickId(2), 2), Some(&Reply::Voted));
+    let prepares = stat(&mut net, BrickId(1), 3, "prepares").unwrap();
+    let commits = stat(&mut net, BrickId(1), 4, "commits").unwrap();
+    client_request(
+        &mut net,
+        BrickId(1),
+        5,
+        prepare_42(partition, fingerprint, true),
+    );
+    assert_eq!(client_reply(&net, BrickId(1), 5).cloned(), committed);
+    assert_eq!(stat(&mut net, BrickId(1), 6, "prepared"), Some(0));
+    assert_eq!(
+        stat(&mut net, BrickId(1), 7, "prepares"),
+        Some(prepares + 1)
+    );
+    assert_eq!(stat(&mut net, BrickId(1), 8, "commits"), Some(commits + 1));
+    assert_eq!(
+        get_k(&mut net, BrickId(1), partition, 9),
+        Some(Reply::Value(b"v".to_vec())),
+        "a read of the key is not held by a lock"
+    );
+    // Asked again (its answer lost) or about by a peer: the outcome stands.
+    client_request(
+        &mut net,
+        BrickId(1),
+        10,
+        prepare_42(partition, fingerprint, true),
+    );
+    assert_eq!(client_reply(&net, BrickId(1), 10).cloned(), committed);
+    assert_eq!(
+        Some(status_at(&mut net, BrickId(1), 11, 42, partition)),
+        committed
+    );
+    // The next write of the key takes its lock like any other.
+    let participants = vec![BrickId(1), BrickId(2)];
+    let write_43 = prepare_k(43, b"w", participants, (partition, fingerprint), false);
+    client_request(&mut net, BrickId(1), 12, write_43);
+    assert_eq!(client_reply(&net, BrickId(1), 12), Some(&Reply::Voted));
+    assert_eq!(stat(&mut net, BrickId(1), 13, "prepared"), Some(1));
+    assert_eq!(get_k(&mut net, BrickId(1), partition, 14), None, "locked");
+}
+
+/// A prepare that decides, at a primary that holds no lease yet, is held
+/// prepared (its key locked) and decided once the lease comes.
+#[test]
+fn a_prepare_that_decides_without_a_lease_waits_for_it_prepared() {
+    let mut net = Net::new(3);
+    let maps = net.nodes[&BrickId(1)].maps().clone();
+    let (partition, _) = maps.dp.leaves().next().unwrap();
+    let fingerprint = maps.partition_fingerprint(partition).unwrap();
+    for b in [BrickId(1), BrickId(2)] {
+        let name = b"t".to_vec();
+        client_request(&mut net, b, 1, Request::CreateTable { name });
+        assert_eq!(client_reply(&net, b, 1), Some(&Reply::Ok), "{b}");
+    }
+    client_request(
+        &mut net,
+        BrickId(2),
+        2,
+        prepare_42(partition, fingerprint, false),
+    );
+    assert_eq!(client_reply(&net, BrickId(2), 2), Some(&Reply::Voted));
+    client_request(
+        &mut net,
+        BrickId(1),
+        3,
+        prepare_42(partition, fingerprint, true),
+    );
+    assert_eq!(
+        client_reply(&net, BrickId(1), 3),
+        None,
+        "the decision waits"
+    );
+    assert_eq!(stat(&mut net, BrickId(1), 4, "prepared"), Some(1));
+    assert_eq!(
+        status_at(&mut net, BrickId(1), 5, 42, partition),
+        Reply::TxState(wire::TxState::Prepared)
+    );
+    net.run(Duration::from_millis(300), Duration::from_millis(5));
+    assert_eq!(
+        client_reply(&net, BrickId(1), 3),
+        Some(&Reply::TxState(wire::TxState::Committed))
+    );
+    assert_eq!(stat(&mut net, BrickId(1), 6, "prepared"), Some(0));
+    assert_eq!(
+        get_k(&mut net, BrickId(1), partition, 7),
+        Some(Reply::Value(b"v".to_vec()))
+    );
+}
+
+/// A prepare that decides, for a key another transaction holds prepared,
+/// is refused as a plain prepare is: a lock conflict, counted, remembered
+/// as aborted, and the other transaction still holds the key.
+#[test]
+fn a_prepare_that_decides_on_a_locked_key_is_refused() {
+    let (mut net, partition, fingerprint) = group_with_a_table();
+    let participants = vec![BrickId(1), BrickId(2)];
+    let write_41 = prepare_k(41, b"u", participants, (partition, fingerprint), false);
+    client_request(&mut net, BrickId(1), 2, write_41);
+    assert_eq!(client_reply(&net, BrickId(1), 2), Some(&Reply::Voted));
+    let conflicts = stat(&mut net, BrickId(1), 3, "lock_conflicts").unwrap();
+    client_request(
+        &mut net,
+        BrickId(1),
+        4,
+        prepare_42(partition, fingerprint, true),
+    );
+    match client_reply(&net, BrickId(1), 4) {
+        Some(Reply::Error(e)) => assert_eq!(e.code, wire::ErrorCode::LockConflict, "{e:?}"),
+        other => panic!("a prepare that decides took a locked key: {other:?}"),
+    }
+    assert_eq!(
+        stat(&mut net, BrickId(1), 5, "lock_conflicts"),
+        Some(conflicts + 1)
+    );
+    assert_eq!(stat(&mut net, BrickId(1), 6, "prepared"), Some(1));
+    assert_eq!(
+        status_at(&mut net, BrickId(1), 7, 42, partition),
+        Reply::TxState(wire::TxState::Aborted)
+    );
+    assert_eq!(
+        status_at(&mut net, BrickId(1), 8, 41, partition),
+        Reply::TxState(wire::TxState::Prepared)
+    );
+    assert_eq!(
+        get_k(&mut net, BrickId(1), partition, 9),
+        None,
+        "still locked"
+    );
+}
+
 /// A brick saves the outcomes of its transactions for a clean stop only
 /// when it loses nothing by stopping: not while a write is prepared there,
 /// nor after a crash before it was copied back. Started again with them,
