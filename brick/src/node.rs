@@ -210,7 +210,8 @@ fn table_marker_key(table: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A key's lock: its partition and store key.
+/// A locked key, as the reads waiting for it are filed: its partition and
+/// store key.
 type LockKey = (PartitionId, Vec<u8>);
 
 /// A prepared transaction at this participant.
@@ -219,6 +220,8 @@ struct PreparedTx {
     partition: PartitionId,
     rg: RgId,
     store_key: Vec<u8>,
+    /// Its entry's hash in the lock table ([`Node::lock_hash`]).
+    lock_hash: u64,
     write: Write,
     participants: Vec<BrickId>,
     /// When the participant next asks about the outcome.
@@ -372,8 +375,14 @@ pub struct Node {
     partitions: BTreeMap<PartitionId, Partition>,
     tables: HashSet<Vec<u8>>,
 
-    /// Per store key (within a partition), the transaction holding its lock.
-    locks: HashMap<LockKey, TxId>,
+    /// Per store key (within a partition), the transaction holding its
+    /// lock: the entries are the prepared transactions' ids with the hash
+    /// of their partition and store key ([`Node::lock_hash`]), and a
+    /// lookup compares the key with the one in `prepared`, so the key is
+    /// not stored twice (a copy in a hash map's key cost every prepare an
+    /// allocation, a copy and a free). See [`Node::lock_holder`].
+    locks: hashbrown::HashTable<(u64, TxId)>,
+    lock_hasher: ahash::RandomState,
     /// A hash table, not a tree: a transaction is inserted and removed
     /// once each, and a tree's nodes shift their entries (about 150 bytes
     /// each) on both. Where the order matters (timeouts, forgetting a
@@ -444,7 +453,8 @@ impl Node {
             maps: NodeMaps::new(maps, id),
             partitions,
             tables,
-            locks: HashMap::default(),
+            locks: hashbrown::HashTable::new(),
+            lock_hasher: ahash::RandomState::default(),
             prepared: HashMap::default(),
             reserved: HashMap::default(),
             outcomes: outcomes::Outcomes::new(outcome_retention),
@@ -1023,7 +1033,7 @@ impl Node {
             }));
         }
         // The store key on the stack when it fits; the lock table is asked
-        // only when it holds any lock, which needs an owned key.
+        // only when it holds any lock.
         let mut buf = [0u8; 128];
         let skey = match write_store_key(&mut buf, table, key) {
             Some(skey) => std::borrow::Cow::Borrowed(skey),
@@ -1032,8 +1042,8 @@ impl Node {
         if self.locks.is_empty() {
             return Some(self.read_value(partition, &skey));
         }
-        let lock_key = (partition, skey.into_owned());
-        if self.locks.contains_key(&lock_key) {
+        let hash = self.lock_hash(partition, &skey);
+        if self.lock_holder(hash, partition, &skey).is_some() {
             if self.waiting_reads_count >= limits::WAITING_READS_MAX {
                 return Some(error(
                     ErrorCode::Busy,
@@ -1043,12 +1053,31 @@ impl Node {
             self.counters.reads_waited += 1;
             self.waiting_reads_count += 1;
             self.waiting_reads
-                .entry(lock_key)
+                .entry((partition, skey.into_owned()))
                 .or_default()
                 .push((conn, request_id));
             return None;
         }
-        Some(self.read_value(partition, &lock_key.1))
+        Some(self.read_value(partition, &skey))
+    }
+
+    /// The hash of the lock on `store_key` in `partition`.
+    fn lock_hash(&self, partition: PartitionId, store_key: &[u8]) -> u64 {
+        self.lock_hasher.hash_one((partition, store_key))
+    }
+
+    /// The transaction holding the lock on `store_key` in `partition`,
+    /// whose [`Node::lock_hash`] is `hash`.
+    fn lock_holder(&self, hash: u64, partition: PartitionId, store_key: &[u8]) -> Option<TxId> {
+        let prepared = &self.prepared;
+        self.locks
+            .find(hash, |&(h, txid)| {
+                h == hash
+                    && prepared
+                        .get(&txid)
+                        .is_some_and(|tx| tx.partition == partition && tx.store_key == store_key)
+            })
+            .map(|&(_, txid)| txid)
     }
 
     fn read_value(&self, partition: PartitionId, skey: &[u8]) -> Reply {
@@ -1124,9 +1153,15 @@ impl Node {
                 format!("the membership of {rg} is changing; retry shortly"),
             );
         }
-        let skey = store_key(table, key);
-        let lock_key = (partition, skey);
-        if let Some(holder) = self.locks.get(&lock_key) {
+        // The store key on the stack when it fits: a write committed at
+        // once copies it nowhere, a write held prepared once.
+        let mut buf = [0u8; 128];
+        let skey = match write_store_key(&mut buf, table, key) {
+            Some(skey) => std::borrow::Cow::Borrowed(skey),
+            None => std::borrow::Cow::Owned(store_key(table, key)),
+        };
+        let lock_hash = self.lock_hash(partition, &skey);
+        if let Some(holder) = self.lock_holder(lock_hash, partition, &skey) {
             self.counters.lock_conflicts += 1;
             return error(
                 ErrorCode::LockConflict,
@@ -1142,7 +1177,7 @@ impl Node {
             .get(&partition)
             .expect("checked by check_route");
         let reserved = self.reserved.get(&partition).copied().unwrap_or(0);
-        if !store.can_fit_reserved(reserved, lock_key.1.len(), value_len) {
+        if !store.can_fit_reserved(reserved, skey.len(), value_len) {
             return error(
                 ErrorCode::PartitionFull,
                 format!(
@@ -1152,7 +1187,7 @@ impl Node {
             );
         }
         if decide && self.gate(now, rg, &participants) == DecisionGate::Decide {
-            self.commit_at_once(now, txid, partition, &lock_key.1, &write);
+            self.commit_at_once(now, txid, partition, &skey, &write);
             return Reply::TxState(TxState::Committed);
         }
         self.hold_prepared(
@@ -1160,7 +1195,8 @@ impl Node {
             PreparedTx {
                 partition,
                 rg,
-                store_key: lock_key.1,
+                store_key: skey.into_owned(),
+                lock_hash,
                 write,
                 participants,
                 deadline: now + self.config.prepare_timeout,
@@ -1235,7 +1271,7 @@ impl Node {
         *self.reserved.entry(tx.partition).or_default() +=
             record_bytes(tx.store_key.len(), value_len);
         self.locks
-            .insert((tx.partition, tx.store_key.clone()), txid);
+            .insert_unique(tx.lock_hash, (tx.lock_hash, txid), |&(h, _)| h);
         self.prepared.insert(txid, tx);
     }
 
@@ -1552,8 +1588,15 @@ impl Node {
         if outcome == Some(TxState::Committed) {
             self.apply_commit(txid, tx.partition, &tx.store_key, &tx.write);
         }
+        // Each prepared transaction holds one lock: its entry is found by
+        // its id.
+        if let Ok(entry) = self.locks.find_entry(tx.lock_hash, |&(_, t)| t == txid) {
+            entry.remove();
+        }
+        if self.waiting_reads.is_empty() {
+            return partition;
+        }
         let lock_key = (tx.partition, tx.store_key);
-        self.locks.remove(&lock_key);
         if let Some(waiters) = self.waiting_reads.remove(&lock_key) {
             self.waiting_reads_count -= waiters.len();
             // The group may have changed while the reads waited: they are

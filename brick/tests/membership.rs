@@ -696,6 +696,50 @@ fn a_prepare_that_decides_on_a_locked_key_is_refused() {
     );
 }
 
+/// A key too long for the store key to be built on the stack is locked,
+/// refused to a second writer, and committed at once like a short one.
+#[test]
+fn a_long_key_is_locked_and_committed_like_a_short_one() {
+    let (mut net, partition, fingerprint) = group_with_a_table();
+    let key = vec![b'x'; 300];
+    let prepare = |txid: u64, decide: bool| Request::Prepare {
+        txid: wire::TxId(txid),
+        partition,
+        fingerprint,
+        table: b"t".to_vec(),
+        key: key.clone(),
+        write: wire::Write::Put(b"v".to_vec()),
+        participants: vec![BrickId(1), BrickId(2)],
+        decide,
+    };
+    client_request(&mut net, BrickId(1), 2, prepare(41, false));
+    assert_eq!(client_reply(&net, BrickId(1), 2), Some(&Reply::Voted));
+    client_request(&mut net, BrickId(1), 3, prepare(42, true));
+    match client_reply(&net, BrickId(1), 3) {
+        Some(Reply::Error(e)) => assert_eq!(e.code, wire::ErrorCode::LockConflict, "{e:?}"),
+        other => panic!("a locked long key was taken: {other:?}"),
+    }
+    client_request(
+        &mut net,
+        BrickId(1),
+        4,
+        Request::Abort {
+            txid: wire::TxId(41),
+            partition,
+        },
+    );
+    assert_eq!(
+        client_reply(&net, BrickId(1), 4),
+        Some(&Reply::TxState(wire::TxState::Aborted))
+    );
+    client_request(&mut net, BrickId(1), 5, prepare(43, true));
+    assert_eq!(
+        client_reply(&net, BrickId(1), 5),
+        Some(&Reply::TxState(wire::TxState::Committed))
+    );
+    assert_eq!(stat(&mut net, BrickId(1), 6, "prepared"), Some(0));
+}
+
 /// A brick saves the outcomes of its transactions for a clean stop only
 /// when it loses nothing by stopping: not while a write is prepared there,
 /// nor after a crash before it was copied back. Started again with them,

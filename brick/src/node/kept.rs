@@ -240,9 +240,12 @@ impl Node {
                 dropped = true;
                 continue;
             };
+            let lock_hash = self.lock_hash(lock_key.0, &lock_key.1);
             if self.recovery.blank.contains(&kept.partition)
                 || self.prepared.contains_key(&kept.txid)
-                || self.locks.contains_key(&lock_key)
+                || self
+                    .lock_holder(lock_hash, lock_key.0, &lock_key.1)
+                    .is_some()
             {
                 dropped = true;
                 continue;
@@ -259,6 +262,7 @@ impl Node {
                     partition: kept.partition,
                     rg,
                     store_key: lock_key.1,
+                    lock_hash,
                     write: kept.write,
                     participants: kept.participants,
                     deadline: now + self.config.prepare_timeout,
