@@ -1699,6 +1699,7 @@ impl Node {
             existing.probe &= probe;
             return;
         }
+        self.keep_prepared_naming(brick, Some(rg));
         let epoch = self.maps.rg.get(rg).map_or(0, |e| e.epoch);
         if probe {
             log::info!(
@@ -2161,6 +2162,7 @@ impl Node {
     /// Every request this node had outstanding at `peer` is lost (the
     /// connection broke or could not be made).
     pub fn handle_peer_unreachable(&mut self, now: Instant, peer: BrickId) {
+        self.keep_prepared_naming(peer, None);
         let lost: Vec<u64> = self
             .peer_pending
             .iter()

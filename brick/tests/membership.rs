@@ -1230,6 +1230,73 @@ fn a_member_crashing_as_its_partner_is_removed_keeps_what_it_held_prepared() {
     );
 }
 
+/// Brick 1, the primary, commits a write that brick 2 holds prepared,
+/// then its connection to brick 2 breaks (it crashed, and may come back
+/// without its data). Brick 2 keeps the write in its votes file at once,
+/// not only when a vote removes brick 1: a crash of brick 2 before that
+/// vote lost the write, and brick 2, taking the group with what it held,
+/// served the value from before it (simulator seed 19,942,740).
+#[test]
+fn a_member_that_loses_its_primary_keeps_what_it_held_prepared() {
+    let (mut net, partition, fingerprint) = group_with_a_table();
+    commit_42_at_the_primary(&mut net, partition, fingerprint);
+    let restart = |net: &Net| {
+        let node = &net.nodes[&BrickId(2)];
+        let mut restarted = config(3);
+        restarted.incarnation = 2;
+        restarted.restarted = true;
+        restarted.amnesiac = true;
+        let mut again = Node::new(
+            BrickId(2),
+            restarted,
+            node.maps().clone(),
+            reopened(node),
+            net.now,
+        );
+        if !node.votes_file().is_empty() {
+            again.restore_votes(node.votes_file(), net.now).unwrap();
+        }
+        again
+    };
+    assert_eq!(stat(&mut net, BrickId(2), 10, "writes_kept"), Some(0));
+    assert!(restart(&net).is_quiet(), "kept while the primary is there");
+    let now = net.now;
+    net.nodes
+        .get_mut(&BrickId(2))
+        .unwrap()
+        .handle_peer_unreachable(now, BrickId(1));
+    assert_eq!(stat(&mut net, BrickId(2), 11, "writes_kept"), Some(1));
+    let mut again = restart(&net);
+    assert!(!again.is_quiet(), "the write is lost with a crash");
+    again.handle_request(
+        now,
+        ConnId(CLIENT_CONN + 100),
+        12,
+        Request::TxStatus {
+            txid: wire::TxId(42),
+            partition,
+        },
+    );
+    let replies: Vec<_> = std::iter::from_fn(|| again.poll_transmit()).collect();
+    assert!(
+        replies.iter().any(|t| matches!(
+            t,
+            Transmit::Reply {
+                request_id: 12,
+                reply: Reply::TxState(wire::TxState::Prepared),
+                ..
+            }
+        )),
+        "prepared again after the restart: {replies:?}"
+    );
+    // A second break keeps nothing twice.
+    net.nodes
+        .get_mut(&BrickId(2))
+        .unwrap()
+        .handle_peer_unreachable(now, BrickId(1));
+    assert_eq!(stat(&mut net, BrickId(2), 13, "writes_kept"), Some(1));
+}
+
 /// Every acceptor promises a proposal, and one promise (brick 3's, held
 /// back) is handled after a majority of them moved the proposer to phase
 /// two. That late promise

@@ -13,17 +13,22 @@
 //! So before a member accepts a membership that leaves out a participant
 //! of one of its prepared writes, or installs one, it saves those writes
 //! with its votes (in the same durable file, after the votes), and a start
-//! takes them back as prepared, locks and reserved room included. A kept
-//! write leaves the file once it is resolved here: at once if it was
+//! takes them back as prepared, locks and reserved room included. It saves
+//! the writes that name a peer earlier too, when its connection to that
+//! peer breaks or it starts removing that peer: a primary that comes back
+//! without its data leaves this member's memory the write's last record,
+//! and the member may crash before any vote (`keep_prepared_naming`).
+//! A kept write leaves the file once it is resolved here: at once if it was
 //! aborted or dropped (taken back, it would be committed), and before the
 //! next prepare or table change if it was committed, so that the hundreds
 //! of writes a removal can leave prepared under load, resolved one by one,
 //! cost one save and not one each. Until then a restart takes back a write
 //! that was committed and commits it again, which writes the value the key
 //! already has: no newer write of the key can have been committed without
-//! a prepare (or a table change) first. While the vote is
-//! undecided the group takes no new prepare at this member, so nothing is
-//! prepared that the file misses; after the decision a write of the group
+//! a prepare (or a table change) first. While the vote is undecided the
+//! group takes no new prepare at this member, so nothing is prepared that
+//! the file misses (a write prepared after a broken connection and before
+//! the vote is kept by the vote); after the decision a write of the group
 //! is either decided at once by its primary or, if this member is only a
 //! participant, known to a primary that is still a member.
 
@@ -159,6 +164,54 @@ impl Node {
             maps.rg.get(r).map(|e| e.bricks.as_slice())
         });
         !self.keep(new) || self.save_votes_file()
+    }
+
+    /// When this brick loses its connection to `peer`, or starts removing
+    /// it from a group: keeps its prepared writes that name `peer` as a
+    /// participant, in groups where both are members. The primary may
+    /// have committed such a write, and a reader seen it, while this brick
+    /// holds it only prepared; should the primary not come back with its
+    /// data (its disk lost), this brick's memory is the write's last
+    /// record, and a crash of this brick before a vote removes the primary
+    /// (when the keeping above happens) lost it. The brick that later takes
+    /// the group with what it holds then served the value from before the
+    /// write. If the save fails the writes are not kept, and an acceptance
+    /// or an install keeps them later as before.
+    pub(super) fn keep_prepared_naming(&mut self, peer: BrickId, rg: Option<RgId>) {
+        if self.prepared.is_empty() {
+            return;
+        }
+        let maps = &self.maps;
+        let me = self.id;
+        let mut new: Vec<TxId> = self
+            .prepared
+            .iter()
+            .filter(|(txid, tx)| {
+                !self.membership.kept.contains(txid)
+                    && rg.is_none_or(|rg| rg == tx.rg)
+                    && tx.participants.contains(&peer)
+                    && maps
+                        .rg
+                        .get(tx.rg)
+                        .is_some_and(|e| e.bricks.contains(&me) && e.bricks.contains(&peer))
+            })
+            .map(|(txid, _)| *txid)
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        new.sort_unstable();
+        log::info!(
+            "{}: keeping {} prepared writes across a restart while it cannot count on {peer}",
+            self.id,
+            new.len()
+        );
+        self.membership.kept.extend(new.iter().copied());
+        if !self.save_votes_file() {
+            for txid in new {
+                self.membership.kept.remove(&txid);
+            }
+        }
     }
 
     /// Adds `new` to the kept writes; returns whether there were any.
