@@ -1325,11 +1325,7 @@ impl Core {
     /// Sends the operation's decision to the primary, or the abort to the
     /// others. The decision is read where it lies, in the `Deciding` phase.
     fn send_decision(&mut self, now: Instant, id: OpKey) {
-        let Some(OpState {
-            phase: Phase::Deciding(decide),
-            ..
-        }) = self.ops.get(id)
-        else {
+        let Some(decide) = self.deciding(id) else {
             return;
         };
         // Empty (no allocation) for the usual case, the primary alone.
@@ -1362,6 +1358,14 @@ impl Core {
         self.set_deadline(id, now + self.config.request_timeout);
     }
 
+    /// The operation's decision, where it lies while it is being decided.
+    fn deciding(&self, id: OpKey) -> Option<&Decide> {
+        match &self.ops.get(id)?.phase {
+            Phase::Deciding(decide) => Some(decide),
+            _ => None,
+        }
+    }
+
     fn take_decide(&mut self, id: OpKey) -> Option<Decide> {
         let state = self.ops.get_mut(id)?;
         match std::mem::replace(&mut state.phase, Phase::Backoff) {
@@ -1374,11 +1378,7 @@ impl Core {
     }
 
     fn decision_reply(&mut self, now: Instant, id: OpKey, brick: BrickId, reply: Option<Reply>) {
-        let Some(OpState {
-            phase: Phase::Deciding(decide),
-            ..
-        }) = self.ops.get(id)
-        else {
+        let Some(decide) = self.deciding(id) else {
             return;
         };
         // The usual answer, the primary's commit, is taken with the decision
@@ -1484,11 +1484,7 @@ impl Core {
     /// participants. One that says it never prepared lost the write (it
     /// restarted) and is reported for removal.
     fn committed(&mut self, _now: Instant, id: OpKey) {
-        let Some(OpState {
-            phase: Phase::Deciding(decide),
-            ..
-        }) = self.ops.get(id)
-        else {
+        let Some(decide) = self.deciding(id) else {
             return;
         };
         let (rg, bricks, target) = (decide.route.rg, decide.route.bricks, decide.target);
