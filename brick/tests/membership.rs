@@ -408,9 +408,13 @@ fn prepare_42(partition: PartitionId, fingerprint: u32, decide: bool) -> Request
     prepare_k(42, b"v", participants, (partition, fingerprint), decide)
 }
 
-/// Transaction 42 prepared at brick 2, then prepared and decided at brick
-/// 1, the primary, which commits it (brick 2 never hears the commit).
-fn commit_42_at_the_primary(net: &mut Net, partition: PartitionId, fingerprint: u32) {
+/// Transaction 42 prepared at brick 2 (request 2), then prepared and
+/// decided at brick 1, the primary (request 3): the two answers so far.
+fn prepare_42_at_both(
+    net: &mut Net,
+    partition: PartitionId,
+    fingerprint: u32,
+) -> (Option<Reply>, Option<Reply>) {
     for (b, id) in [(BrickId(2), 2), (BrickId(1), 3)] {
         client_request(
             net,
@@ -419,10 +423,17 @@ fn commit_42_at_the_primary(net: &mut Net, partition: PartitionId, fingerprint: 
             prepare_42(partition, fingerprint, b == BrickId(1)),
         );
     }
-    assert_eq!(
-        client_reply(net, BrickId(1), 3),
-        Some(&Reply::TxState(wire::TxState::Committed))
-    );
+    (
+        client_reply(net, BrickId(2), 2).cloned(),
+        client_reply(net, BrickId(1), 3).cloned(),
+    )
+}
+
+/// Transaction 42 prepared at brick 2, then prepared and decided at brick
+/// 1, the primary, which commits it (brick 2 never hears the commit).
+fn commit_42_at_the_primary(net: &mut Net, partition: PartitionId, fingerprint: u32) {
+    let (_, primary) = prepare_42_at_both(net, partition, fingerprint);
+    assert_eq!(primary, Some(Reply::TxState(wire::TxState::Committed)));
 }
 
 /// A client's read of `k` in table `t` at `brick`, answered at once or not.
@@ -620,24 +631,9 @@ fn a_prepare_that_decides_without_a_lease_waits_for_it_prepared() {
         client_request(&mut net, b, 1, Request::CreateTable { name });
         assert_eq!(client_reply(&net, b, 1), Some(&Reply::Ok), "{b}");
     }
-    client_request(
-        &mut net,
-        BrickId(2),
-        2,
-        prepare_42(partition, fingerprint, false),
-    );
-    assert_eq!(client_reply(&net, BrickId(2), 2), Some(&Reply::Voted));
-    client_request(
-        &mut net,
-        BrickId(1),
-        3,
-        prepare_42(partition, fingerprint, true),
-    );
-    assert_eq!(
-        client_reply(&net, BrickId(1), 3),
-        None,
-        "the decision waits"
-    );
+    let (vote, primary) = prepare_42_at_both(&mut net, partition, fingerprint);
+    assert_eq!(vote, Some(Reply::Voted));
+    assert_eq!(primary, None, "the decision waits");
     assert_eq!(stat(&mut net, BrickId(1), 4, "prepared"), Some(1));
     assert_eq!(
         status_at(&mut net, BrickId(1), 5, 42, partition),
@@ -761,23 +757,9 @@ fn a_clean_stop_saves_outcomes_only_when_nothing_is_lost_and_they_come_back() {
     };
     // Write 42 prepared at brick 2, then prepared and committed at brick 1,
     // its primary; brick 2 waits for the commit.
-    client_request(
-        &mut net,
-        BrickId(2),
-        2,
-        prepare_42(partition, fingerprint, false),
-    );
-    assert_eq!(client_reply(&net, BrickId(2), 2), Some(&Reply::Voted));
-    client_request(
-        &mut net,
-        BrickId(1),
-        3,
-        prepare_42(partition, fingerprint, true),
-    );
-    assert_eq!(
-        client_reply(&net, BrickId(1), 3),
-        Some(&Reply::TxState(wire::TxState::Committed))
-    );
+    let (vote, primary) = prepare_42_at_both(&mut net, partition, fingerprint);
+    assert_eq!(vote, Some(Reply::Voted));
+    assert_eq!(primary, Some(Reply::TxState(wire::TxState::Committed)));
     assert!(
         net.nodes[&BrickId(2)]
             .outcomes_for_a_clean_stop(net.now)
