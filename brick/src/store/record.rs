@@ -233,11 +233,11 @@ pub fn parse_structure(arena: &[u8], offset: u64) -> Parsed {
     parse_checking(arena, offset, false)
 }
 
-/// Walks over every record of an arena (a brick's start, a copy's check)
-/// go through here, so it reads the end marker's six bytes as two words
-/// and takes the record's length from the lengths of its varints. Inlined
-/// into each walk, which then reads the parts of the result it uses
-/// straight from registers.
+/// Every walk over an arena's records (a brick's start, a copy's checks)
+/// goes through here, so this reads the end marker's six bytes as two
+/// words and takes the record's length from the lengths of its varints.
+/// Inlined into each walk, which then reads the parts of the result it
+/// uses straight from registers.
 #[inline(always)]
 fn parse_checking(arena: &[u8], offset: u64, check_crc: bool) -> Parsed {
     const CUT: Parsed = Parsed::Invalid("a record header runs past the arena's end");
@@ -560,7 +560,7 @@ mod tests {
     }
 
     /// Every header made of bytes that sit on the varints' edges, in
-    /// arenas that cut it at every length: no panic, the end exactly where
+    /// arenas that cut it at lengths around its fields: no panic, the end exactly where
     /// six zero bytes are, and a record's parts add up to its length as
     /// `record_bytes` counts it and fit in the arena.
     #[test]
