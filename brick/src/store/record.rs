@@ -112,9 +112,14 @@ fn put_varint(dst: &mut [u8], mut v: u64) -> usize {
 /// or not in its shortest form.
 #[inline]
 fn get_varint(bytes: &[u8], max_bytes: usize) -> Option<(u64, usize)> {
-    // One byte, the most common length (keys, and values under 128 bytes).
-    if let Some(&b) = bytes.first().filter(|&&b| b < 0x80 && max_bytes > 0) {
-        return Some((u64::from(b), 1));
+    // One byte (keys, and values under 128 bytes) and two (values under
+    // 16 KiB) without the loop; a last byte of zero is a longer form.
+    match *bytes {
+        [b, ..] if b < 0x80 && max_bytes > 0 => return Some((u64::from(b), 1)),
+        [b0, b1, ..] if b1 < 0x80 && max_bytes > 1 => {
+            return (b1 != 0).then_some((u64::from(b0 & 0x7f) | u64::from(b1) << 7, 2));
+        }
+        _ => {}
     }
     let mut v = 0u64;
     for (at, &b) in bytes.iter().take(max_bytes).enumerate() {
