@@ -49,7 +49,7 @@ type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 use std::time::{Duration, Instant};
 
 use maps::{BrickId, Maps, PartitionId, RgId};
-use wire::{Ballot, CopyChunkRef, ErrorCode, ErrorReply, Reply, Request, TxId, TxState, Write};
+use wire::{Ballot, CopyChunkRef, CopyIndexRef, ErrorCode, ErrorReply, Reply, Request, TxId, TxState, Write};
 
 use crate::limits;
 use crate::store::{record_bytes, CompactStatus, Partition, StoreError};
@@ -97,6 +97,52 @@ pub enum Transmit {
         request_id: u64,
         chunk: ArenaChunk,
     },
+    /// A `CopyIndex` request to a peer whose bytes are a part of the
+    /// source's snapshot of its index: the driver encodes them from there
+    /// ([`IndexPart::request_ref`]) rather than from a copy made first.
+    /// Its reply comes back as a [`Transmit::Peer`]'s does.
+    CopyIndex {
+        peer: BrickId,
+        request_id: u64,
+        part: IndexPart,
+    },
+}
+
+/// A part of the index a copy sends ahead of its first chunk: the
+/// `CopyIndex` request's fields, and its slots, shared with the source's
+/// snapshot of the table (held as little-endian words, so their bytes are
+/// the wire's), which stays alive as long as a part names it.
+#[derive(Clone, Debug)]
+pub struct IndexPart {
+    pub partition: PartitionId,
+    pub end: u64,
+    pub slots: u64,
+    pub bits: u8,
+    pub first: u64,
+    words: std::sync::Arc<Vec<u64>>,
+    range: std::ops::Range<usize>,
+}
+
+impl IndexPart {
+    /// The request this part stands for, its bytes borrowed from the
+    /// snapshot.
+    pub fn request_ref(&self) -> CopyIndexRef<'_> {
+        let words = &self.words[self.range.clone()];
+        // SAFETY: any initialised memory is valid as bytes, `u8` has no
+        // alignment, and the slice covers exactly the words' memory, which
+        // `self` keeps alive for the borrow.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), std::mem::size_of_val(words))
+        };
+        CopyIndexRef {
+            partition: self.partition,
+            end: self.end,
+            slots: self.slots,
+            bits: self.bits,
+            first: self.first,
+            bytes,
+        }
+    }
 }
 
 /// Where the bytes of a [`Transmit::CopyChunk`] are: `len` bytes from
@@ -813,7 +859,24 @@ impl Node {
                     end,
                 },
             )),
-            request @ Request::CopyIndex { .. } => Some(self.copy_index(now, request)),
+            Request::CopyIndex {
+                partition,
+                end,
+                slots,
+                bits,
+                first,
+                bytes,
+            } => Some(self.copy_index(
+                now,
+                CopyIndexRef {
+                    partition,
+                    end,
+                    slots,
+                    bits,
+                    first,
+                    bytes: &bytes,
+                },
+            )),
             Request::CopyAbort { partition } => Some(self.copy_abort(partition)),
             Request::ConfigVote {
                 rg,
@@ -852,6 +915,21 @@ impl Node {
     ) {
         self.note_time(now);
         let reply = self.copy_chunk(now, chunk);
+        self.reply(conn, request_id, reply);
+    }
+
+    /// [`Node::handle_request`] for a `CopyIndex` whose bytes are borrowed
+    /// from the connection's read buffer, as [`Node::handle_copy_chunk`]
+    /// takes a chunk.
+    pub fn handle_copy_index(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        request_id: u64,
+        part: CopyIndexRef<'_>,
+    ) {
+        self.note_time(now);
+        let reply = self.copy_index(now, part);
         self.reply(conn, request_id, reply);
     }
 

@@ -26,7 +26,8 @@ use maps::BrickId;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use wire::codec::{
-    copy_chunk_frame_around, encode_reply, encode_request, Frame, FrameDecoder, FrameError,
+    copy_chunk_frame_around, copy_index_frame_head, encode_reply, encode_request, Frame,
+    FrameDecoder, FrameError,
 };
 use wire::limits::{
     CONNECTIONS_PER_BRICK_MAX, OUTSTANDING_REQUESTS_PER_CONNECTION_MAX,
@@ -368,6 +369,10 @@ impl Server {
                                 handle_batch(&mut self.node, &mut self.batch, now, conn_id);
                                 self.node.handle_copy_chunk(now, conn_id, request_id, chunk)
                             }
+                            Frame::CopyIndex(part) => {
+                                handle_batch(&mut self.node, &mut self.batch, now, conn_id);
+                                self.node.handle_copy_index(now, conn_id, request_id, part)
+                            }
                             Frame::Message(Message::Reply(_)) => unreachable!("matched above"),
                         }
                     }
@@ -541,7 +546,25 @@ impl Server {
                         bytes,
                         end: chunk.end,
                     };
-                    if let Err(e) = send_copy_chunk(conn, request_id, &chunk, crc) {
+                    let (head, tail) = copy_chunk_frame_around(request_id, &chunk, crc);
+                    if let Err(e) = send_around(conn, [&head, chunk.bytes, &tail]) {
+                        self.drop_outbound(peer, &format!("write failed: {e}"));
+                        continue;
+                    }
+                    self.dirty.insert(Token(PEER_TOKEN_BASE + peer.0 as usize));
+                }
+                Transmit::CopyIndex {
+                    peer,
+                    request_id,
+                    part,
+                } => {
+                    if !self.ready_outbound(peer) {
+                        continue;
+                    }
+                    let conn = self.outbound.get_mut(&peer).unwrap();
+                    let part = part.request_ref();
+                    let head = copy_index_frame_head(request_id, &part);
+                    if let Err(e) = send_around(conn, [&head, part.bytes, &[]]) {
                         self.drop_outbound(peer, &format!("write failed: {e}"));
                         continue;
                     }
@@ -642,21 +665,15 @@ impl Server {
     }
 }
 
-/// Queues a copy chunk on `conn`. With nothing queued ahead of it, the
-/// frame goes to the socket at once, its bytes straight from the arena
-/// (`writev` of the header and fields, the bytes, and the fields after),
-/// and only what the socket does not take is copied into the buffer:
-/// copying every chunk into the buffer first was the source's largest
-/// cost of a copy after the send itself (`perf`: 6% of all CPU during an
-/// idle copy, as much as the receiver's crc).
-fn send_copy_chunk(
-    conn: &mut Outbound,
-    request_id: u64,
-    chunk: &CopyChunkRef<'_>,
-    bytes_crc: Option<u32>,
-) -> io::Result<()> {
-    let (head, tail) = copy_chunk_frame_around(request_id, chunk, bytes_crc);
-    let parts = [&head[..], chunk.bytes, &tail[..]];
+/// Queues a frame made of `parts` (a copy chunk: the header and fields,
+/// the bytes, the fields after; or a part of an index: the header and
+/// fields, the slots) on `conn`. With nothing queued ahead of it, the
+/// frame goes to the socket at once, its bytes straight from where they
+/// lie (`writev`), and only what the socket does not take is copied into
+/// the buffer: copying every chunk into the buffer first was the source's
+/// largest cost of a copy after the send itself (`perf`: 6% of all CPU
+/// during an idle copy, as much as the receiver's crc).
+fn send_around(conn: &mut Outbound, parts: [&[u8]; 3]) -> io::Result<()> {
     if conn.out_pos < conn.out.len() {
         for part in parts {
             conn.out.extend_from_slice(part);

@@ -157,6 +157,16 @@ impl Net {
                             request,
                         });
                     }
+                    Transmit::CopyIndex {
+                        peer,
+                        request_id,
+                        part,
+                    } => self.queue.push_back(Envelope::Request {
+                        from,
+                        to: peer,
+                        id: request_id,
+                        request: part.request_ref().to_request(),
+                    }),
                     Transmit::Reply {
                         conn,
                         request_id,

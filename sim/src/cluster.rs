@@ -700,6 +700,18 @@ impl Sim {
                         });
                     }
                 }
+                Transmit::CopyIndex {
+                    peer,
+                    request_id,
+                    part,
+                } => {
+                    self.send(Envelope::PeerRequest {
+                        from: id,
+                        to: peer,
+                        request_id,
+                        request: part.request_ref().to_request(),
+                    });
+                }
             }
         }
     }

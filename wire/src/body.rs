@@ -26,7 +26,7 @@ use crate::limits::{
     STATS_ENTRIES_MAX, STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
 };
 use crate::message::{
-    kind, kind_name, Accepted, Ballot, CopyChunkRef, Digest, ErrorCode, ErrorReply, Message,
+    kind, kind_name, Accepted, Ballot, CopyChunkRef, CopyIndexRef, Digest, ErrorCode, ErrorReply, Message,
     PrepareRef, Reply, Request, TxId, TxState, Write,
 };
 
@@ -737,14 +737,7 @@ impl Message {
                 maps: r.bytes("CopyBegin.maps", MAPS_SIZE_MAX)?,
             }),
             kind::COPY_CHUNK => Message::Request(r.copy_chunk()?.to_request()),
-            kind::COPY_INDEX => Message::Request(Request::CopyIndex {
-                partition: PartitionId(r.u64("CopyIndex.partition")?),
-                end: r.u64("CopyIndex.end")?,
-                slots: r.u64("CopyIndex.slots")?,
-                bits: r.u8("CopyIndex.bits")?,
-                first: r.u64("CopyIndex.first")?,
-                bytes: r.bytes("CopyIndex.bytes", COPY_CHUNK_SIZE_MAX)?,
-            }),
+            kind::COPY_INDEX => Message::Request(r.copy_index()?.to_request()),
             kind::CONFIG_VOTE => Message::Request(Request::ConfigVote {
                 rg: RgId(r.u32("ConfigVote.rg")?),
                 epoch: r.u64("ConfigVote.epoch")?,
@@ -899,6 +892,35 @@ impl CopyChunkRef<'_> {
     }
 }
 
+impl CopyIndexRef<'_> {
+    /// The body's fields before its bytes, appended to `head`: the body of
+    /// the `CopyIndex` this stands for ends with its bytes.
+    pub fn encode_body_head(&self, head: &mut Vec<u8>) {
+        put_u64(head, self.partition.0);
+        put_u64(head, self.end);
+        put_u64(head, self.slots);
+        put_u8(head, self.bits);
+        put_u64(head, self.first);
+        put_u32(head, length_prefix(self.bytes.len()));
+    }
+
+    /// The exact number of bytes of the body.
+    pub fn body_len(&self) -> usize {
+        8 + 8 + 8 + 1 + 8 + bytes_len(self.bytes)
+    }
+}
+
+impl<'a> CopyIndexRef<'a> {
+    /// Decodes the body of a `CopyIndex` frame, borrowing its bytes: the
+    /// same checks, and the same errors, as [`Message::decode`].
+    pub fn decode(body: &'a [u8]) -> Result<CopyIndexRef<'a>, DecodeError> {
+        let mut r = Reader { body, pos: 0 };
+        let part = r.copy_index()?;
+        r.finish("CopyIndex")?;
+        Ok(part)
+    }
+}
+
 impl<'a> CopyChunkRef<'a> {
     /// Decodes the body of a `CopyChunk` frame, borrowing its bytes: the
     /// same checks, and the same errors, as [`Message::decode`].
@@ -1016,6 +1038,17 @@ impl<'a> Reader<'a> {
             ));
         }
         self.take(field, length as usize)
+    }
+
+    fn copy_index(&mut self) -> Result<CopyIndexRef<'a>, DecodeError> {
+        Ok(CopyIndexRef {
+            partition: PartitionId(self.u64("CopyIndex.partition")?),
+            end: self.u64("CopyIndex.end")?,
+            slots: self.u64("CopyIndex.slots")?,
+            bits: self.u8("CopyIndex.bits")?,
+            first: self.u64("CopyIndex.first")?,
+            bytes: self.slice("CopyIndex.bytes", COPY_CHUNK_SIZE_MAX)?,
+        })
     }
 
     fn copy_chunk(&mut self) -> Result<CopyChunkRef<'a>, DecodeError> {

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use crate::body::DecodeError;
 use crate::header::{Header, HeaderError, HEADER_SIZE};
 use crate::limits::FRAME_BODY_SIZE_MAX;
-use crate::message::{kind, CopyChunkRef, Message, PrepareRef, Reply, Request};
+use crate::message::{kind, CopyChunkRef, CopyIndexRef, Message, PrepareRef, Reply, Request};
 
 /// Longest frame, header included, in bytes. A [`FrameDecoder`] never holds
 /// more than this.
@@ -76,33 +76,76 @@ pub fn copy_chunk_frame_around(
     let mut head = vec![0; HEADER_SIZE];
     let mut tail = Vec::new();
     chunk.encode_body_around(&mut head, &mut tail);
-    let body_len = chunk.body_len();
-    assert_eq!(
-        head.len() - HEADER_SIZE + chunk.bytes.len() + tail.len(),
-        body_len
+    let header = around_header(
+        request_id,
+        kind::COPY_CHUNK,
+        &head[HEADER_SIZE..],
+        chunk.bytes,
+        bytes_crc,
+        &tail,
     );
+    debug_assert_eq!(header.body_len as usize, chunk.body_len());
+    put_header(&header, &mut head);
+    (head, tail)
+}
+
+/// The frame of a `CopyIndex` request in two parts, as
+/// [`copy_chunk_frame_around`] gives a chunk's: the header and the body's
+/// fields (returned), then the bytes themselves (`part.bytes`, not copied),
+/// which end the body. A source sends its index's parts this way, from its
+/// snapshot of the table.
+pub fn copy_index_frame_head(request_id: u64, part: &CopyIndexRef<'_>) -> Vec<u8> {
+    let mut head = vec![0; HEADER_SIZE];
+    part.encode_body_head(&mut head);
+    let header = around_header(
+        request_id,
+        kind::COPY_INDEX,
+        &head[HEADER_SIZE..],
+        part.bytes,
+        None,
+        &[],
+    );
+    debug_assert_eq!(header.body_len as usize, part.body_len());
+    put_header(&header, &mut head);
+    head
+}
+
+/// The header of a frame whose body is `fields`, `bytes` and `tail` in
+/// that order; `bytes_crc`, when given, stands for the crc of `bytes`,
+/// which are then not read.
+fn around_header(
+    request_id: u64,
+    kind: u8,
+    fields: &[u8],
+    bytes: &[u8],
+    bytes_crc: Option<u32>,
+    tail: &[u8],
+) -> Header {
     let mut crc = crc32fast::Hasher::new();
-    crc.update(&head[HEADER_SIZE..]);
+    crc.update(fields);
     match bytes_crc {
         Some(known) => crc.combine(&crc32fast::Hasher::new_with_initial_len(
             known,
-            chunk.bytes.len() as u64,
+            bytes.len() as u64,
         )),
-        None => crc.update(chunk.bytes),
+        None => crc.update(bytes),
     }
-    crc.update(&tail);
-    let header = Header {
-        kind: kind::COPY_CHUNK,
-        body_len: u32::try_from(body_len)
+    crc.update(tail);
+    Header {
+        kind,
+        body_len: u32::try_from(fields.len() + bytes.len() + tail.len())
             .expect("a frame body longer than u32::MAX cannot be encoded"),
         request_id,
         body_crc: crc.finalize(),
-    };
+    }
+}
+
+/// Writes `header` into the first [`HEADER_SIZE`] bytes of `head`.
+fn put_header(header: &Header, head: &mut [u8]) {
     let header_bytes: &mut [u8; HEADER_SIZE] = (&mut head[..HEADER_SIZE])
         .try_into()
         .expect("the header slice is HEADER_SIZE long");
     header.encode(header_bytes);
-    (head, tail)
 }
 
 /// [`encode_frame`] for a reply, without wrapping it in a [`Message`].
@@ -225,6 +268,8 @@ pub enum Frame<'a> {
     Message(Message),
     /// A `CopyChunk` request, its bytes still in the decoder's buffer.
     CopyChunk(CopyChunkRef<'a>),
+    /// A `CopyIndex` request, its bytes still in the decoder's buffer.
+    CopyIndex(CopyIndexRef<'a>),
 }
 
 impl FrameDecoder {
@@ -306,14 +351,16 @@ impl FrameDecoder {
             .map(|(request_id, frame)| match frame {
                 Frame::Message(message) => (request_id, message),
                 Frame::CopyChunk(chunk) => (request_id, Message::Request(chunk.to_request())),
+                Frame::CopyIndex(part) => (request_id, Message::Request(part.to_request())),
             }))
     }
 
-    /// [`FrameDecoder::next_frame`], except that a `CopyChunk` request comes
-    /// with its bytes borrowed from the decoder's buffer rather than copied
-    /// out: a recovery copy's chunks are most of the bytes a brick receives
-    /// then, and that copy was a fifth of the receiving side's time. They
-    /// stay valid until the decoder is used again.
+    /// [`FrameDecoder::next_frame`], except that a `CopyChunk` or
+    /// `CopyIndex` request comes with its bytes borrowed from the decoder's
+    /// buffer rather than copied out: a recovery copy's chunks are most of
+    /// the bytes a brick receives then, and that copy was a fifth of the
+    /// receiving side's time. They stay valid until the decoder is used
+    /// again.
     pub fn next_frame_lending(&mut self) -> Result<Option<(u64, Frame<'_>)>, FrameError> {
         self.settle();
         if let Some(error) = &self.failed {
@@ -352,6 +399,14 @@ impl FrameDecoder {
             }
             let chunk = CopyChunkRef::decode(&self.buf[body]).expect("decoded just above");
             return Ok(Some((request_id, Frame::CopyChunk(chunk))));
+        }
+        if header.kind == kind::COPY_INDEX {
+            // As for a chunk, above.
+            if let Err(error) = CopyIndexRef::decode(&self.buf[body.clone()]) {
+                return Err(self.fail(FrameError::BadBody { request_id, error }));
+            }
+            let part = CopyIndexRef::decode(&self.buf[body]).expect("decoded just above");
+            return Ok(Some((request_id, Frame::CopyIndex(part))));
         }
         match Message::decode(header.kind, &self.buf[body]) {
             Ok(message) => Ok(Some((request_id, Frame::Message(message)))),

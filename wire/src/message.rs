@@ -232,6 +232,34 @@ impl CopyChunkRef<'_> {
     }
 }
 
+/// A `CopyIndex` request whose bytes are borrowed from where they lie: at
+/// a source, its snapshot of the index, encoded straight from there (see
+/// [`crate::codec::copy_index_frame_around`]); at a target, the frame they
+/// came in (see [`crate::FrameDecoder::next_frame_lending`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyIndexRef<'a> {
+    pub partition: PartitionId,
+    pub end: u64,
+    pub slots: u64,
+    pub bits: u8,
+    pub first: u64,
+    pub bytes: &'a [u8],
+}
+
+impl CopyIndexRef<'_> {
+    /// The same request, owning a copy of its bytes.
+    pub fn to_request(&self) -> Request {
+        Request::CopyIndex {
+            partition: self.partition,
+            end: self.end,
+            slots: self.slots,
+            bits: self.bits,
+            first: self.first,
+            bytes: self.bytes.to_vec(),
+        }
+    }
+}
+
 /// A `Prepare` (a `PrepareDecide` with `decide` set) whose bytes are
 /// borrowed from where the caller keeps them, so that a client encodes it
 /// straight into a connection's buffer without first copying the table,

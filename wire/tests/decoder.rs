@@ -399,10 +399,10 @@ fn a_read_says_whether_it_filled_the_room_it_had() {
     assert!(fresh.last_read_was_short(), "10 bytes with room for more");
 }
 
-/// Copy chunks come out of the lending decoder with their bytes still in
-/// its buffer, equal to what the owning decoder gives, between other
-/// frames and across reads cut anywhere; a chunk whose byte string claims
-/// more than the body holds is refused the same way.
+/// Copy chunks and index parts come out of the lending decoder with their
+/// bytes still in its buffer, equal to what the owning decoder gives,
+/// between other frames and across reads cut anywhere; a chunk whose byte
+/// string claims more than the body holds is refused the same way.
 #[test]
 fn copy_chunks_are_lent_from_the_buffer() {
     use wire::{CopyChunkRef, Digest, Frame};
@@ -415,6 +415,14 @@ fn copy_chunks_are_lent_from_the_buffer() {
         })
     };
     let messages = vec![
+        Message::Request(Request::CopyIndex {
+            partition: PartitionId(4),
+            end: 1 << 20,
+            slots: 4096,
+            bits: 40,
+            first: 0,
+            bytes: pattern(4096 * 8, 9),
+        }),
         chunk(64, 1, None),
         Message::Request(Request::Ping),
         chunk(200_065, 2, None),
@@ -445,8 +453,12 @@ fn copy_chunks_are_lent_from_the_buffer() {
                         assert_eq!(&lent.to_request(), owned, "cut {cut}");
                         lent.to_request()
                     }
+                    Frame::CopyIndex(lent) => lent.to_request(),
                     Frame::Message(Message::Request(Request::CopyChunk { .. })) => {
                         panic!("a chunk was copied out")
+                    }
+                    Frame::Message(Message::Request(Request::CopyIndex { .. })) => {
+                        panic!("an index part was copied out")
                     }
                     Frame::Message(Message::Request(r)) => r,
                     Frame::Message(Message::Reply(r)) => panic!("{r:?}"),

@@ -10,8 +10,8 @@ use maps::{BrickId, PartitionId, RgId};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use wire::codec::{
-    copy_chunk_frame_around, encode_copy_chunk, encode_frame, encode_prepare, encode_reply,
-    encode_request, FrameDecoder,
+    copy_chunk_frame_around, copy_index_frame_head, encode_copy_chunk, encode_frame,
+    encode_prepare, encode_reply, encode_request, Frame, FrameDecoder,
 };
 use wire::header::RawHeader;
 use wire::limits::{
@@ -19,7 +19,7 @@ use wire::limits::{
     STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
 };
 use wire::{
-    kind_name, Accepted, Ballot, CopyChunkRef, Digest, ErrorReply, Message, Reply, Request, TxId,
+    kind_name, Accepted, Ballot, CopyChunkRef, CopyIndexRef, Digest, ErrorReply, Message, Reply, Request, TxId,
     Write, HEADER_SIZE,
 };
 
@@ -575,6 +575,41 @@ proptest! {
             around.extend_from_slice(&bytes);
             around.extend_from_slice(&tail);
             prop_assert_eq!(&around, &owned);
+        }
+    }
+
+    /// A part of an index borrowed from a source's snapshot encodes, head
+    /// then bytes, to the frame of the request it stands for, and the
+    /// decoder lends it back as it was.
+    #[test]
+    fn borrowed_index_parts_encode_as_their_requests(
+        partition in any::<u64>(),
+        end in any::<u64>(),
+        slots in any::<u64>(),
+        bits in any::<u8>(),
+        first in any::<u64>(),
+        bytes in vec(any::<u8>(), 0..2048),
+        earlier in vec(any::<u8>(), 0..64),
+    ) {
+        let part = CopyIndexRef {
+            partition: PartitionId(partition),
+            end,
+            slots,
+            bits,
+            first,
+            bytes: &bytes,
+        };
+        let mut owned = earlier.clone();
+        encode_request(7, &part.to_request(), &mut owned);
+        let mut around = earlier.clone();
+        around.extend_from_slice(&copy_index_frame_head(7, &part));
+        around.extend_from_slice(&bytes);
+        prop_assert_eq!(&around, &owned);
+        let mut decoder = FrameDecoder::new();
+        prop_assert_eq!(decoder.feed(&around[earlier.len()..]), around.len() - earlier.len());
+        match decoder.next_frame_lending().unwrap() {
+            Some((7, Frame::CopyIndex(lent))) => prop_assert_eq!(lent, part),
+            other => prop_assert!(false, "decoded {:?}", other),
         }
     }
 

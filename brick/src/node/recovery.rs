@@ -40,9 +40,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use maps::{BrickId, PartitionId, RgId};
-use wire::{CopyChunkRef, Digest, ErrorCode, Reply, Request};
+use wire::{CopyChunkRef, CopyIndexRef, Digest, ErrorCode, Reply, Request};
 
-use super::{error, membership, ArenaChunk, Node, PeerPending, Transmit, TABLE_MARKER};
+use super::{
+    error, membership, ArenaChunk, IndexPart, Node, PeerPending, Transmit, TABLE_MARKER,
+};
 use crate::limits;
 pub use crate::slots::save_durably;
 use crate::slots::SlotFile;
@@ -317,7 +319,9 @@ pub(super) struct CopyOut {
 pub(super) struct IndexOut {
     end: u64,
     bits: u32,
-    slots: Vec<u64>,
+    /// The table's slots as little-endian words, shared with the parts
+    /// that are sent (see [`IndexPart`]).
+    slots: Arc<Vec<u64>>,
     /// Slots sent so far.
     sent: usize,
 }
@@ -514,6 +518,17 @@ const RETRY: Duration = Duration::from_secs(1);
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Bytes per second.
+/// `words` with each word in little-endian order, the wire's: unchanged on
+/// a little-endian machine.
+fn little_endian(mut words: Vec<u64>) -> Vec<u64> {
+    if cfg!(target_endian = "big") {
+        for word in &mut words {
+            *word = word.to_le();
+        }
+    }
+    words
+}
+
 fn rate(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / took.as_secs_f64().max(1e-6)
 }
@@ -1295,7 +1310,7 @@ impl Node {
         c.index = store.index_snapshot_in(room).map(|snapshot| IndexOut {
             end: snapshot.end,
             bits: snapshot.location_bits,
-            slots: snapshot.slots,
+            slots: Arc::new(little_endian(snapshot.slots)),
             sent: 0,
         });
         log::debug!(
@@ -1422,18 +1437,17 @@ impl Node {
         };
         let first = index.sent;
         let to = (first + INDEX_PART_SLOTS).min(index.slots.len());
-        let mut bytes = Vec::with_capacity((to - first) * 8);
-        for slot in &index.slots[first..to] {
-            bytes.extend_from_slice(&slot.to_le_bytes());
-        }
-        self.recovery.counters.index_bytes_sent += bytes.len() as u64;
-        let request = Request::CopyIndex {
+        self.recovery.counters.index_bytes_sent += (to - first) as u64 * 8;
+        // The part's bytes stay in the snapshot: the driver sends them
+        // from there, as a chunk's from the arena.
+        let part = IndexPart {
             partition,
             end: index.end,
             slots: index.slots.len() as u64,
             bits: index.bits as u8,
             first: first as u64,
-            bytes,
+            words: Arc::clone(&index.slots),
+            range: first..to,
         };
         index.sent = to;
         if to == index.slots.len() {
@@ -1446,12 +1460,16 @@ impl Node {
         }
         c.in_flight += 1;
         let (target, session) = (c.target, c.session);
-        let pending = PeerPending::CopyChunk {
+        let request_id = self.peer_request_id(PeerPending::CopyChunk {
             partition,
             session,
             peer: target,
-        };
-        self.send_peer(target, request, pending);
+        });
+        self.transmits.push_back(Transmit::CopyIndex {
+            peer: target,
+            request_id,
+            part,
+        });
     }
 
     /// Sends the next chunk; while writes are held, the chunk that reaches
@@ -1917,18 +1935,15 @@ impl Node {
     /// index (the copy goes on, and this node indexes the records itself),
     /// as is an index for a partition whose last copy failed the check
     /// against the index that came with it.
-    pub(super) fn copy_index(&mut self, now: Instant, request: Request) -> Reply {
-        let Request::CopyIndex {
+    pub(super) fn copy_index(&mut self, now: Instant, part: CopyIndexRef<'_>) -> Reply {
+        let CopyIndexRef {
             partition,
             end,
             slots,
             bits,
             first,
             bytes,
-        } = request
-        else {
-            return error(ErrorCode::Internal, "not a copy index".to_string());
-        };
+        } = part;
         let refused = self.recovery.index_refused.contains(&partition);
         let Some(c) = self.recovery.incoming.get_mut(&partition) else {
             return error(
@@ -1952,7 +1967,7 @@ impl Node {
         }
         let fits = match c.index.as_mut() {
             Some((e, b, image)) if (*e, *b, image.slots() as u64) == (end, bits, slots) => {
-                image.write(first, &bytes)
+                image.write(first, bytes)
             }
             Some(_) => Err("a part of another index"),
             None => Ok(()),
