@@ -49,7 +49,9 @@ type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 use std::time::{Duration, Instant};
 
 use maps::{BrickId, Maps, PartitionId, RgId};
-use wire::{Ballot, CopyChunkRef, CopyIndexRef, ErrorCode, ErrorReply, Reply, Request, TxId, TxState, Write};
+use wire::{
+    Ballot, CopyChunkRef, CopyIndexRef, ErrorCode, ErrorReply, Reply, Request, TxId, TxState, Write,
+};
 
 use crate::limits;
 use crate::store::{record_bytes, CompactStatus, Partition, StoreError};

@@ -26,8 +26,8 @@ use crate::limits::{
     STATS_ENTRIES_MAX, STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
 };
 use crate::message::{
-    kind, kind_name, Accepted, Ballot, CopyChunkRef, CopyIndexRef, Digest, ErrorCode, ErrorReply, Message,
-    PrepareRef, Reply, Request, TxId, TxState, Write,
+    kind, kind_name, Accepted, Ballot, CopyChunkRef, CopyIndexRef, Digest, ErrorCode, ErrorReply,
+    Message, PrepareRef, Reply, Request, TxId, TxState, Write,
 };
 
 /// What was wrong with a field of a body.

@@ -14,8 +14,8 @@ pub mod message;
 
 pub use body::{DecodeError, DecodeProblem, LimitError};
 pub use codec::{
-    copy_chunk_frame_around, copy_index_frame_head, encode_copy_chunk, encode_frame, encode_prepare, encode_reply,
-    encode_request, Frame, FrameDecoder, FrameError,
+    copy_chunk_frame_around, copy_index_frame_head, encode_copy_chunk, encode_frame,
+    encode_prepare, encode_reply, encode_request, Frame, FrameDecoder, FrameError,
 };
 pub use header::{Header, HeaderError, HEADER_SIZE};
 pub use message::*;

@@ -19,8 +19,8 @@ use wire::limits::{
     STAT_NAME_SIZE_MAX, TABLE_NAME_SIZE_MAX, VALUE_SIZE_MAX,
 };
 use wire::{
-    kind_name, Accepted, Ballot, CopyChunkRef, CopyIndexRef, Digest, ErrorReply, Message, Reply, Request, TxId,
-    Write, HEADER_SIZE,
+    kind_name, Accepted, Ballot, CopyChunkRef, CopyIndexRef, Digest, ErrorReply, Message, Reply,
+    Request, TxId, Write, HEADER_SIZE,
 };
 
 /// Encodes the body, checks its announced length, decodes it back, and

@@ -42,9 +42,7 @@ use std::time::{Duration, Instant};
 use maps::{BrickId, PartitionId, RgId};
 use wire::{CopyChunkRef, CopyIndexRef, Digest, ErrorCode, Reply, Request};
 
-use super::{
-    error, membership, ArenaChunk, IndexPart, Node, PeerPending, Transmit, TABLE_MARKER,
-};
+use super::{error, membership, ArenaChunk, IndexPart, Node, PeerPending, Transmit, TABLE_MARKER};
 use crate::limits;
 pub use crate::slots::save_durably;
 use crate::slots::SlotFile;
