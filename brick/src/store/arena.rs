@@ -575,24 +575,6 @@ impl Arena {
         self.segments.next_start_after(offset)
     }
 
-    /// Maps the pages of `from..to` for reading in one system call
-    /// (`MADV_POPULATE_READ`), before a walk through bytes that were
-    /// written through the file: the pages are in the page cache already,
-    /// and the map would otherwise fault once per page. Only a hint.
-    pub(super) fn populate_read(&self, from: u64, to: u64) {
-        #[cfg(target_os = "linux")]
-        if self.file.is_some() && to > from {
-            let from = from - from % PAGE_BYTES;
-            let _ = self.map.advise_range(
-                memmap2::Advice::PopulateRead,
-                from as usize,
-                (to.min(self.capacity) - from) as usize,
-            );
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = (from, to);
-    }
-
     /// Appends a record copied whole from another arena.
     pub(super) fn append_copy(&mut self, record: &[u8]) -> u64 {
         let offset = self.claim(record.len() as u64);
