@@ -515,7 +515,6 @@ const RETRY: Duration = Duration::from_secs(1);
 /// How often a running copy logs its progress.
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Bytes per second.
 /// `words` with each word in little-endian order, the wire's: unchanged on
 /// a little-endian machine.
 fn little_endian(mut words: Vec<u64>) -> Vec<u64> {
@@ -527,6 +526,7 @@ fn little_endian(mut words: Vec<u64>) -> Vec<u64> {
     words
 }
 
+/// Bytes per second.
 fn rate(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / took.as_secs_f64().max(1e-6)
 }
