@@ -861,24 +861,10 @@ impl Node {
                     end,
                 },
             )),
-            Request::CopyIndex {
-                partition,
-                end,
-                slots,
-                bits,
-                first,
-                bytes,
-            } => Some(self.copy_index(
-                now,
-                CopyIndexRef {
-                    partition,
-                    end,
-                    slots,
-                    bits,
-                    first,
-                    bytes: &bytes,
-                },
-            )),
+            request @ Request::CopyIndex { .. } => {
+                let part = request.as_copy_index().expect("a CopyIndex request");
+                Some(self.copy_index(now, part))
+            }
             Request::CopyAbort { partition } => Some(self.copy_abort(partition)),
             Request::ConfigVote {
                 rg,

@@ -246,6 +246,31 @@ pub struct CopyIndexRef<'a> {
     pub bytes: &'a [u8],
 }
 
+impl Request {
+    /// A `CopyIndex` request as the part it carries, borrowing its bytes;
+    /// `None` for any other request.
+    pub fn as_copy_index(&self) -> Option<CopyIndexRef<'_>> {
+        match self {
+            Request::CopyIndex {
+                partition,
+                end,
+                slots,
+                bits,
+                first,
+                bytes,
+            } => Some(CopyIndexRef {
+                partition: *partition,
+                end: *end,
+                slots: *slots,
+                bits: *bits,
+                first: *first,
+                bytes,
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl CopyIndexRef<'_> {
     /// The same request, owning a copy of its bytes.
     pub fn to_request(&self) -> Request {

@@ -599,8 +599,10 @@ proptest! {
             first,
             bytes: &bytes,
         };
+        let request = part.to_request();
+        prop_assert_eq!(request.as_copy_index(), Some(part));
         let mut owned = earlier.clone();
-        encode_request(7, &part.to_request(), &mut owned);
+        encode_request(7, &request, &mut owned);
         let mut around = earlier.clone();
         around.extend_from_slice(&copy_index_frame_head(7, &part));
         around.extend_from_slice(&bytes);
