@@ -547,11 +547,8 @@ impl Server {
                         end: chunk.end,
                     };
                     let (head, tail) = copy_chunk_frame_around(request_id, &chunk, crc);
-                    if let Err(e) = send_around(conn, [&head, chunk.bytes, &tail]) {
-                        self.drop_outbound(peer, &format!("write failed: {e}"));
-                        continue;
-                    }
-                    self.dirty.insert(Token(PEER_TOKEN_BASE + peer.0 as usize));
+                    let sent = send_around(conn, [&head, chunk.bytes, &tail]);
+                    self.after_send(peer, sent);
                 }
                 Transmit::CopyIndex {
                     peer,
@@ -564,13 +561,21 @@ impl Server {
                     let conn = self.outbound.get_mut(&peer).unwrap();
                     let part = part.request_ref();
                     let head = copy_index_frame_head(request_id, &part);
-                    if let Err(e) = send_around(conn, [&head, part.bytes, &[]]) {
-                        self.drop_outbound(peer, &format!("write failed: {e}"));
-                        continue;
-                    }
-                    self.dirty.insert(Token(PEER_TOKEN_BASE + peer.0 as usize));
+                    let sent = send_around(conn, [&head, part.bytes, &[]]);
+                    self.after_send(peer, sent);
                 }
             }
+        }
+    }
+
+    /// Marks the connection to `peer` for the flush after a frame was
+    /// queued on it with [`send_around`], or drops it if the write failed.
+    fn after_send(&mut self, peer: BrickId, sent: io::Result<()>) {
+        match sent {
+            Ok(()) => {
+                self.dirty.insert(Token(PEER_TOKEN_BASE + peer.0 as usize));
+            }
+            Err(e) => self.drop_outbound(peer, &format!("write failed: {e}")),
         }
     }
 
